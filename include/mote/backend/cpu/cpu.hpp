@@ -1,0 +1,70 @@
+#pragma once
+// The CPU backend tag: aligned host memory, copies, fills, and a strided gather used by contiguous().
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <type_traits>
+
+#include "mote/backend/concept.hpp"
+
+namespace mote::backend {
+
+struct cpu {
+  static constexpr const char* name = "cpu";
+  static constexpr bool host_accessible = true;
+  static constexpr std::size_t alignment = 64;  // one cache line, and AVX-512 friendly
+
+  template <class T>
+  static T* allocate(std::size_t n) {
+    if (n == 0) return nullptr;
+    T* p = static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{alignment}));
+    if (::mote::debug::poison_allocations) {
+      if constexpr (std::is_floating_point_v<T>) std::fill(p, p + n, std::numeric_limits<T>::quiet_NaN());
+      else std::fill(p, p + n, std::numeric_limits<T>::min());
+    }
+    return p;
+  }
+  template <class T>
+  static void deallocate(T* p) noexcept {
+    if (p) ::operator delete(p, std::align_val_t{alignment});
+  }
+  template <class T>
+  static void copy_to_host(const T* src, T* dst, std::size_t n) {
+    if (n) std::memcpy(dst, src, n * sizeof(T));
+  }
+  template <class T>
+  static void copy_from_host(const T* src, T* dst, std::size_t n) {
+    if (n) std::memcpy(dst, src, n * sizeof(T));
+  }
+  template <class T>
+  static void copy(const T* src, T* dst, std::size_t n) {
+    if (n) std::memcpy(dst, src, n * sizeof(T));
+  }
+  template <class T>
+  static void fill(T* p, std::size_t n, T value) {
+    std::fill(p, p + n, value);
+  }
+  static void synchronize() noexcept {}
+};
+
+// Gathers a strided 4-D view into contiguous memory (shape and strides padded to rank 4).
+template <class T>
+void strided_copy(cpu, const T* src, const std::int64_t* shape4, const std::int64_t* strides4, T* dst) {
+  std::int64_t o = 0;
+  for (std::int64_t i0 = 0; i0 < shape4[0]; ++i0)
+    for (std::int64_t i1 = 0; i1 < shape4[1]; ++i1)
+      for (std::int64_t i2 = 0; i2 < shape4[2]; ++i2) {
+        const T* row = src + i0 * strides4[0] + i1 * strides4[1] + i2 * strides4[2];
+        for (std::int64_t i3 = 0; i3 < shape4[3]; ++i3) dst[o++] = row[i3 * strides4[3]];
+      }
+}
+
+}  // namespace mote::backend
+
+namespace mote {
+using cpu = backend::cpu;
+static_assert(Backend<cpu>);
+}  // namespace mote
