@@ -66,6 +66,23 @@ struct Node {
   bool released = false;     // saved tensors freed by an earlier backward
   std::uint64_t walk_mark = 0;
 
+  Node() = default;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+  // Unlinks inputs iteratively: a long chain freed by recursive destructors would overflow the stack.
+  ~Node() {
+    std::vector<std::shared_ptr<Node>> pending = std::move(inputs);
+    while (!pending.empty()) {
+      std::shared_ptr<Node> n = std::move(pending.back());
+      pending.pop_back();
+      if (n && n.use_count() == 1) {
+        for (auto& in : n->inputs) pending.push_back(std::move(in));
+        n->inputs.clear();
+        n->backward_fn = nullptr;  // closures may hold Vars too
+      }
+    }
+  }
+
   bool is_leaf() const noexcept { return !backward_fn && !released; }
 
   // The gradient buffer, zero-filled the first time it is asked for.
