@@ -116,6 +116,7 @@ class Var {
   Var() = default;
   // A leaf holding `value` (made contiguous); parameters pass requires_grad = true.
   explicit Var(Tensor<T, B> value, bool requires_grad = false) : node_(std::make_shared<node_type>()) {
+    if (!value.defined()) throw value_error("mote: Var: the value tensor is undefined (default-constructed)");
     node_->value = value.contiguous();
     node_->requires_grad = requires_grad;
   }
@@ -178,14 +179,18 @@ void Var<T, B>::backward(const Tensor<T, B>& seed, BackwardOptions options) {
   const std::uint64_t mark = detail::next_walk_mark.fetch_add(1);
   std::vector<node_type*> order;
   std::vector<std::pair<node_type*, std::size_t>> stack;
+  // Owns every visited node until the end: releasing a node's inputs below must not free a node still in `order`.
+  std::vector<std::shared_ptr<node_type>> alive;
   stack.emplace_back(&root, 0);
   root.walk_mark = mark;
   while (!stack.empty()) {
     auto& [node, next_input] = stack.back();
     if (next_input < node->inputs.size()) {
-      node_type* in = node->inputs[next_input++].get();
+      const std::shared_ptr<node_type>& in_ptr = node->inputs[next_input++];
+      node_type* in = in_ptr.get();
       if (in->requires_grad && in->walk_mark != mark) {
         in->walk_mark = mark;
+        alive.push_back(in_ptr);
         stack.emplace_back(in, 0);
       }
     } else {

@@ -137,6 +137,7 @@ class Tensor {
   }
   // This tensor when packed already, otherwise a packed copy.
   Tensor contiguous() const {
+    require_defined("contiguous");
     if (is_contiguous()) return *this;
     Tensor out(shape_);
     std::int64_t shape4[4] = {1, 1, 1, 1}, strides4[4] = {0, 0, 0, 0};
@@ -152,6 +153,7 @@ class Tensor {
   }
   // A packed copy that shares nothing with this tensor.
   Tensor clone() const {
+    require_defined("clone");
     if (!is_contiguous()) return contiguous();
     Tensor out(shape_);
     B::copy(data(), out.data(), static_cast<std::size_t>(numel()));
@@ -159,12 +161,14 @@ class Tensor {
   }
   // Overwrites every element of this (packed) tensor from another of the same shape.
   void copy_from(const Tensor& src) {
+    require_defined("copy_from");
     expect_same_shape(shape_, src.shape(), "Tensor::copy_from");
     if (!is_contiguous()) throw shape_error("mote: copy_from: the destination view " + shape_.str() + " is not contiguous");
     const Tensor packed = src.contiguous();
     B::copy(packed.data(), data(), static_cast<std::size_t>(numel()));
   }
   void fill(T value) {
+    require_defined("fill");
     if (!is_contiguous()) throw shape_error("mote: fill: the view " + shape_.str() + " is not contiguous");
     B::fill(data(), static_cast<std::size_t>(numel()), value);
   }
@@ -190,6 +194,7 @@ class Tensor {
   }
   // All elements in row-major order, on the host.
   std::vector<T> to_vector() const {
+    require_defined("to_vector");
     const Tensor packed = contiguous();
     std::vector<T> host(static_cast<std::size_t>(numel()));
     B::copy_to_host(packed.data(), host.data(), host.size());
@@ -206,6 +211,7 @@ class Tensor {
   {
     if (static_cast<int>(index.size()) != rank())
       throw shape_error("mote: at: " + std::to_string(index.size()) + " indices for shape " + shape_.str());
+    require_defined("at");
     std::int64_t off = 0;
     int i = 0;
     for (auto v : index) {
@@ -218,6 +224,10 @@ class Tensor {
   }
 
  private:
+  // A default-constructed tensor has no storage; reading it would dereference null.
+  void require_defined(const char* op) const {
+    if (!storage_) throw value_error(std::string("mote: Tensor::") + op + ": the tensor is undefined (default-constructed)");
+  }
   void set_packed_strides() {
     std::int64_t s = 1;
     for (int i = shape_.rank() - 1; i >= 0; --i) {

@@ -1,1 +1,110 @@
 #pragma once
+// CPU fused scaled-dot-product attention with grouped-query heads.
+// Layouts: q and out [batch, heads, q_len, head_dim]; k and v [batch, kv_heads, kv_len, head_dim];
+// probs [batch, heads, q_len, kv_len]. Query head h reads kv head h / (heads / kv_heads).
+// Query t sits at absolute position kv_len - q_len + t, so with `causal` it sees keys s <= that.
+// `mask` (nullable) is [batch, q_len, kv_len] (mask_batch_stride = q_len * kv_len) or one [q_len, kv_len]
+// shared by the batch (stride 0); nonzero means "may attend". A query with no allowed key gets
+// all-zero probabilities, hence a zero output and zero gradients.
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "mote/backend/cpu/cpu.hpp"
+
+namespace mote::backend {
+
+namespace attention_detail {
+template <class T>
+using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using ConstMatrixMap = Eigen::Map<const RowMatrix<T>>;
+template <class T>
+using MatrixMap = Eigen::Map<RowMatrix<T>>;
+}  // namespace attention_detail
+
+// Writes probs = masked softmax(scale * q k^T) and out = probs v.
+template <class T>
+void attention_forward(cpu, const T* q, const T* k, const T* v, const std::uint8_t* mask,
+                       std::int64_t mask_batch_stride, std::int64_t batch, std::int64_t heads, std::int64_t kv_heads,
+                       std::int64_t q_len, std::int64_t kv_len, std::int64_t head_dim, bool causal, T scale, T* out,
+                       T* probs) {
+  using ConstMap = attention_detail::ConstMatrixMap<T>;
+  using Map = attention_detail::MatrixMap<T>;
+  const std::int64_t group = heads / kv_heads;
+  const std::int64_t causal_offset = kv_len - q_len;
+#pragma omp parallel for if (batch * heads * q_len * kv_len * head_dim > (1 << 15))
+  for (std::int64_t bh = 0; bh < batch * heads; ++bh) {
+    const std::int64_t b = bh / heads, kv_head = b * kv_heads + (bh % heads) / group;
+    const ConstMap Q(q + bh * q_len * head_dim, q_len, head_dim);
+    const ConstMap K(k + kv_head * kv_len * head_dim, kv_len, head_dim);
+    const ConstMap V(v + kv_head * kv_len * head_dim, kv_len, head_dim);
+    Map P(probs + bh * q_len * kv_len, q_len, kv_len);
+    Map O(out + bh * q_len * head_dim, q_len, head_dim);
+    if (kv_len == 0) {  // nothing to attend to anywhere
+      O.setZero();
+      continue;
+    }
+    P.noalias() = scale * (Q * K.transpose());
+    const std::uint8_t* mask_rows = mask ? mask + b * mask_batch_stride : nullptr;
+    for (std::int64_t t = 0; t < q_len; ++t) {
+      T* row = probs + (bh * q_len + t) * kv_len;
+      const std::uint8_t* mask_row = mask_rows ? mask_rows + t * kv_len : nullptr;
+      const std::int64_t visible = causal ? std::clamp<std::int64_t>(causal_offset + t + 1, 0, kv_len) : kv_len;
+      T max = -std::numeric_limits<T>::infinity();
+      for (std::int64_t s = 0; s < visible; ++s)
+        if (!mask_row || mask_row[s]) max = std::max(max, row[s]);
+      if (max == -std::numeric_limits<T>::infinity()) {  // every key masked: the row stays zero
+        std::fill(row, row + kv_len, T(0));
+        continue;
+      }
+      T sum = 0;
+      for (std::int64_t s = 0; s < visible; ++s) {
+        row[s] = (!mask_row || mask_row[s]) ? std::exp(row[s] - max) : T(0);
+        sum += row[s];
+      }
+      const T inv = T(1) / sum;
+      for (std::int64_t s = 0; s < visible; ++s) row[s] *= inv;
+      std::fill(row + visible, row + kv_len, T(0));
+    }
+    O.noalias() = P * V;
+  }
+}
+
+// From the saved probs P: dV += P^T dO; dS = P * (dO V^T - rowsum(P * dO V^T)); dQ += scale dS K;
+// dK += scale dS^T Q. One task per (batch, kv head) owns that head's dK and dV, so groups never race.
+template <class T>
+void attention_backward(cpu, const T* q, const T* k, const T* v, const T* probs, const T* dout, std::int64_t batch,
+                        std::int64_t heads, std::int64_t kv_heads, std::int64_t q_len, std::int64_t kv_len,
+                        std::int64_t head_dim, T scale, T* dq, T* dk, T* dv) {
+  using ConstMap = attention_detail::ConstMatrixMap<T>;
+  using Map = attention_detail::MatrixMap<T>;
+  const std::int64_t group = heads / kv_heads;
+#pragma omp parallel for if (batch * heads * q_len * kv_len * head_dim > (1 << 15))
+  for (std::int64_t bkv = 0; bkv < batch * kv_heads; ++bkv) {
+    const std::int64_t b = bkv / kv_heads, first_head = (bkv % kv_heads) * group;
+    const ConstMap K(k + bkv * kv_len * head_dim, kv_len, head_dim);
+    const ConstMap V(v + bkv * kv_len * head_dim, kv_len, head_dim);
+    attention_detail::RowMatrix<T> dS(q_len, kv_len);
+    for (std::int64_t h = first_head; h < first_head + group; ++h) {
+      const std::int64_t bh = b * heads + h;
+      const ConstMap Q(q + bh * q_len * head_dim, q_len, head_dim);
+      const ConstMap P(probs + bh * q_len * kv_len, q_len, kv_len);
+      const ConstMap dO(dout + bh * q_len * head_dim, q_len, head_dim);
+      if (dv) Map(dv + bkv * kv_len * head_dim, kv_len, head_dim).noalias() += P.transpose() * dO;
+      if (!dq && !dk) continue;
+      dS.noalias() = dO * V.transpose();
+      for (std::int64_t t = 0; t < q_len; ++t) {
+        const T dot = dS.row(t).dot(P.row(t));
+        dS.row(t) = P.row(t).cwiseProduct((dS.row(t).array() - dot).matrix());
+      }
+      if (dq) Map(dq + bh * q_len * head_dim, q_len, head_dim).noalias() += scale * (dS * K);
+      if (dk) Map(dk + bkv * kv_len * head_dim, kv_len, head_dim).noalias() += scale * (dS.transpose() * Q);
+    }
+  }
+}
+
+}  // namespace mote::backend

@@ -1,1 +1,123 @@
 #pragma once
+// CPU GEMM through Eigen Map products (Eigen blocks and threads them itself), plus the
+// bias helpers that matmul's forward and backward need.
+#include <Eigen/Core>
+#include <algorithm>
+#include <cstdint>
+
+#include "mote/backend/cpu/cpu.hpp"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace mote::backend {
+
+namespace gemm_detail {
+
+template <class T>
+using RowMajorMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using ConstRowMajorMap = Eigen::Map<const RowMajorMatrix<T>, 0, Eigen::OuterStride<>>;
+template <class T>
+using RowMajorMap = Eigen::Map<RowMajorMatrix<T>, 0, Eigen::OuterStride<>>;
+
+inline int max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+// C = alpha * op_a * op_b + beta * C, with the three beta cases Eigen maps onto one GEMM call.
+template <class T, class OpA, class OpB>
+void product(const OpA& op_a, const OpB& op_b, T alpha, T beta, RowMajorMap<T>& c) {
+  if (beta == T(0)) {
+    c.noalias() = alpha * op_a * op_b;  // never reads C, which may hold poison
+  } else if (beta == T(1)) {
+    c.noalias() += alpha * op_a * op_b;
+  } else {
+    c *= beta;
+    c.noalias() += alpha * op_a * op_b;
+  }
+}
+
+}  // namespace gemm_detail
+
+// Row-major C[m,n] = alpha * op(A) * op(B) + beta * C; op transposes when the flag is set;
+// lda/ldb/ldc are row strides. beta == 0 ignores C's old contents entirely.
+template <class T>
+void gemm(cpu, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
+          std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
+  using namespace gemm_detail;
+  if (m <= 0 || n <= 0) return;
+  RowMajorMap<T> c_map(c, m, n, Eigen::OuterStride<>(ldc));
+  if (k <= 0) {  // an empty inner dimension contributes nothing
+    if (beta == T(0))
+      c_map.setZero();
+    else if (beta != T(1))
+      c_map *= beta;
+    return;
+  }
+  // Stored shapes: A is [m,k] or, transposed, [k,m]; B is [k,n] or [n,k].
+  const ConstRowMajorMap<T> a_map(a, trans_a ? k : m, trans_a ? m : k, Eigen::OuterStride<>(lda));
+  const ConstRowMajorMap<T> b_map(b, trans_b ? n : k, trans_b ? k : n, Eigen::OuterStride<>(ldb));
+  if (!trans_a && !trans_b)
+    product(a_map, b_map, alpha, beta, c_map);
+  else if (!trans_a && trans_b)
+    product(a_map, b_map.transpose(), alpha, beta, c_map);
+  else if (trans_a && !trans_b)
+    product(a_map.transpose(), b_map, alpha, beta, c_map);
+  else
+    product(a_map.transpose(), b_map.transpose(), alpha, beta, c_map);
+}
+
+// `batch` independent GEMMs at fixed strides. A stride of 0 repeats one operand across the batch;
+// stride_c must not be 0 (the products would race on one C).
+template <class T>
+void gemm_strided_batched(cpu, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha,
+                          const T* a, std::int64_t lda, std::int64_t stride_a, const T* b, std::int64_t ldb,
+                          std::int64_t stride_b, T beta, T* c, std::int64_t ldc, std::int64_t stride_c,
+                          std::int64_t batch) {
+  if (batch <= 0) return;
+  // Small products gain more from one thread per matrix than from Eigen's threads inside each;
+  // large ones keep Eigen's threading unless the batch alone fills every thread.
+  const std::int64_t flops = m * n * k;
+  const bool across_batch = batch > 1 && batch * flops > (1 << 15) &&
+                            (flops < (std::int64_t{1} << 21) || batch >= gemm_detail::max_threads());
+#pragma omp parallel for schedule(static) if (across_batch)
+  for (std::int64_t i = 0; i < batch; ++i)
+    gemm(cpu{}, trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta, c + i * stride_c,
+         ldc);
+}
+
+// c[r, :] += bias for every row r.
+template <class T>
+void add_row_vector(cpu, T* c, const T* bias, std::int64_t rows, std::int64_t cols) {
+#pragma omp parallel for if (rows * cols > (1 << 16))
+  for (std::int64_t r = 0; r < rows; ++r) {
+    T* row = c + r * cols;
+#pragma omp simd
+    for (std::int64_t j = 0; j < cols; ++j) row[j] += bias[j];
+  }
+}
+
+// out[:] += sum over r of x[r, :].
+template <class T>
+void sum_rows(cpu, const T* x, std::int64_t rows, std::int64_t cols, T* out) {
+  // Threads own disjoint column blocks, so no two write the same out element.
+  constexpr std::int64_t block = 256;
+  const std::int64_t blocks = (cols + block - 1) / block;
+#pragma omp parallel for if (blocks > 1 && rows * cols > (1 << 16))
+  for (std::int64_t blk = 0; blk < blocks; ++blk) {
+    const std::int64_t j0 = blk * block, j1 = std::min(cols, j0 + block);
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const T* row = x + r * cols;
+#pragma omp simd
+      for (std::int64_t j = j0; j < j1; ++j) out[j] += row[j];
+    }
+  }
+}
+
+}  // namespace mote::backend

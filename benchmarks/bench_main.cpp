@@ -1,0 +1,140 @@
+// mote's benchmark harness: every figure printed beside a ceiling measured in the same run.
+//   GEMM       backend gemm vs a raw Eigen product on the same shapes (both use every core)
+//   tape       cost of recording and back-propagating one tiny op
+//   MLP step   forward + backward + AdamW of a small MLP, as GFLOP/s against the GEMM peak
+// Usage: mote_bench [--quick]
+#include <mote/mote.hpp>
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+// Median seconds per call of fn over `reps` timed runs after one warm-up.
+double median_seconds(const std::function<void()>& fn, int reps) {
+  fn();
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    const auto start = clock_type::now();
+    fn();
+    t.push_back(std::chrono::duration<double>(clock_type::now() - start).count());
+  }
+  std::nth_element(t.begin(), t.begin() + reps / 2, t.end());
+  return t[static_cast<std::size_t>(reps / 2)];
+}
+
+void row(const std::string& what, const std::string& figure, const std::string& ceiling, double ratio, const std::string& target) {
+  std::printf("| %-34s | %-18s | %-20s | %6.3f | %-10s |\n", what.c_str(), figure.c_str(), ceiling.c_str(), ratio, target.c_str());
+}
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+double gemm_benchmarks(int reps) {
+  using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  struct GemmShape { std::int64_t m, n, k; };
+  const GemmShape shapes[] = {{768, 768, 2048}, {2048, 768, 768}, {64, 3072, 768}};
+  double peak = 0;
+  for (const auto& s : shapes) {
+    Mat a = Mat::Random(s.m, s.k), b = Mat::Random(s.k, s.n), c(s.m, s.n);
+    const double flops = 2.0 * double(s.m) * double(s.n) * double(s.k);
+    const double eigen_s = median_seconds([&] { c.noalias() = a * b; }, reps);
+    const double backend_s = median_seconds(
+        [&] {
+          mote::backend::gemm(mote::cpu{}, false, false, s.m, s.n, s.k, 1.0f, a.data(), s.k, b.data(), s.n, 0.0f, c.data(), s.n);
+        },
+        reps);
+    // The autograd op on top: allocation plus the same GEMM.
+    mote::Rng rng(1);
+    mote::Var<float> va(mote::Tensor<float>::uniform({s.m, s.k}, -1, 1, rng));
+    mote::Var<float> vb(mote::Tensor<float>::uniform({s.k, s.n}, -1, 1, rng));
+    const double op_s = median_seconds([&] { auto y = mote::matmul(va, vb); }, reps);
+    const double eigen_gf = flops / eigen_s * 1e-9, backend_gf = flops / backend_s * 1e-9, op_gf = flops / op_s * 1e-9;
+    peak = std::max(peak, eigen_gf);
+    const std::string name = "GEMM " + std::to_string(s.m) + "x" + std::to_string(s.n) + "x" + std::to_string(s.k);
+    row(name + " backend", fmt("%.1f GFLOP/s", backend_gf), fmt("Eigen %.1f GFLOP/s", eigen_gf), backend_gf / eigen_gf, ">= 0.95");
+    row(name + " matmul op", fmt("%.1f GFLOP/s", op_gf), fmt("Eigen %.1f GFLOP/s", eigen_gf), op_gf / eigen_gf, "");
+  }
+  return peak;
+}
+
+void tape_benchmark(int reps) {
+  // A chain of n tiny adds, recorded then back-propagated: the graph's own overhead per op.
+  const int n = 10000;
+  mote::Var<float> x(mote::Tensor<float>::full({1}, 1.0f), true);
+  mote::Var<float> c(mote::Tensor<float>::full({1}, 0.5f));
+  const double chain_s = median_seconds(
+      [&] {
+        auto y = x;
+        for (int i = 0; i < n; ++i) y = y + c;
+        y.backward(mote::Tensor<float>::full({1}, 1.0f));
+      },
+      reps);
+  // Ceiling: the same arithmetic on raw floats, forward and backward.
+  volatile float sink = 0;
+  const double raw_s = median_seconds(
+      [&] {
+        float v = 1.0f, g = 0.0f;
+        for (int i = 0; i < n; ++i) v += 0.5f;
+        for (int i = 0; i < n; ++i) g += 1.0f;
+        sink = v + g;
+      },
+      reps);
+  const double per_op_us = chain_s / n * 1e6;
+  row("tape: record + backward, 1 op", fmt("%.3f us/op", per_op_us), fmt("raw %.4f us/op", raw_s / n * 1e6),
+      per_op_us / 2.0, "< 1 (2 us)");
+}
+
+void mlp_benchmark(double gemm_peak_gflops, int reps) {
+  // 2-layer MLP with GELU and cross-entropy, batch 256, 1024 -> 4096 -> 1024 -> 512 classes.
+  const std::int64_t batch = 256, d_in = 1024, d_hidden = 4096, classes = 512;
+  mote::Rng rng(7);
+  auto w1 = mote::Var<float>::parameter(mote::Tensor<float>::normal({d_hidden, d_in}, 0, 0.02, rng));
+  auto b1 = mote::Var<float>::parameter(mote::Tensor<float>::zeros({d_hidden}));
+  auto w2 = mote::Var<float>::parameter(mote::Tensor<float>::normal({classes, d_hidden}, 0, 0.02, rng));
+  auto b2 = mote::Var<float>::parameter(mote::Tensor<float>::zeros({classes}));
+  mote::Var<float> x(mote::Tensor<float>::normal({batch, d_in}, 0, 1, rng));
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(batch));
+  for (auto& l : labels) l = static_cast<std::int32_t>(rng.below(classes));
+  const auto targets = mote::Tensor<std::int32_t>::from_vector({batch}, labels);
+  mote::optim::AdamW<float> opt({w1, b1, w2, b2}, {.lr = 1e-3f});
+  const double step_s = median_seconds(
+      [&] {
+        opt.zero_grad();
+        auto h = mote::gelu(mote::linear(x, w1, b1));
+        auto loss = mote::cross_entropy(mote::linear(h, w2, b2), targets);
+        loss.backward();
+        opt.step();
+      },
+      reps);
+  const double flops = 6.0 * double(batch) * (double(d_in) * double(d_hidden) + double(d_hidden) * double(classes));
+  const double gf = flops / step_s * 1e-9;
+  row("MLP train step (fwd+bwd+AdamW)", fmt("%.1f GFLOP/s", gf), fmt("GEMM peak %.1f", gemm_peak_gflops), gf / gemm_peak_gflops, "");
+  row("MLP train step, samples/s", fmt("%.0f samples/s", double(batch) / step_s), "", 0, "");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  const int reps = quick ? 3 : 15;
+  std::printf("mote benchmarks (Eigen %d.%d.%d, %d OpenMP threads)\n\n", EIGEN_WORLD_VERSION, EIGEN_MAJOR_VERSION,
+              EIGEN_MINOR_VERSION, Eigen::nbThreads());
+  std::printf("| %-34s | %-18s | %-20s | %6s | %-10s |\n", "what", "figure", "ceiling (same run)", "ratio", "target");
+  std::printf("|%s|%s|%s|%s|%s|\n", std::string(36, '-').c_str(), std::string(20, '-').c_str(), std::string(22, '-').c_str(),
+              std::string(8, '-').c_str(), std::string(12, '-').c_str());
+  const double peak = gemm_benchmarks(reps);
+  tape_benchmark(reps);
+  mlp_benchmark(peak, reps);
+}

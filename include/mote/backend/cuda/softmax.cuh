@@ -1,0 +1,77 @@
+#pragma once
+// CUDA softmax over the last dim: one block per row, its threads striding along the row, with the
+// row's max and sum combined in shared memory.
+#include <cuda/std/limits>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "mote/backend/cuda/cuda.cuh"
+#include "mote/backend/cuda/reduce.cuh"
+#include "mote/core/dtype.hpp"
+
+namespace mote::backend {
+
+namespace cuda_detail {
+
+__device__ inline float device_exp(float x) { return expf(x); }
+__device__ inline double device_exp(double x) { return exp(x); }
+
+// y = exp(x - max) / sum exp(x - max); subtracting the row max keeps exp from overflowing.
+template <class T>
+__global__ void softmax_forward_kernel(const T* x, std::int64_t rows, std::int64_t cols, T* y) {
+  __shared__ T partial[threads_per_block];
+  for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const T* xr = x + row * cols;
+    T* yr = y + row * cols;
+    T row_max = -::cuda::std::numeric_limits<T>::infinity();  // ::cuda, not the mote::backend::cuda tag
+    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) row_max = xr[c] > row_max ? xr[c] : row_max;
+    row_max = block_reduce(row_max, partial, max_op{});
+    T sum = T(0);
+    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+      const T e = device_exp(xr[c] - row_max);
+      yr[c] = e;  // kept so the exponentials are computed once
+      sum += e;
+    }
+    sum = block_reduce(sum, partial, sum_op{});
+    const T inv = T(1) / sum;
+    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) yr[c] *= inv;
+  }
+}
+
+// dx += y * (dy - sum(dy * y)), the row's dot product combined in shared memory.
+template <class T>
+__global__ void softmax_backward_kernel(const T* y, const T* dy, std::int64_t rows, std::int64_t cols, T* dx) {
+  __shared__ T partial[threads_per_block];
+  for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const T* yr = y + row * cols;
+    const T* dyr = dy + row * cols;
+    T* dxr = dx + row * cols;
+    T dot = T(0);
+    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) dot += dyr[c] * yr[c];
+    dot = block_reduce(dot, partial, sum_op{});
+    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) dxr[c] += yr[c] * (dyr[c] - dot);
+  }
+}
+
+}  // namespace cuda_detail
+
+// y[r, :] = softmax(x[r, :]) for packed [rows, cols] x and y.
+template <Real T>
+void softmax_forward(cuda, const T* x, std::int64_t rows, std::int64_t cols, T* y) {
+  if (rows <= 0 || cols <= 0) return;
+  const auto blocks = static_cast<unsigned>(std::min(rows, cuda_detail::max_blocks));
+  cuda_detail::softmax_forward_kernel<<<blocks, cuda_detail::threads_per_block>>>(x, rows, cols, y);
+  cuda_detail::check_launch("softmax_forward kernel");
+}
+
+// dx += y * (dy - sum over the row of dy * y), given the forward's output y.
+template <Real T>
+void softmax_backward(cuda, const T* y, const T* dy, std::int64_t rows, std::int64_t cols, T* dx) {
+  if (rows <= 0 || cols <= 0) return;
+  const auto blocks = static_cast<unsigned>(std::min(rows, cuda_detail::max_blocks));
+  cuda_detail::softmax_backward_kernel<<<blocks, cuda_detail::threads_per_block>>>(y, dy, rows, cols, dx);
+  cuda_detail::check_launch("softmax_backward kernel");
+}
+
+}  // namespace mote::backend

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what building mote needs on Debian 12, only where something is missing.
+set -euo pipefail
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+command -v ninja >/dev/null || need+=(ninja-build)
+command -v g++ >/dev/null || need+=(g++)
+command -v ccache >/dev/null || need+=(ccache)
+[ -f /usr/include/eigen3/Eigen/Core ] || need+=(libeigen3-dev)
+[ -f /usr/include/boost/test/unit_test.hpp ] || need+=(libboost-test-dev)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi

@@ -1,0 +1,284 @@
+// matmul, fused bias and linear through the generic op tester, checked against a naive product;
+// the GEMM kernels directly at sizes that reach Eigen's blocked and threaded paths.
+#include <array>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "op_harness.hpp"
+
+using namespace mote;
+using testing::OpSpec;
+
+namespace {
+
+// Stored shape of an operand whose op() is [rows, cols] after the optional transpose.
+Shape stored(Shape lead, std::int64_t rows, std::int64_t cols, bool transposed) {
+  lead.push_back(transposed ? cols : rows);
+  lead.push_back(transposed ? rows : cols);
+  return lead;
+}
+
+// Element (i, j) of op(x) for the matrix starting at x, stored [rows, cols] row-major.
+double op_at(const double* x, std::int64_t cols, bool transposed, std::int64_t i, std::int64_t j) {
+  return transposed ? x[j * cols + i] : x[i * cols + j];
+}
+
+// The textbook triple loop over every product of the batch (a stride of 0 shares an operand).
+std::vector<double> naive_matmul(const std::vector<double>& a, const Shape& sa, const std::vector<double>& b,
+                                 const Shape& sb, MatmulOptions o, const std::vector<double>* bias) {
+  const std::int64_t m = o.trans_a ? sa[-1] : sa[-2], k = o.trans_a ? sa[-2] : sa[-1];
+  const std::int64_t n = o.trans_b ? sb[-2] : sb[-1];
+  const std::int64_t batch_a = sa.numel() / (sa[-1] * sa[-2]), batch_b = sb.numel() / (sb[-1] * sb[-2]);
+  const std::int64_t batch = std::max(batch_a, batch_b);
+  std::vector<double> c(static_cast<std::size_t>(batch * m * n));
+  for (std::int64_t p = 0; p < batch; ++p) {
+    const double* pa = a.data() + (batch_a > 1 ? p : 0) * sa[-1] * sa[-2];
+    const double* pb = b.data() + (batch_b > 1 ? p : 0) * sb[-1] * sb[-2];
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t j = 0; j < n; ++j) {
+        double s = bias ? (*bias)[static_cast<std::size_t>(j)] : 0.0;
+        for (std::int64_t q = 0; q < k; ++q)
+          s += op_at(pa, sa[-1], o.trans_a, i, q) * op_at(pb, sb[-1], o.trans_b, q, j);
+        c[static_cast<std::size_t>((p * m + i) * n + j)] = s;
+      }
+  }
+  return c;
+}
+
+// check_op on matmul(a, b[, bias]) plus a comparison of its output with the naive product.
+void check_matmul(const Shape& sa, const Shape& sb, MatmulOptions o, bool with_bias) {
+  const std::int64_t n = o.trans_b ? sb[-2] : sb[-1];
+  OpSpec spec{.name = std::string("matmul a") + sa.str() + (o.trans_a ? "^T" : "") + " b" + sb.str() +
+                      (o.trans_b ? "^T" : "") + (with_bias ? " + bias" : ""),
+              .inputs = {sa, sb}};
+  if (with_bias) spec.inputs.push_back(Shape{n});
+  const auto ref =
+      testing::check_op(spec, [&](auto& v) { return with_bias ? matmul(v[0], v[1], v[2], o) : matmul(v[0], v[1], o); });
+  const auto values = testing::draw_inputs(spec);
+  const auto expected = naive_matmul(values[0], sa, values[1], sb, o, with_bias ? &values[2] : nullptr);
+  BOOST_TEST(testing::relative_error(ref.output, expected) < 1e-12,
+             spec.name << ": output differs from a naive product");
+}
+
+template <class Fn>
+std::string shape_error_message(Fn fn) {
+  try {
+    fn();
+  } catch (const shape_error& e) {
+    return e.what();
+  }
+  BOOST_FAIL("expected shape_error");
+  return {};
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(test_matmul)
+
+BOOST_AUTO_TEST_CASE(two_d_every_transpose_combination_with_and_without_bias) {
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (bool bias : {false, true})
+        check_matmul(stored({}, 3, 4, ta), stored({}, 4, 5, tb), {.trans_a = ta, .trans_b = tb}, bias);
+}
+
+BOOST_AUTO_TEST_CASE(batched_rank_3_and_4) {
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      const MatmulOptions o{.trans_a = ta, .trans_b = tb};
+      check_matmul(stored({2}, 3, 2, ta), stored({2}, 2, 4, tb), o, false);
+      check_matmul(stored({2, 2}, 2, 3, ta), stored({2, 2}, 3, 2, tb), o, ta != tb);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(shared_weight_across_leading_dims) {
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      const MatmulOptions o{.trans_a = ta, .trans_b = tb};
+      // Untransposed a folds its leading dims into one GEMM; transposed a runs one GEMM per matrix.
+      check_matmul(stored({2}, 3, 4, ta), stored({}, 4, 2, tb), o, false);
+      check_matmul(stored({2, 2}, 2, 3, ta), stored({}, 3, 2, tb), o, true);
+      // The mirror case: a 2-D a shared across b's leading dims.
+      check_matmul(stored({}, 2, 3, ta), stored({2}, 3, 4, tb), o, tb);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(linear_with_and_without_bias) {
+  for (const Shape& x : {Shape{3, 4}, Shape{2, 3, 4}}) {
+    OpSpec with_bias{.name = "linear " + x.str() + " + bias", .inputs = {x, {5, 4}, {5}}};
+    const auto ref = testing::check_op(with_bias, [](auto& v) { return linear(v[0], v[1], v[2]); });
+    const auto values = testing::draw_inputs(with_bias);
+    const auto expected = naive_matmul(values[0], x, values[1], {5, 4}, {.trans_b = true}, &values[2]);
+    BOOST_TEST(testing::relative_error(ref.output, expected) < 1e-12);
+    BOOST_TEST(ref.shape == (x.rank() == 2 ? Shape{3, 5} : Shape{2, 3, 5}));
+
+    OpSpec without{.name = "linear " + x.str(), .inputs = {x, {5, 4}}};
+    testing::check_op(without, [](auto& v) { return linear(v[0], v[1]); });
+  }
+}
+
+BOOST_AUTO_TEST_CASE(gradients_only_for_inputs_that_require_them) {
+  // A frozen weight (LoRA's base layers) and a frozen input: each case checks the other gradient.
+  testing::check_op(
+      {.name = "linear, frozen weight", .inputs = {{2, 3, 4}, {5, 4}, {5}}, .differentiable = {true, false, false}},
+      [](auto& v) { return linear(v[0], v[1], v[2]); });
+  testing::check_op({.name = "matmul, frozen a", .inputs = {{2, 4, 3}, {4, 2}}, .differentiable = {false, true}},
+                    [](auto& v) { return matmul(v[0], v[1], {.trans_a = true}); });
+  Var<double> a(Tensor<double>::full({2, 3}, 1.0), true), b(Tensor<double>::full({3, 2}, 1.0));
+  auto y = matmul(a, b);
+  y.backward(Tensor<double>::full({2, 2}, 1.0));
+  BOOST_TEST(a.grad().defined());
+  BOOST_TEST(!b.grad().defined());
+  BOOST_TEST(a.grad().to_vector() == std::vector<double>(6, 2.0), boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(same_var_on_both_sides_accumulates_both_gradients) {
+  testing::check_op({.name = "x x^T", .inputs = {{3, 4}}},
+                    [](auto& v) { return matmul(v[0], v[0], {.trans_b = true}); });
+}
+
+BOOST_AUTO_TEST_CASE(var_from_a_transposed_tensor_view) {
+  Rng rng(7);
+  const auto stored_a = Tensor<double>::uniform({4, 3}, -1, 1, rng);
+  const auto b = Tensor<double>::uniform({4, 2}, -1, 1, rng);
+  const Tensor<double> view = stored_a.transpose(0, 1);  // [3, 4], not packed
+  BOOST_TEST(!view.is_contiguous());
+  const auto from_view = matmul(Var<double>(view), Var<double>(b), {.trans_b = false});
+  const auto from_flag = matmul(Var<double>(stored_a), Var<double>(b), {.trans_a = true});
+  BOOST_TEST(from_view.shape() == (Shape{3, 2}));
+  BOOST_TEST(from_view.value().to_vector() == from_flag.value().to_vector(), boost::test_tools::per_element());
+
+  // A sliced (offset, strided) view as the shared weight.
+  const auto wide = Tensor<double>::uniform({4, 6}, -1, 1, rng);
+  const auto sliced = matmul(Var<double>(view), Var<double>(wide.slice(1, 2, 2)));
+  const auto packed = matmul(Var<double>(view.contiguous()), Var<double>(wide.slice(1, 2, 2).contiguous()));
+  BOOST_TEST(sliced.value().to_vector() == packed.value().to_vector(), boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(errors_name_the_arguments_and_shapes) {
+  Var<float> a(Tensor<float>::zeros({2, 3})), b(Tensor<float>::zeros({4, 5}));
+  auto msg = shape_error_message([&] { (void)matmul(a, b); });
+  BOOST_TEST(contains(msg, "matmul"));
+  BOOST_TEST(contains(msg, "[2, 3]"));
+  BOOST_TEST(contains(msg, "[4, 5]"));
+
+  msg = shape_error_message([&] { (void)matmul(a, b, {.trans_a = true}); });
+  BOOST_TEST(contains(msg, "transposed"));
+
+  Var<float> batched_a(Tensor<float>::zeros({2, 2, 3})), batched_b(Tensor<float>::zeros({3, 3, 4}));
+  msg = shape_error_message([&] { (void)matmul(batched_a, batched_b); });
+  BOOST_TEST(contains(msg, "[2, 2, 3]"));
+  BOOST_TEST(contains(msg, "[3, 3, 4]"));
+  BOOST_TEST(contains(msg, "leading"));
+
+  Var<float> rank4_b(Tensor<float>::zeros({1, 2, 3, 4}));
+  msg = shape_error_message([&] { (void)matmul(batched_a, rank4_b); });
+  BOOST_TEST(contains(msg, "[1, 2, 3, 4]"));
+
+  Var<float> vector(Tensor<float>::zeros({3}));
+  msg = shape_error_message([&] { (void)matmul(vector, b); });
+  BOOST_TEST(contains(msg, "'a'"));
+  BOOST_TEST(contains(msg, "[3]"));
+
+  Var<float> good_b(Tensor<float>::zeros({3, 5})), bad_bias(Tensor<float>::zeros({4}));
+  msg = shape_error_message([&] { (void)matmul(a, good_b, bad_bias); });
+  BOOST_TEST(contains(msg, "bias"));
+  BOOST_TEST(contains(msg, "[4]"));
+  BOOST_TEST(contains(msg, "[5]"));
+
+  Var<float> weight(Tensor<float>::zeros({5, 4}));
+  msg = shape_error_message([&] { (void)linear(a, weight); });
+  BOOST_TEST(contains(msg, "linear"));
+  BOOST_TEST(contains(msg, "[2, 3]"));
+  BOOST_TEST(contains(msg, "[5, 4]"));
+  msg = shape_error_message([&] { (void)linear(a, Var<float>(Tensor<float>::zeros({3}))); });
+  BOOST_TEST(contains(msg, "weight"));
+
+  BOOST_CHECK_THROW((void)matmul(Var<float>(), b), autograd_error);
+}
+
+BOOST_AUTO_TEST_CASE(gemm_kernel_beta_cases_and_padded_strides) {
+  // Sizes past Eigen's small-product cutoff, so its blocked (and threaded) kernel runs.
+  const std::int64_t m = 67, n = 45, k = 83, pad = 3;
+  Rng rng(11);
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      const std::int64_t a_rows = ta ? k : m, a_cols = ta ? m : k, b_rows = tb ? n : k, b_cols = tb ? k : n;
+      const std::int64_t lda = a_cols + pad, ldb = b_cols + pad, ldc = n + pad;
+      std::vector<double> a(static_cast<std::size_t>(a_rows * lda)), b(static_cast<std::size_t>(b_rows * ldb));
+      for (auto& x : a) x = rng.uniform(-1, 1);
+      for (auto& x : b) x = rng.uniform(-1, 1);
+      std::vector<double> product(static_cast<std::size_t>(m * n));
+      for (std::int64_t i = 0; i < m; ++i)
+        for (std::int64_t j = 0; j < n; ++j) {
+          double s = 0;
+          for (std::int64_t q = 0; q < k; ++q) s += op_at(a.data(), lda, ta, i, q) * op_at(b.data(), ldb, tb, q, j);
+          product[static_cast<std::size_t>(i * n + j)] = s;
+        }
+      for (double beta : {0.0, 1.0, -0.5}) {
+        const double old = 2.0, alpha = 1.5;
+        // beta 0 must not read C: fill it with NaN. The padding columns must stay untouched.
+        std::vector<double> c(static_cast<std::size_t>(m * ldc),
+                              beta == 0.0 ? std::numeric_limits<double>::quiet_NaN() : old);
+        for (std::int64_t i = 0; i < m; ++i) c[static_cast<std::size_t>(i * ldc + n)] = 42.0;
+        backend::gemm(cpu{}, ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
+        double err = 0;
+        for (std::int64_t i = 0; i < m; ++i) {
+          for (std::int64_t j = 0; j < n; ++j) {
+            const double want = alpha * product[static_cast<std::size_t>(i * n + j)] + (beta == 0.0 ? 0.0 : beta * old);
+            err = std::max(err, std::abs(c[static_cast<std::size_t>(i * ldc + j)] - want));
+          }
+          BOOST_TEST(c[static_cast<std::size_t>(i * ldc + n)] == 42.0);
+        }
+        BOOST_TEST(err < 1e-10, "gemm ta=" << ta << " tb=" << tb << " beta=" << beta << ": max error " << err);
+      }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(strided_batched_gemm_matches_one_gemm_per_matrix) {
+  // Many small products (threads across the batch) and a few large ones (Eigen's own threads).
+  Rng rng(5);
+  for (const auto& [m, n, k, batch] : std::vector<std::array<std::int64_t, 4>>{{9, 7, 5, 40}, {130, 140, 150, 3}}) {
+    const std::int64_t stride_c = m * n + 1;  // a gap between matrices must stay untouched
+    std::vector<float> a(static_cast<std::size_t>(batch * m * k)), b(static_cast<std::size_t>(batch * k * n));
+    for (auto& x : a) x = static_cast<float>(rng.uniform(-1, 1));
+    for (auto& x : b) x = static_cast<float>(rng.uniform(-1, 1));
+    std::vector<float> batched(static_cast<std::size_t>(batch * stride_c), -7.0f), single(batched);
+    backend::gemm_strided_batched(cpu{}, false, true, m, n, k, 1.0f, a.data(), k, m * k, b.data(), k, k * n, 0.0f,
+                                  batched.data(), n, stride_c, batch);
+    for (std::int64_t p = 0; p < batch; ++p)
+      backend::gemm(cpu{}, false, true, m, n, k, 1.0f, a.data() + p * m * k, k, b.data() + p * k * n, k, 0.0f,
+                    single.data() + p * stride_c, n);
+    BOOST_TEST(batched == single, boost::test_tools::per_element());
+  }
+}
+
+BOOST_AUTO_TEST_CASE(bias_kernels) {
+  const std::int64_t rows = 300, cols = 517;  // past the parallel thresholds, with a ragged column block
+  std::vector<double> x(static_cast<std::size_t>(rows * cols)), bias(static_cast<std::size_t>(cols));
+  Rng rng(3);
+  for (auto& v : x) v = rng.uniform(-1, 1);
+  for (auto& v : bias) v = rng.uniform(-1, 1);
+  std::vector<double> summed(static_cast<std::size_t>(cols), 1.0), want(summed);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t j = 0; j < cols; ++j)
+      want[static_cast<std::size_t>(j)] += x[static_cast<std::size_t>(r * cols + j)];
+  backend::sum_rows(cpu{}, x.data(), rows, cols, summed.data());
+  BOOST_TEST(testing::relative_error(summed, want) < 1e-12);
+
+  auto shifted = x;
+  backend::add_row_vector(cpu{}, shifted.data(), bias.data(), rows, cols);
+  double err = 0;
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t j = 0; j < cols; ++j) {
+      const auto i = static_cast<std::size_t>(r * cols + j);
+      err = std::max(err, std::abs(shifted[i] - x[i] - bias[static_cast<std::size_t>(j)]));
+    }
+  BOOST_TEST(err < 1e-15);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,469 @@
+// Neural-network ops (norms, activations, softmax, dropout, rope, attention, cross-entropy)
+// through the generic op tester, plus their properties and their errors on bad input.
+#include "op_harness.hpp"
+
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+using namespace mote;
+using testing::OpSpec;
+
+namespace {
+
+template <class Vars>
+using value_of = typename std::decay_t<Vars>::value_type::value_type;
+
+// A tensor of element type T from double values, so one build lambda serves float and double.
+template <class T>
+Tensor<T> tensor_of(const Shape& shape, const std::vector<double>& values) {
+  return Tensor<T>::from_vector(shape, std::vector<T>(values.begin(), values.end()));
+}
+
+// Runs fn, which must throw E with a message holding every fragment.
+template <class E, class F>
+void expect_error(F&& fn, std::initializer_list<std::string> fragments) {
+  try {
+    fn();
+    BOOST_ERROR("expected an exception naming " << *fragments.begin());
+  } catch (const E& e) {
+    const std::string msg = e.what();
+    for (const auto& f : fragments) BOOST_TEST(msg.find(f) != std::string::npos, "'" << msg << "' lacks '" << f << "'");
+  }
+}
+
+// A [B, T, S] mask (or [T, S] when batch == 0) with about `keep` of its entries set, from a seed.
+Tensor<std::uint8_t> random_mask(std::int64_t batch, std::int64_t q_len, std::int64_t kv_len, double keep,
+                                 std::uint64_t seed) {
+  Rng rng(seed);
+  const Shape shape = batch == 0 ? Shape{q_len, kv_len} : Shape{batch, q_len, kv_len};
+  std::vector<std::uint8_t> m(static_cast<std::size_t>(shape.numel()));
+  for (auto& x : m) x = rng.uniform() < keep ? 1 : 0;
+  return Tensor<std::uint8_t>::from_vector(shape, m);
+}
+
+// Output and input gradients of build(inputs) on seeded normal inputs, in double.
+std::vector<std::vector<double>> forward_backward(const std::vector<Shape>& shapes,
+                                                  const std::function<Var<double>(std::vector<Var<double>>&)>& build) {
+  Rng rng(99);
+  std::vector<Var<double>> in;
+  for (const auto& s : shapes) in.emplace_back(Tensor<double>::normal(s, 0, 1, rng), true);
+  auto out = build(in);
+  Rng seed_rng(7);
+  out.backward(Tensor<double>::normal(out.shape(), 0, 1, seed_rng));
+  std::vector<std::vector<double>> results{out.value().to_vector()};
+  for (const auto& v : in) results.push_back(v.grad().to_vector());
+  return results;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(test_nn_ops)
+
+// ---------------------------------------------------------------- norms
+
+BOOST_AUTO_TEST_CASE(layer_norm_op) {
+  testing::check_op({.name = "layer_norm [2,3,5]", .inputs = {{2, 3, 5}, {5}, {5}}},
+                    [](auto& v) { return layer_norm(v[0], v[1], v[2]); });
+  testing::check_op({.name = "layer_norm [4,6] eps=1e-2", .inputs = {{4, 6}, {6}, {6}}}, [](auto& v) {
+    using T = value_of<decltype(v)>;
+    return layer_norm(v[0], v[1], v[2], T(1e-2));
+  });
+  testing::check_op({.name = "layer_norm x only", .inputs = {{3, 4}, {4}, {4}}, .differentiable = {true, false, false}},
+                    [](auto& v) { return layer_norm(v[0], v[1], v[2]); });
+}
+
+BOOST_AUTO_TEST_CASE(layer_norm_normalizes_rows) {
+  Rng rng(7);
+  Var<double> x(Tensor<double>::normal({3, 8}, 2.0, 3.0, rng));
+  Var<double> w(Tensor<double>::full({8}, 1.0)), b(Tensor<double>::zeros({8}));
+  const auto y = layer_norm(x, w, b, 0.0).value();
+  for (std::int64_t r = 0; r < 3; ++r) {
+    double mean = 0, var = 0;
+    for (std::int64_t c = 0; c < 8; ++c) mean += y.at({r, c}) / 8;
+    for (std::int64_t c = 0; c < 8; ++c) var += (y.at({r, c}) - mean) * (y.at({r, c}) - mean) / 8;
+    BOOST_TEST(std::abs(mean) < 1e-12);
+    BOOST_TEST(std::abs(var - 1) < 1e-12);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(rms_norm_op) {
+  testing::check_op({.name = "rms_norm [2,3,6]", .inputs = {{2, 3, 6}, {6}}}, [](auto& v) { return rms_norm(v[0], v[1]); });
+  testing::check_op({.name = "rms_norm [5,4] eps=0.1", .inputs = {{5, 4}, {4}}}, [](auto& v) {
+    using T = value_of<decltype(v)>;
+    return rms_norm(v[0], v[1], T(0.1));
+  });
+}
+
+// ---------------------------------------------------------------- activations
+
+BOOST_AUTO_TEST_CASE(activation_ops) {
+  const OpSpec wide{.inputs = {{3, 7}}, .lo = 0.05, .hi = 4.0};
+  auto spec = [&](const char* name) {
+    OpSpec s = wide;
+    s.name = name;
+    return s;
+  };
+  testing::check_op(spec("gelu"), [](auto& v) { return gelu(v[0]); });
+  testing::check_op(spec("silu"), [](auto& v) { return silu(v[0]); });
+  testing::check_op({.name = "swiglu", .inputs = {{2, 3, 4}, {2, 3, 4}}, .lo = 0.05, .hi = 4.0},
+                    [](auto& v) { return swiglu(v[0], v[1]); });
+}
+
+BOOST_AUTO_TEST_CASE(activation_values) {
+  Var<double> x(Tensor<double>::from_vector({4}, {-3.0, -0.5, 0.0, 2.0}));
+  const auto g = gelu(x).value().to_vector();
+  const auto s = silu(x).value().to_vector();
+  const double k = std::sqrt(2.0 / std::acos(-1.0));
+  const std::vector<double> xs = {-3.0, -0.5, 0.0, 2.0};
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    const double v = xs[i];
+    BOOST_TEST(std::abs(g[i] - 0.5 * v * (1 + std::tanh(k * (v + 0.044715 * v * v * v)))) < 1e-15);
+    BOOST_TEST(std::abs(s[i] - v / (1 + std::exp(-v))) < 1e-15);
+  }
+  // Far in the tails sigmoid saturates: silu must give 0 and x, never NaN.
+  Var<float> big(Tensor<float>::from_vector({2}, {-200.0f, 200.0f}));
+  const auto sb = silu(big).value().to_vector();
+  BOOST_TEST(sb[0] == 0.0f);
+  BOOST_TEST(sb[1] == 200.0f);
+}
+
+// ---------------------------------------------------------------- softmax
+
+BOOST_AUTO_TEST_CASE(softmax_ops) {
+  for (const Shape& s : {Shape{2, 3, 5}, Shape{4, 1}, Shape{7}}) {
+    testing::check_op({.name = "softmax " + s.str(), .inputs = {s}, .hi = 3.0}, [](auto& v) { return softmax(v[0]); });
+    testing::check_op({.name = "log_softmax " + s.str(), .inputs = {s}, .hi = 3.0},
+                      [](auto& v) { return log_softmax(v[0]); });
+  }
+}
+
+BOOST_AUTO_TEST_CASE(softmax_is_stable_for_large_logits) {
+  Var<float> x(Tensor<float>::from_vector({1, 3}, {1000.0f, 1000.0f, -1000.0f}));
+  const auto p = softmax(x).value().to_vector();
+  BOOST_TEST(p[0] == 0.5f);
+  BOOST_TEST(p[2] == 0.0f);
+  const auto lp = log_softmax(x).value().to_vector();
+  BOOST_TEST(std::abs(lp[0] - std::log(0.5f)) < 1e-6f);
+  BOOST_TEST(std::isfinite(lp[2]));
+}
+
+// ---------------------------------------------------------------- dropout
+
+BOOST_AUTO_TEST_CASE(dropout_op) {
+  // The seed is recreated inside the build so that every finite-difference probe sees one mask.
+  testing::check_op({.name = "dropout p=0.3", .inputs = {{4, 5}}}, [](auto& v) {
+    using T = value_of<decltype(v)>;
+    Rng rng(42);
+    return dropout(v[0], T(0.3), rng);
+  });
+}
+
+BOOST_AUTO_TEST_CASE(dropout_keeps_about_one_minus_p_and_scales) {
+  const double p = 0.25;
+  Var<float> x(Tensor<float>::full({200, 500}, 2.0f));
+  Rng rng(3);
+  const auto y = dropout(x, float(p), rng).value().to_vector();
+  std::size_t kept = 0;
+  for (float v : y) {
+    BOOST_REQUIRE(v == 0.0f || std::abs(v - 2.0f / 0.75f) < 1e-6f);
+    kept += v != 0.0f;
+  }
+  const double fraction = static_cast<double>(kept) / static_cast<double>(y.size());
+  BOOST_TEST(std::abs(fraction - (1 - p)) < 0.02, "kept fraction " << fraction);
+
+  // One seed, one mask; the generator moves on, so the next call draws a different one.
+  Rng again(3);
+  BOOST_TEST(dropout(x, float(p), again).value().to_vector() == y);
+  BOOST_TEST(dropout(x, float(p), again).value().to_vector() != y);
+}
+
+BOOST_AUTO_TEST_CASE(dropout_is_identity_in_eval_and_at_zero) {
+  Var<double> x(Tensor<double>::full({3}, 1.5), true);
+  Rng rng(1);
+  BOOST_TEST(dropout(x, 0.5, rng, false).node() == x.node());
+  BOOST_TEST(dropout(x, 0.0, rng).node() == x.node());
+}
+
+// ---------------------------------------------------------------- rope
+
+BOOST_AUTO_TEST_CASE(rope_op) {
+  const auto per_batch = Tensor<std::int32_t>::from_vector({2, 4}, {3, 7, 0, 100, 5, 2, 9, 1});
+  testing::check_op({.name = "rope positions [B,T]", .inputs = {{2, 3, 4, 6}}},
+                    [&](auto& v) { return rope(v[0], per_batch); });
+  const auto shared = Tensor<std::int32_t>::from_vector({4}, {11, 12, 13, 14});
+  testing::check_op({.name = "rope positions [T] theta=500", .inputs = {{2, 2, 4, 8}}},
+                    [&](auto& v) { return rope(v[0], shared, 500.0); });
+}
+
+BOOST_AUTO_TEST_CASE(rope_properties) {
+  Rng rng(5);
+  Var<double> x(Tensor<double>::normal({1, 2, 3, 4}, 0.0, 1.0, rng));
+  // Position 0 turns nothing.
+  const auto zero = Tensor<std::int32_t>::zeros({3});
+  BOOST_TEST(testing::relative_error(rope(x, zero).value().to_vector(), x.value().to_vector()) < 1e-15);
+  // A [T] row equals the same row repeated per batch; a rotation keeps each pair's length.
+  const auto shared = Tensor<std::int32_t>::from_vector({3}, {4, 9, 2});
+  const auto batched = Tensor<std::int32_t>::from_vector({1, 3}, {4, 9, 2});
+  const auto a = rope(x, shared).value(), b = rope(x, batched).value();
+  BOOST_TEST(a.to_vector() == b.to_vector());
+  for (std::int64_t h = 0; h < 2; ++h)
+    for (std::int64_t t = 0; t < 3; ++t)
+      for (std::int64_t i = 0; i < 2; ++i) {
+        const double before = std::hypot(x.value().at({0, h, t, i}), x.value().at({0, h, t, i + 2}));
+        const double after = std::hypot(a.at({0, h, t, i}), a.at({0, h, t, i + 2}));
+        BOOST_TEST(std::abs(before - after) < 1e-14);
+      }
+}
+
+// ---------------------------------------------------------------- attention
+
+BOOST_AUTO_TEST_CASE(attention_causal_and_full) {
+  // B = 2, H = 4, Hkv = 2: every op runs grouped-query heads.
+  for (const bool causal : {true, false})
+    for (const std::int64_t q_len : {3, 4, 5}) {
+      const std::int64_t kv_len = causal ? 5 : 4;
+      const std::string name = std::string("attention ") + (causal ? "causal" : "full") + " T=" + std::to_string(q_len) +
+                               " S=" + std::to_string(kv_len);
+      testing::check_op({.name = name, .inputs = {{2, 4, q_len, 4}, {2, 2, kv_len, 4}, {2, 2, kv_len, 4}}},
+                        [causal](auto& v) { return scaled_dot_product_attention(v[0], v[1], v[2], {.causal = causal}); });
+    }
+}
+
+BOOST_AUTO_TEST_CASE(attention_with_masks) {
+  // A [B, T, S] mask with row (b=1, t=0) fully masked, combined with causal, T < S.
+  auto mask = random_mask(2, 3, 5, 0.6, 11);
+  for (std::int64_t s = 0; s < 5; ++s) mask.at({1, 0, s}) = 0;
+  testing::check_op({.name = "attention causal + mask [B,T,S], T<S",
+                     .inputs = {{2, 4, 3, 4}, {2, 2, 5, 4}, {2, 2, 5, 4}}},
+                    [&](auto& v) { return scaled_dot_product_attention(v[0], v[1], v[2], {.causal = true, .mask = &mask}); });
+  // A shared [T, S] mask, no causality, plain multi-head (H = Hkv) and a chosen scale.
+  auto shared = random_mask(0, 4, 4, 0.5, 12);
+  for (std::int64_t s = 0; s < 4; ++s) shared.at({2, s}) = 0;
+  testing::check_op(
+      {.name = "attention mask [T,S] scale=0.7", .inputs = {{2, 2, 4, 4}, {2, 2, 4, 4}, {2, 2, 4, 4}}}, [&](auto& v) {
+        return scaled_dot_product_attention(v[0], v[1], v[2], {.causal = false, .mask = &shared, .scale = 0.7});
+      });
+}
+
+BOOST_AUTO_TEST_CASE(attention_fully_masked_row_is_zero_with_zero_gradient) {
+  Rng rng(9);
+  Var<double> q(Tensor<double>::normal({1, 2, 3, 4}, 0, 1, rng), true);
+  Var<double> k(Tensor<double>::normal({1, 1, 3, 4}, 0, 1, rng), true);
+  Var<double> v(Tensor<double>::normal({1, 1, 3, 4}, 0, 1, rng), true);
+  auto mask = Tensor<std::uint8_t>::full({1, 3, 3}, 1);
+  for (std::int64_t s = 0; s < 3; ++s) mask.at({0, 1, s}) = 0;
+  auto out = scaled_dot_product_attention(q, k, v, {.mask = &mask});
+  out.backward(Tensor<double>::full(out.shape(), 1.0));
+  for (std::int64_t h = 0; h < 2; ++h)
+    for (std::int64_t d = 0; d < 4; ++d) {
+      BOOST_TEST(out.value().at({0, h, 1, d}) == 0.0);
+      BOOST_TEST(q.grad().at({0, h, 1, d}) == 0.0);
+      BOOST_TEST(std::isfinite(k.grad().at({0, 0, 1, d})));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(attention_grouped_heads_equal_repeated_heads) {
+  Rng rng(21);
+  const auto q = Tensor<double>::normal({1, 4, 3, 2}, 0, 1, rng);
+  const auto k = Tensor<double>::normal({1, 2, 3, 2}, 0, 1, rng);
+  const auto v = Tensor<double>::normal({1, 2, 3, 2}, 0, 1, rng);
+  // Query heads 0,1 read kv head 0; heads 2,3 read kv head 1.
+  auto repeat = [](const Tensor<double>& t) {
+    Tensor<double> r({1, 4, 3, 2});
+    for (std::int64_t h = 0; h < 4; ++h)
+      for (std::int64_t s = 0; s < 3; ++s)
+        for (std::int64_t d = 0; d < 2; ++d) r.at({0, h, s, d}) = t.at({0, h / 2, s, d});
+    return r;
+  };
+  const auto grouped = scaled_dot_product_attention(Var<double>(q), Var<double>(k), Var<double>(v)).value();
+  const auto repeated =
+      scaled_dot_product_attention(Var<double>(q), Var<double>(repeat(k)), Var<double>(repeat(v))).value();
+  BOOST_TEST(testing::relative_error(grouped.to_vector(), repeated.to_vector()) < 1e-15);
+}
+
+// ---------------------------------------------------------------- cross-entropy
+
+BOOST_AUTO_TEST_CASE(cross_entropy_op) {
+  const auto targets = Tensor<std::int32_t>::from_vector({6}, {0, 4, -100, 2, 2, 1});
+  testing::check_op({.name = "cross_entropy [N,V] ignore_index", .inputs = {{6, 5}}, .hi = 3.0},
+                    [&](auto& v) { return cross_entropy(v[0], targets); });
+
+  const auto targets3 = Tensor<std::int32_t>::from_vector({2, 3}, {1, 3, 0, 7, 3, 2});
+  const std::vector<double> weights = {1.0, 0.5, 0.0, 2.0, 1.0, 0.25};
+  testing::check_op({.name = "cross_entropy [B,T,V] loss_mask ignore_index=7", .inputs = {{2, 3, 4}}, .hi = 3.0},
+                    [&](auto& v) {
+                      using T = value_of<decltype(v)>;
+                      const auto mask = tensor_of<T>({2, 3}, weights);
+                      return cross_entropy(v[0], targets3, {.ignore_index = 7, .loss_mask = &mask});
+                    });
+}
+
+BOOST_AUTO_TEST_CASE(cross_entropy_value) {
+  // Two tokens with uniform logits over 4 classes: each costs log 4; weights 1 and 3.
+  Var<double> logits(Tensor<double>::zeros({2, 4}), true);
+  const auto targets = Tensor<std::int32_t>::from_vector({2}, {1, 2});
+  const auto mask = Tensor<double>::from_vector({2}, {1.0, 3.0});
+  auto loss = cross_entropy(logits, targets, {.loss_mask = &mask});
+  BOOST_TEST(loss.shape().rank() == 0);
+  BOOST_TEST(std::abs(loss.item() - std::log(4.0)) < 1e-15);
+  loss.backward();
+  // Row 0: (0.25 - onehot) * 1/4; row 1: (0.25 - onehot) * 3/4.
+  BOOST_TEST(std::abs(logits.grad().at({0, 1}) - (0.25 - 1) / 4) < 1e-15);
+  BOOST_TEST(std::abs(logits.grad().at({1, 0}) - 0.25 * 3 / 4) < 1e-15);
+}
+
+BOOST_AUTO_TEST_CASE(cross_entropy_is_stable_for_large_logits) {
+  Var<float> logits(Tensor<float>::from_vector({1, 3}, {1000.0f, 1000.0f, -1000.0f}), true);
+  auto loss = cross_entropy(logits, Tensor<std::int32_t>::from_vector({1}, {0}));
+  BOOST_TEST(std::abs(loss.item() - std::log(2.0f)) < 1e-6f);
+  loss.backward();
+  const auto g = logits.grad().to_vector();
+  BOOST_TEST(std::abs(g[0] + 0.5f) < 1e-6f);
+  BOOST_TEST(std::abs(g[1] - 0.5f) < 1e-6f);
+  BOOST_TEST(g[2] == 0.0f);
+}
+
+BOOST_AUTO_TEST_CASE(cross_entropy_with_nothing_counted_is_zero) {
+  Var<float> logits(Tensor<float>::full({2, 3}, 0.5f), true);
+  const auto targets = Tensor<std::int32_t>::from_vector({2}, {-100, -100});
+  auto loss = cross_entropy(logits, targets);
+  BOOST_TEST(loss.item() == 0.0f);
+  loss.backward();
+  for (float g : logits.grad().to_vector()) BOOST_TEST(g == 0.0f);
+
+  const auto zero_weights = Tensor<float>::zeros({2});
+  const auto real_targets = Tensor<std::int32_t>::from_vector({2}, {0, 1});
+  BOOST_TEST(cross_entropy(logits, real_targets, {.loss_mask = &zero_weights}).item() == 0.0f);
+}
+
+// ---------------------------------------------------------------- threads
+
+BOOST_AUTO_TEST_CASE(threaded_kernels_match_one_thread) {
+#ifdef _OPENMP
+  // Sizes above the kernels' parallel thresholds, so the OpenMP paths (and their reductions) run.
+  const auto targets = [] {
+    std::vector<std::int32_t> t(64);
+    for (std::size_t i = 0; i < t.size(); ++i) t[i] = i % 9 == 0 ? -100 : static_cast<std::int32_t>((i * 37) % 600);
+    return Tensor<std::int32_t>::from_vector({64}, t);
+  }();
+  const auto positions = [] {
+    std::vector<std::int32_t> p(64);
+    for (std::size_t i = 0; i < p.size(); ++i) p[i] = static_cast<std::int32_t>(3 * i + 1);
+    return Tensor<std::int32_t>::from_vector({64}, p);
+  }();
+  auto mask = random_mask(2, 32, 32, 0.7, 5);
+  const std::vector<std::pair<std::string, std::pair<std::vector<Shape>, std::function<Var<double>(std::vector<Var<double>>&)>>>>
+      cases = {
+          {"layer_norm", {{{64, 600}, {600}, {600}}, [](auto& v) { return layer_norm(v[0], v[1], v[2]); }}},
+          {"rms_norm", {{{64, 600}, {600}}, [](auto& v) { return rms_norm(v[0], v[1]); }}},
+          {"softmax", {{{64, 600}}, [](auto& v) { return softmax(v[0]); }}},
+          {"log_softmax", {{{64, 600}}, [](auto& v) { return log_softmax(v[0]); }}},
+          {"gelu", {{{40000}}, [](auto& v) { return gelu(v[0]); }}},
+          {"swiglu", {{{40000}, {40000}}, [](auto& v) { return swiglu(v[0], v[1]); }}},
+          {"rope", {{{2, 4, 64, 80}}, [&](auto& v) { return rope(v[0], positions); }}},
+          {"attention", {{{2, 4, 32, 8}, {2, 2, 32, 8}, {2, 2, 32, 8}},
+                         [&](auto& v) { return scaled_dot_product_attention(v[0], v[1], v[2], {.mask = &mask}); }}},
+          {"cross_entropy", {{{64, 600}}, [&](auto& v) { return cross_entropy(v[0], targets); }}},
+      };
+  const int saved = omp_get_max_threads();
+  for (const auto& [name, c] : cases) {
+    omp_set_num_threads(1);
+    const auto one = forward_backward(c.first, c.second);
+    omp_set_num_threads(2);
+    const auto two = forward_backward(c.first, c.second);
+    for (std::size_t i = 0; i < one.size(); ++i)
+      BOOST_TEST(testing::relative_error(two[i], one[i]) < 1e-13, name << ": result " << i << " differs across threads");
+  }
+  omp_set_num_threads(saved);
+#else
+  BOOST_TEST_MESSAGE("built without OpenMP: nothing to compare");
+#endif
+}
+
+// ---------------------------------------------------------------- bad input
+
+BOOST_AUTO_TEST_CASE(norm_errors) {
+  Var<float> x(Tensor<float>::zeros({2, 5})), w4(Tensor<float>::zeros({4})), w5(Tensor<float>::zeros({5}));
+  expect_error<shape_error>([&] { (void)layer_norm(x, w4, w5); }, {"layer_norm", "weight", "[5]", "[4]", "[2, 5]"});
+  expect_error<shape_error>([&] { (void)layer_norm(x, w5, w4); }, {"layer_norm", "bias", "[5]", "[4]"});
+  expect_error<value_error>([&] { (void)layer_norm(x, w5, w5, -1.0f); }, {"layer_norm", "eps"});
+  expect_error<shape_error>([&] { (void)rms_norm(x, w4); }, {"rms_norm", "weight", "[5]", "[4]"});
+  Var<float> scalar(Tensor<float>::zeros(Shape{}));
+  expect_error<shape_error>([&] { (void)rms_norm(scalar, w5); }, {"rms_norm", "x", "last dimension"});
+  expect_error<autograd_error>([&] { (void)rms_norm(Var<float>(), w5); }, {"rms_norm", "'x'"});
+}
+
+BOOST_AUTO_TEST_CASE(activation_softmax_dropout_errors) {
+  Var<float> a(Tensor<float>::zeros({2, 3})), b(Tensor<float>::zeros({3, 2}));
+  expect_error<shape_error>([&] { (void)swiglu(a, b); }, {"swiglu", "gate", "up", "[2, 3]", "[3, 2]"});
+  Var<float> scalar(Tensor<float>::zeros(Shape{}));
+  expect_error<shape_error>([&] { (void)softmax(scalar); }, {"softmax", "x"});
+  expect_error<shape_error>([&] { (void)log_softmax(scalar); }, {"log_softmax", "x"});
+  Rng rng(1);
+  for (float p : {1.0f, -0.1f, 2.0f, std::nanf("")})
+    expect_error<value_error>([&] { (void)dropout(a, p, rng); }, {"dropout", "p must be in [0, 1)"});
+  // A bad p is an error even where dropout would be the identity.
+  expect_error<value_error>([&] { (void)dropout(a, 1.0f, rng, false); }, {"dropout", "p"});
+}
+
+BOOST_AUTO_TEST_CASE(rope_errors) {
+  Var<float> odd(Tensor<float>::zeros({1, 2, 3, 5}));
+  const auto positions = Tensor<std::int32_t>::zeros({3});
+  expect_error<value_error>([&] { (void)rope(odd, positions); }, {"rope", "even", "[1, 2, 3, 5]"});
+  Var<float> x(Tensor<float>::zeros({2, 2, 3, 4}));
+  expect_error<shape_error>([&] { (void)rope(x, Tensor<std::int32_t>::zeros({2, 4})); },
+                            {"rope", "positions", "[2, 3]", "[3]", "[2, 4]"});
+  Var<float> rank3(Tensor<float>::zeros({2, 3, 4}));
+  expect_error<shape_error>([&] { (void)rope(rank3, positions); }, {"rope", "[B, H, T, Dh]", "[2, 3, 4]"});
+  expect_error<value_error>([&] { (void)rope(x, positions, -1.0); }, {"rope", "theta"});
+}
+
+BOOST_AUTO_TEST_CASE(attention_errors) {
+  auto var = [](const Shape& s) { return Var<float>(Tensor<float>::zeros(s)); };
+  const auto q = var({1, 4, 3, 4}), k = var({1, 3, 3, 4}), good_k = var({1, 2, 3, 4});
+  expect_error<shape_error>([&] { (void)scaled_dot_product_attention(q, k, k); },
+                            {"scaled_dot_product_attention", "multiple", "[1, 4, 3, 4]", "[1, 3, 3, 4]"});
+  expect_error<shape_error>([&] { (void)scaled_dot_product_attention(q, good_k, var({1, 2, 4, 4})); },
+                            {"v", "[1, 2, 3, 4]", "[1, 2, 4, 4]"});
+  expect_error<shape_error>([&] { (void)scaled_dot_product_attention(q, var({1, 2, 3, 8}), var({1, 2, 3, 8})); },
+                            {"head dim", "[1, 2, 3, 8]"});
+  const auto short_k = var({1, 2, 2, 4});
+  expect_error<shape_error>([&] { (void)scaled_dot_product_attention(q, short_k, short_k); }, {"causal", "T <= S"});
+  BOOST_CHECK_NO_THROW((void)scaled_dot_product_attention(q, short_k, short_k, {.causal = false}));
+  const auto bad_mask = Tensor<std::uint8_t>::zeros({1, 3, 4});
+  expect_error<shape_error>([&] { (void)scaled_dot_product_attention(q, good_k, good_k, {.mask = &bad_mask}); },
+                            {"mask", "[1, 3, 3]", "[3, 3]", "[1, 3, 4]"});
+  expect_error<value_error>([&] { (void)scaled_dot_product_attention(q, good_k, good_k, {.scale = -1.0}); }, {"scale"});
+  expect_error<shape_error>([&] { (void)scaled_dot_product_attention(var({4, 3, 4}), good_k, good_k); }, {"q", "[4, 3, 4]"});
+}
+
+BOOST_AUTO_TEST_CASE(cross_entropy_errors) {
+  Var<float> logits(Tensor<float>::zeros({2, 3, 5}));
+  const auto out_of_range = Tensor<std::int32_t>::from_vector({2, 3}, {0, 1, 2, 3, 4, 5});
+  expect_error<value_error>([&] { (void)cross_entropy(logits, out_of_range); },
+                            {"cross_entropy", "target 5", "[1, 2]", "V = 5", "-100"});
+  const auto negative = Tensor<std::int32_t>::from_vector({2, 3}, {0, -1, 2, 3, 4, 0});
+  expect_error<value_error>([&] { (void)cross_entropy(logits, negative); }, {"target -1", "[0, 1]"});
+  expect_error<shape_error>([&] { (void)cross_entropy(logits, Tensor<std::int32_t>::zeros({6})); },
+                            {"cross_entropy", "targets", "[2, 3]", "[6]"});
+  const auto targets = Tensor<std::int32_t>::zeros({2, 3});
+  const auto wrong_mask = Tensor<float>::zeros({3, 2});
+  expect_error<shape_error>([&] { (void)cross_entropy(logits, targets, {.loss_mask = &wrong_mask}); },
+                            {"loss_mask", "[2, 3]", "[3, 2]"});
+  const auto negative_mask = Tensor<float>::full({2, 3}, -1.0f);
+  expect_error<value_error>([&] { (void)cross_entropy(logits, targets, {.loss_mask = &negative_mask}); },
+                            {"loss_mask", ">= 0"});
+  Var<float> flat(Tensor<float>::zeros({5}));
+  expect_error<shape_error>([&] { (void)cross_entropy(flat, Tensor<std::int32_t>::zeros(Shape{})); },
+                            {"cross_entropy", "logits", "[5]"});
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,25 @@
+# Compiles each CUDA backend header alone with nvcc (warnings as errors, host and device), so none
+# leans on another's includes. nvcc has no -fsyntax-only: each header becomes one small .cu object.
+file(MAKE_DIRECTORY ${WORK_DIR})
+set(failed "")
+foreach(header IN LISTS HEADERS)
+  if(header STREQUAL "")
+    continue()
+  endif()
+  get_filename_component(stem ${header} NAME_WE)
+  set(source ${WORK_DIR}/${stem}.cu)
+  file(WRITE ${source} "#include \"${header}\"\n")
+  execute_process(COMMAND ${NVCC} -std=c++20 --Werror all-warnings -Xcompiler=-Wall,-Wextra,-Werror -I${INCLUDE_DIR}
+                          -c ${source} -o ${WORK_DIR}/${stem}.o
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    list(APPEND failed ${header})
+    message("${header} does not compile on its own:\n${out}${err}")
+  endif()
+endforeach()
+list(REMOVE_ITEM HEADERS "")
+list(LENGTH HEADERS count)
+if(failed)
+  message(FATAL_ERROR "CUDA headers that do not compile alone: ${failed}")
+endif()
+message("all ${count} CUDA headers compile on their own")
