@@ -2,7 +2,7 @@
 // (embedding, RMSNorm, RoPE, causal attention, SwiGLU, cross-entropy), trained with AdamW on
 // built-in text. It prints the loss as it falls, then greedy-decodes a continuation.
 //
-// Usage: tiny_lm [steps]   (default 300)
+// Usage: tiny_lm [steps]   (default 1000)
 #include <mote/mote.hpp>
 
 #include <algorithm>
@@ -77,7 +77,7 @@ struct Model {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int steps = argc > 1 ? std::max(1, std::atoi(argv[1])) : 300;
+  const int steps = argc > 1 ? std::max(1, std::atoi(argv[1])) : 1000;
   const std::string text = corpus;
   std::vector<char> chars(text.begin(), text.end());
   std::sort(chars.begin(), chars.end());
@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
                            Tensor<std::int32_t>::from_vector({batch, len}, out));
     loss.backward();
     opt.step();
-    if (step == 1 || step % 25 == 0 || step == steps) std::printf("step %4d  loss %.4f\n", step, double(loss.item()));
+    if (step == 1 || step % 100 == 0 || step == steps) std::printf("step %4d  loss %.4f\n", step, double(loss.item()));
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("trained in %.1f s (%.0f tokens/s)\n", seconds, double(steps) * double(batch * len) / seconds);

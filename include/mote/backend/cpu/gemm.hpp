@@ -22,6 +22,8 @@ using ConstRowMajorMap = Eigen::Map<const RowMajorMatrix<T>, 0, Eigen::OuterStri
 template <class T>
 using RowMajorMap = Eigen::Map<RowMajorMatrix<T>, 0, Eigen::OuterStride<>>;
 
+inline constexpr double serial_gemm_macs = double(1 << 23);
+
 inline int max_threads() {
 #ifdef _OPENMP
   return omp_get_max_threads();
@@ -63,14 +65,33 @@ void gemm(cpu, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::
   // Stored shapes: A is [m,k] or, transposed, [k,m]; B is [k,n] or [n,k].
   const ConstRowMajorMap<T> a_map(a, trans_a ? k : m, trans_a ? m : k, Eigen::OuterStride<>(lda));
   const ConstRowMajorMap<T> b_map(b, trans_b ? n : k, trans_b ? k : n, Eigen::OuterStride<>(ldb));
-  if (!trans_a && !trans_b)
-    product(a_map, b_map, alpha, beta, c_map);
-  else if (!trans_a && trans_b)
-    product(a_map, b_map.transpose(), alpha, beta, c_map);
-  else if (trans_a && !trans_b)
-    product(a_map.transpose(), b_map, alpha, beta, c_map);
-  else
-    product(a_map.transpose(), b_map.transpose(), alpha, beta, c_map);
+  auto run = [&] {
+    if (!trans_a && !trans_b)
+      product(a_map, b_map, alpha, beta, c_map);
+    else if (!trans_a && trans_b)
+      product(a_map, b_map.transpose(), alpha, beta, c_map);
+    else if (trans_a && !trans_b)
+      product(a_map.transpose(), b_map, alpha, beta, c_map);
+    else
+      product(a_map.transpose(), b_map.transpose(), alpha, beta, c_map);
+  };
+  // Eigen threads any product above 50k multiply-adds and its threads busy-wait on each other;
+  // below serial_gemm_macs that synchronisation costs more than the second core gives back.
+  const double macs = double(m) * double(n) * double(k);
+  if (macs < serial_gemm_macs && max_threads() > 1) {
+#ifdef _OPENMP
+    // A one-thread region scopes the thread-count change: Eigen reads omp_get_max_threads().
+#pragma omp parallel num_threads(1)
+    {
+      omp_set_num_threads(1);
+      run();
+    }
+#else
+    run();
+#endif
+  } else {
+    run();
+  }
 }
 
 // `batch` independent GEMMs at fixed strides. A stride of 0 repeats one operand across the batch;
