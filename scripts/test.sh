@@ -8,4 +8,10 @@ build=${MOTE_BUILD_DIR:-build/test}
 cmake -S . -B "$build" -G Ninja -DMOTE_BUILD_TESTS=ON -DMOTE_SANITIZERS=ON
 cmake --build "$build" -j "$(nproc)"
 cd "$build"
-ctest --output-on-failure -j "$(nproc)"
+# CTest lists skipped tests after its summary; repeat the summary so that it is the last line.
+set +e
+ctest --output-on-failure -j "$(nproc)" 2>&1 | tee ctest.log
+status=${PIPESTATUS[0]}
+set -e
+grep -E '^[0-9]+% tests passed' ctest.log | tail -n 1
+exit "$status"

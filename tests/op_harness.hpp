@@ -10,12 +10,36 @@
 
 #include <cmath>
 #include <functional>
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "mote/mote.hpp"
 
 namespace mote::testing {
+
+// Runs fn, which must throw E; returns the message (fails the test when nothing or another type is thrown).
+template <class E, class Fn>
+std::string error_message(Fn&& fn) {
+  try {
+    fn();
+  } catch (const E& e) {
+    return e.what();
+  }
+  BOOST_FAIL("expected an exception of the named type");
+  return {};
+}
+
+// Runs fn, which must throw E whose message contains every one of `needles`.
+template <class E, class Fn>
+void expect_error(Fn&& fn, std::initializer_list<std::string> needles) {
+  const std::string msg = error_message<E>(std::forward<Fn>(fn));
+  for (const auto& n : needles)
+    BOOST_TEST(msg.find(n) != std::string::npos, "message '" << msg << "' lacks '" << n << "'");
+}
+
+inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 struct OpSpec {
   std::string name;

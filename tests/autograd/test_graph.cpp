@@ -8,26 +8,16 @@
 #include <string>
 
 #include "mote/mote.hpp"
+#include "op_harness.hpp"
 
 using namespace mote;
+using testing::expect_error;
 using autograd::Node;
 
 namespace {
 
 Var<double> scalar(double v, bool requires_grad = false) {
   return Var<double>(Tensor<double>::full({1}, v), requires_grad);
-}
-
-template <class E, class F>
-void expect_error(F&& f, std::initializer_list<std::string> needles) {
-  try {
-    f();
-    BOOST_FAIL("expected an exception");
-  } catch (const E& e) {
-    const std::string msg = e.what();
-    for (const auto& n : needles)
-      BOOST_TEST(msg.find(n) != std::string::npos, "message '" << msg << "' lacks '" << n << "'");
-  }
 }
 
 // An identity op whose closure owns `token`, so the token's use_count shows whether the closure is alive.

@@ -7,24 +7,13 @@
 #include "op_harness.hpp"
 
 using namespace mote;
+using testing::error_message;
+using testing::contains;
 using testing::OpSpec;
 
 namespace {
 
 using Ids = Tensor<std::int32_t>;
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
-
-template <class Error, class Fn>
-std::string error_message(Fn fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  BOOST_FAIL("expected an exception of the named type");
-  return {};
-}
 
 struct Around {
   std::int64_t outer, n, inner;

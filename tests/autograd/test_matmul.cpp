@@ -9,6 +9,8 @@
 #include "op_harness.hpp"
 
 using namespace mote;
+using testing::error_message;
+using testing::contains;
 using testing::OpSpec;
 
 namespace {
@@ -61,19 +63,6 @@ void check_matmul(const Shape& sa, const Shape& sb, MatmulOptions o, bool with_b
   BOOST_TEST(testing::relative_error(ref.output, expected) < 1e-12,
              spec.name << ": output differs from a naive product");
 }
-
-template <class Fn>
-std::string shape_error_message(Fn fn) {
-  try {
-    fn();
-  } catch (const shape_error& e) {
-    return e.what();
-  }
-  BOOST_FAIL("expected shape_error");
-  return {};
-}
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 }  // namespace
 
@@ -161,41 +150,41 @@ BOOST_AUTO_TEST_CASE(var_from_a_transposed_tensor_view) {
 
 BOOST_AUTO_TEST_CASE(errors_name_the_arguments_and_shapes) {
   Var<float> a(Tensor<float>::zeros({2, 3})), b(Tensor<float>::zeros({4, 5}));
-  auto msg = shape_error_message([&] { (void)matmul(a, b); });
+  auto msg = error_message<shape_error>([&] { (void)matmul(a, b); });
   BOOST_TEST(contains(msg, "matmul"));
   BOOST_TEST(contains(msg, "[2, 3]"));
   BOOST_TEST(contains(msg, "[4, 5]"));
 
-  msg = shape_error_message([&] { (void)matmul(a, b, {.trans_a = true}); });
+  msg = error_message<shape_error>([&] { (void)matmul(a, b, {.trans_a = true}); });
   BOOST_TEST(contains(msg, "transposed"));
 
   Var<float> batched_a(Tensor<float>::zeros({2, 2, 3})), batched_b(Tensor<float>::zeros({3, 3, 4}));
-  msg = shape_error_message([&] { (void)matmul(batched_a, batched_b); });
+  msg = error_message<shape_error>([&] { (void)matmul(batched_a, batched_b); });
   BOOST_TEST(contains(msg, "[2, 2, 3]"));
   BOOST_TEST(contains(msg, "[3, 3, 4]"));
   BOOST_TEST(contains(msg, "leading"));
 
   Var<float> rank4_b(Tensor<float>::zeros({1, 2, 3, 4}));
-  msg = shape_error_message([&] { (void)matmul(batched_a, rank4_b); });
+  msg = error_message<shape_error>([&] { (void)matmul(batched_a, rank4_b); });
   BOOST_TEST(contains(msg, "[1, 2, 3, 4]"));
 
   Var<float> vector(Tensor<float>::zeros({3}));
-  msg = shape_error_message([&] { (void)matmul(vector, b); });
+  msg = error_message<shape_error>([&] { (void)matmul(vector, b); });
   BOOST_TEST(contains(msg, "'a'"));
   BOOST_TEST(contains(msg, "[3]"));
 
   Var<float> good_b(Tensor<float>::zeros({3, 5})), bad_bias(Tensor<float>::zeros({4}));
-  msg = shape_error_message([&] { (void)matmul(a, good_b, bad_bias); });
+  msg = error_message<shape_error>([&] { (void)matmul(a, good_b, bad_bias); });
   BOOST_TEST(contains(msg, "bias"));
   BOOST_TEST(contains(msg, "[4]"));
   BOOST_TEST(contains(msg, "[5]"));
 
   Var<float> weight(Tensor<float>::zeros({5, 4}));
-  msg = shape_error_message([&] { (void)linear(a, weight); });
+  msg = error_message<shape_error>([&] { (void)linear(a, weight); });
   BOOST_TEST(contains(msg, "linear"));
   BOOST_TEST(contains(msg, "[2, 3]"));
   BOOST_TEST(contains(msg, "[5, 4]"));
-  msg = shape_error_message([&] { (void)linear(a, Var<float>(Tensor<float>::zeros({3}))); });
+  msg = error_message<shape_error>([&] { (void)linear(a, Var<float>(Tensor<float>::zeros({3}))); });
   BOOST_TEST(contains(msg, "weight"));
 
   BOOST_CHECK_THROW((void)matmul(Var<float>(), b), autograd_error);

@@ -14,6 +14,7 @@
 #endif
 
 using namespace mote;
+using testing::expect_error;
 using testing::OpSpec;
 
 namespace {
@@ -25,18 +26,6 @@ using value_of = typename std::decay_t<Vars>::value_type::value_type;
 template <class T>
 Tensor<T> tensor_of(const Shape& shape, const std::vector<double>& values) {
   return Tensor<T>::from_vector(shape, std::vector<T>(values.begin(), values.end()));
-}
-
-// Runs fn, which must throw E with a message holding every fragment.
-template <class E, class F>
-void expect_error(F&& fn, std::initializer_list<std::string> fragments) {
-  try {
-    fn();
-    BOOST_ERROR("expected an exception naming " << *fragments.begin());
-  } catch (const E& e) {
-    const std::string msg = e.what();
-    for (const auto& f : fragments) BOOST_TEST(msg.find(f) != std::string::npos, "'" << msg << "' lacks '" << f << "'");
-  }
 }
 
 // A [B, T, S] mask (or [T, S] when batch == 0) with about `keep` of its entries set, from a seed.

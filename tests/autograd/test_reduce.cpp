@@ -8,6 +8,7 @@
 #include "op_harness.hpp"
 
 using namespace mote;
+using testing::contains;
 using testing::OpSpec;
 
 namespace {
@@ -24,8 +25,6 @@ std::vector<double> naive_reduce(const std::vector<double>& x, const Shape& s, i
     for (auto& v : out) v /= static_cast<double>(dim);
   return out;
 }
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 }  // namespace
 

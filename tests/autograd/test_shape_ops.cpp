@@ -6,22 +6,11 @@
 #include "op_harness.hpp"
 
 using namespace mote;
+using testing::error_message;
+using testing::contains;
 using testing::OpSpec;
 
 namespace {
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
-
-template <class Error, class Fn>
-std::string error_message(Fn fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  BOOST_FAIL("expected an exception of the named type");
-  return {};
-}
 
 // The values check_op draws for input i, as a packed tensor, to compare with Tensor-level views.
 Tensor<double> drawn(const OpSpec& spec, std::size_t i) {

@@ -10,8 +10,10 @@
 #include <vector>
 
 #include "mote/mote.hpp"
+#include "op_harness.hpp"
 
 using namespace mote;
+using testing::expect_error;
 
 namespace {
 
@@ -20,18 +22,6 @@ Tensor<double> iota(const Shape& shape) {
   std::vector<double> v(static_cast<std::size_t>(shape.numel()));
   std::iota(v.begin(), v.end(), 0.0);
   return Tensor<double>::from_vector(shape, v);
-}
-
-template <class E, class F>
-void expect_error(F&& f, std::initializer_list<std::string> needles) {
-  try {
-    f();
-    BOOST_FAIL("expected an exception");
-  } catch (const E& e) {
-    const std::string msg = e.what();
-    for (const auto& n : needles)
-      BOOST_TEST(msg.find(n) != std::string::npos, "message '" << msg << "' lacks '" << n << "'");
-  }
 }
 
 template <class T>

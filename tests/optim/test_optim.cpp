@@ -17,6 +17,7 @@
 #include "op_harness.hpp"
 
 using namespace mote;
+using testing::expect_error;
 using optim::AdamW;
 using optim::ParamGroup;
 using optim::SGD;
@@ -145,19 +146,6 @@ std::string read_bytes(const std::filesystem::path& p) {
 void write_bytes(const std::filesystem::path& p, const std::string& bytes) {
   std::ofstream out(p, std::ios::binary | std::ios::trunc);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
-// Runs f, which must throw E whose message contains every one of `needles`.
-template <class E, class F>
-void expect_error(F&& f, std::initializer_list<std::string> needles) {
-  try {
-    f();
-    BOOST_FAIL("expected an exception");
-  } catch (const E& e) {
-    const std::string msg = e.what();
-    for (const auto& n : needles)
-      BOOST_TEST(msg.find(n) != std::string::npos, "message '" << msg << "' lacks '" << n << "'");
-  }
 }
 
 // Deterministic per-step gradients for the save/restore runs; b gets none on step 2.

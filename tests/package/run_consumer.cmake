@@ -1,5 +1,5 @@
 # Installs mote into a scratch prefix, then configures, builds and runs an outside project
-# that uses find_package(mote CONFIG REQUIRED).
+# that uses find_package(mote CONFIG REQUIRED); then the same program through add_subdirectory.
 file(REMOVE_RECURSE ${WORK_DIR})
 set(prefix ${WORK_DIR}/prefix)
 function(run)
@@ -18,5 +18,15 @@ run(${CMAKE_COMMAND} --build ${WORK_DIR}/consumer-build)
 run(${WORK_DIR}/consumer-build/consumer)
 if(NOT last_output MATCHES "consumer ok")
   message(FATAL_ERROR "the consumer ran but did not report success:\n${last_output}")
+endif()
+message("${last_output}")
+
+# add_subdirectory: mote's own tests, examples and benchmarks stay off when it is not top level.
+run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/package/subdirectory_consumer -B ${WORK_DIR}/subdirectory-build
+    -G ${GENERATOR} -DMOTE_SOURCE_DIR=${SOURCE_DIR} -DMOTE_ENABLE_CUDA=OFF -DCMAKE_BUILD_TYPE=Release)
+run(${CMAKE_COMMAND} --build ${WORK_DIR}/subdirectory-build)
+run(${WORK_DIR}/subdirectory-build/consumer)
+if(NOT last_output MATCHES "consumer ok")
+  message(FATAL_ERROR "the add_subdirectory consumer ran but did not report success:\n${last_output}")
 endif()
 message("${last_output}")

@@ -25,31 +25,34 @@ inline thread_local bool anomaly_enabled = false;
 inline std::atomic<std::uint64_t> next_walk_mark{1};
 }  // namespace detail
 
-// Within a no_grad scope ops record nothing: results carry values only.
-class no_grad {
+namespace detail {
+// Sets a thread-local flag for one scope and restores its previous value afterwards.
+class FlagScope {
  public:
-  no_grad() : saved_(detail::grad_enabled) { detail::grad_enabled = false; }
-  ~no_grad() { detail::grad_enabled = saved_; }
-  no_grad(const no_grad&) = delete;
-  no_grad& operator=(const no_grad&) = delete;
+  FlagScope(bool& flag, bool value) : flag_(flag), saved_(flag) { flag_ = value; }
+  ~FlagScope() { flag_ = saved_; }
+  FlagScope(const FlagScope&) = delete;
+  FlagScope& operator=(const FlagScope&) = delete;
 
  private:
+  bool& flag_;
   bool saved_;
+};
+}  // namespace detail
+
+// Within a no_grad scope ops record nothing: results carry values only.
+class no_grad : detail::FlagScope {
+ public:
+  no_grad() : FlagScope(detail::grad_enabled, false) {}
 };
 
 inline bool grad_enabled() noexcept { return detail::grad_enabled; }
 
 // Within a detect_anomaly scope every op's output and every backward's input gradients are
 // checked; the first NaN or infinity throws nan_error naming the op.
-class detect_anomaly {
+class detect_anomaly : detail::FlagScope {
  public:
-  detect_anomaly() : saved_(detail::anomaly_enabled) { detail::anomaly_enabled = true; }
-  ~detect_anomaly() { detail::anomaly_enabled = saved_; }
-  detect_anomaly(const detect_anomaly&) = delete;
-  detect_anomaly& operator=(const detect_anomaly&) = delete;
-
- private:
-  bool saved_;
+  detect_anomaly() : FlagScope(detail::anomaly_enabled, true) {}
 };
 
 inline bool anomaly_enabled() noexcept { return detail::anomaly_enabled; }
@@ -243,17 +246,16 @@ void Var<T, B>::backward(const Tensor<T, B>& seed, BackwardOptions options) {
   }
 }
 
-// Builds the output node of an op. When grad is off, or no input requires grad, the result
-// is a plain value and `backward_fn` is dropped without being stored.
-template <Real T, Backend B, class BackwardFn>
-Var<T, B> make_result(const char* op, Tensor<T, B> value, std::initializer_list<Var<T, B>> inputs,
-                      BackwardFn&& backward_fn) {
-  if (anomaly_enabled()) check_finite(value, std::string("the output of '") + op + "'");
+namespace detail {
+// Shared body of both make_result overloads: any range of Vars as inputs.
+template <Real T, Backend B, class Inputs, class BackwardFn>
+Var<T, B> make_result_from(const char* op, Tensor<T, B> value, const Inputs& inputs, BackwardFn&& backward_fn) {
+  if (::mote::autograd::anomaly_enabled()) check_finite(value, std::string("the output of '") + op + "'");
   auto node = std::make_shared<Node<T, B>>();
   node->value = std::move(value);
   node->op = op;
   bool any = false;
-  if (grad_enabled())
+  if (::mote::autograd::grad_enabled())
     for (const auto& in : inputs) any = any || in.requires_grad();
   if (any) {
     node->requires_grad = true;
@@ -263,24 +265,21 @@ Var<T, B> make_result(const char* op, Tensor<T, B> value, std::initializer_list<
   }
   return Var<T, B>(std::move(node));
 }
+}  // namespace detail
+
+// Builds the output node of an op. When grad is off, or no input requires grad, the result
+// is a plain value and `backward_fn` is dropped without being stored.
+template <Real T, Backend B, class BackwardFn>
+Var<T, B> make_result(const char* op, Tensor<T, B> value, std::initializer_list<Var<T, B>> inputs,
+                      BackwardFn&& backward_fn) {
+  return detail::make_result_from(op, std::move(value), inputs, std::forward<BackwardFn>(backward_fn));
+}
 
 // Same, for ops with a run-time number of inputs (concat).
 template <Real T, Backend B, class BackwardFn>
 Var<T, B> make_result(const char* op, Tensor<T, B> value, const std::vector<Var<T, B>>& inputs,
                       BackwardFn&& backward_fn) {
-  if (anomaly_enabled()) check_finite(value, std::string("the output of '") + op + "'");
-  auto node = std::make_shared<Node<T, B>>();
-  node->value = std::move(value);
-  node->op = op;
-  bool any = false;
-  if (grad_enabled())
-    for (const auto& in : inputs) any = any || in.requires_grad();
-  if (any) {
-    node->requires_grad = true;
-    for (const auto& in : inputs) node->inputs.push_back(in.node_ptr());
-    node->backward_fn = std::forward<BackwardFn>(backward_fn);
-  }
-  return Var<T, B>(std::move(node));
+  return detail::make_result_from(op, std::move(value), inputs, std::forward<BackwardFn>(backward_fn));
 }
 
 // Inside a backward closure: the gradient buffer of input i, or nullptr when it needs none.
