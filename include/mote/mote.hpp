@@ -40,3 +40,10 @@
 #include "mote/optim/param_group.hpp"
 #include "mote/optim/sgd.hpp"
 #include "mote/optim/adamw.hpp"
+
+#include "mote/io/json.hpp"
+#include "mote/io/safetensors.hpp"
+#include "mote/io/hf_config.hpp"
+#include "mote/io/tokenizer.hpp"
+
+#include "mote/nn/nn.hpp"

@@ -1,0 +1,230 @@
+#pragma once
+// CausalLM<Config, T, Backend>: embeddings, a flat vector of Blocks, the final norm and the LM head,
+// with Hugging Face parameter names so checkpoints load by name.
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "mote/autograd/index.hpp"
+#include "mote/autograd/loss.hpp"
+#include "mote/autograd/var.hpp"
+#include "mote/core/error.hpp"
+#include "mote/nn/config.hpp"
+#include "mote/nn/layers.hpp"
+
+namespace mote::nn {
+
+// Keys and values of every layer for incremental decoding; all sequences share one timeline.
+template <Real T, Backend B = cpu>
+struct KVCache {
+  std::vector<LayerCache<T, B>> layers;
+  std::int64_t length() const { return layers.empty() ? 0 : layers.front().length(); }
+  void clear() {
+    for (auto& l : layers) l = LayerCache<T, B>{};
+  }
+};
+
+template <Backend B = cpu>
+struct ForwardOptions {
+  // Absolute positions of the tokens, [B, L] or [L]; null means cached + 0 .. cached + L - 1.
+  const Tensor<std::int32_t, B>* positions = nullptr;
+  // Extra attention mask [B, L, S] or [L, S] (S = cached + L), combined with the causal one; 1 = may attend.
+  const Tensor<std::uint8_t, B>* mask = nullptr;
+};
+
+template <Real T, Backend B = cpu>
+struct LossOptions {
+  std::int32_t ignore_index = -100;
+  const Tensor<T, B>* loss_mask = nullptr;  // per-token weights shaped like targets
+  const Tensor<std::int32_t, B>* positions = nullptr;
+  const Tensor<std::uint8_t, B>* mask = nullptr;
+};
+
+struct LoadOptions {
+  // Every checkpoint entry must be used (or be a known buffer such as a tied lm_head.weight).
+  bool strict = true;
+};
+
+template <Config C, Real T, Backend B = cpu>
+class CausalLM {
+  static_assert(validate<C>::value);
+
+ public:
+  using V = autograd::Var<T, B>;
+  static constexpr Config config = C;
+
+  // GPT-2 style initialization from a seeded Rng: normal(0, 0.02), residual projections scaled by
+  // 1 / sqrt(2 n_layers), norms at 1, biases at 0.
+  explicit CausalLM(Rng& rng) {
+    tok_embed_ = detail::normal_param<T, B>({C.vocab, C.d_model}, 0.02, rng);
+    if constexpr (C.positions == Positions::Learned) pos_embed_ = detail::normal_param<T, B>({C.max_seq, C.d_model}, 0.01, rng);
+    blocks_.reserve(static_cast<std::size_t>(C.n_layers));
+    for (std::int64_t i = 0; i < C.n_layers; ++i) blocks_.emplace_back(rng);
+    if constexpr (!C.tied_embeddings) lm_head_ = detail::normal_param<T, B>({C.vocab, C.d_model}, 0.02, rng);
+  }
+  explicit CausalLM(std::uint64_t seed = 0) : CausalLM(seeded(seed)) {}
+
+  KVCache<T, B> make_cache() const {
+    KVCache<T, B> cache;
+    cache.layers.resize(static_cast<std::size_t>(C.n_layers));
+    return cache;
+  }
+
+  // ids [B, L] -> logits [B, L, vocab]. With a cache, the ids continue the cached sequence and
+  // their keys and values are appended to it.
+  V logits(const Tensor<std::int32_t, B>& ids, const ForwardOptions<B>& options = {}, KVCache<T, B>* cache = nullptr) const {
+    if (!ids.defined() || ids.rank() != 2 || ids.size(0) == 0 || ids.size(1) == 0)
+      throw shape_error("mote: CausalLM: ids must have shape [batch, length] with both > 0, got " +
+                        (ids.defined() ? ids.shape().str() : std::string("an empty tensor")));
+    const std::int64_t batch = ids.size(0), len = ids.size(1);
+    const std::int64_t past = cache ? cache->length() : 0;
+    if (cache && cache->layers.size() != static_cast<std::size_t>(C.n_layers))
+      throw value_error("mote: CausalLM: cache has " + std::to_string(cache->layers.size()) + " layers, expected " +
+                        std::to_string(C.n_layers) + "; make it with make_cache()");
+    if (cache && past > 0 && cache->layers.front().k.shape()[0] != batch)
+      throw shape_error("mote: CausalLM: ids " + ids.shape().str() + " continue a cache of batch " +
+                        std::to_string(cache->layers.front().k.shape()[0]));
+    if (past + len > C.max_seq)
+      throw value_error("mote: CausalLM: sequence length " + std::to_string(past + len) + " (" + std::to_string(past) +
+                        " cached + " + std::to_string(len) + " new) exceeds max_seq = " + std::to_string(C.max_seq));
+    Tensor<std::int32_t, B> default_positions;
+    const Tensor<std::int32_t, B>* positions = options.positions;
+    if (!positions) {
+      std::vector<std::int32_t> p(static_cast<std::size_t>(len));
+      for (std::int64_t i = 0; i < len; ++i) p[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(past + i);
+      default_positions = Tensor<std::int32_t, B>::from_vector({len}, p);
+      positions = &default_positions;
+    } else {
+      check_positions(*positions, batch, len);
+    }
+
+    V x = autograd::embedding(tok_embed_, ids);
+    if constexpr (C.positions == Positions::Learned) x = x + autograd::embedding(pos_embed_, *positions);
+    const LayerInputs<B> in{.positions = positions, .mask = options.mask};
+    for (std::size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i](x, in, cache ? &cache->layers[i] : nullptr);
+    x = final_norm_(x);
+    return autograd::linear(x, C.tied_embeddings ? tok_embed_ : lm_head_);
+  }
+
+  // Mean next-token cross-entropy of logits(ids) against targets [B, L] (-100 = ignored).
+  V loss(const Tensor<std::int32_t, B>& ids, const Tensor<std::int32_t, B>& targets, const LossOptions<T, B>& options = {}) const {
+    const V out = logits(ids, ForwardOptions<B>{.positions = options.positions, .mask = options.mask});
+    return autograd::cross_entropy(out, targets,
+                                   autograd::CrossEntropyOptions<T, B>{.ignore_index = options.ignore_index, .loss_mask = options.loss_mask});
+  }
+
+  // Visits every parameter once, in Hugging Face order, under its checkpoint name (GPT-2 names
+  // without the "transformer." prefix, as in the released GPT-2 safetensors).
+  template <class Visitor>
+  void for_each_parameter(Visitor&& visitor) {
+    const ParamVisitor<T, B> visit = [&](const std::string& name, V& p) { visitor(name, p); };
+    if constexpr (C.gpt2_layout()) {
+      visit("wte.weight", tok_embed_);
+      if constexpr (C.positions == Positions::Learned) visit("wpe.weight", pos_embed_);
+      for (std::size_t i = 0; i < blocks_.size(); ++i) blocks_[i].for_each_parameter("h." + std::to_string(i), visit);
+      final_norm_.for_each_parameter("ln_f", visit);
+    } else {
+      visit("model.embed_tokens.weight", tok_embed_);
+      if constexpr (C.positions == Positions::Learned) visit("model.embed_positions.weight", pos_embed_);
+      for (std::size_t i = 0; i < blocks_.size(); ++i) blocks_[i].for_each_parameter("model.layers." + std::to_string(i), visit);
+      final_norm_.for_each_parameter("model.norm", visit);
+    }
+    if constexpr (!C.tied_embeddings) visit("lm_head.weight", lm_head_);
+  }
+
+  std::vector<V> parameters() {
+    std::vector<V> out;
+    for_each_parameter([&](const std::string&, V& p) { out.push_back(p); });
+    return out;
+  }
+  std::vector<std::pair<std::string, V>> named_parameters() {
+    std::vector<std::pair<std::string, V>> out;
+    for_each_parameter([&](const std::string& name, V& p) { out.emplace_back(name, p); });
+    return out;
+  }
+  std::int64_t num_parameters() {
+    std::int64_t n = 0;
+    for_each_parameter([&](const std::string&, V& p) { n += p.numel(); });
+    return n;
+  }
+  void zero_grad() {
+    for_each_parameter([](const std::string&, V& p) { p.zero_grad(); });
+  }
+
+  // name -> value (shared with the parameters, not copied), in Hugging Face names and layouts.
+  std::map<std::string, Tensor<T, B>> state_dict() {
+    std::map<std::string, Tensor<T, B>> out;
+    for_each_parameter([&](const std::string& name, V& p) { out.emplace(name, p.value()); });
+    return out;
+  }
+
+  // Copies checkpoint tensors into the parameters by Hugging Face name. GPT-2 names may carry the
+  // "transformer." prefix of GPT2LMHeadModel. Missing or mis-shaped entries throw; with strict, so
+  // does any entry that is not a parameter or a known buffer.
+  void load_state_dict(const std::map<std::string, Tensor<T, B>>& weights, LoadOptions options = {}) {
+    std::map<std::string, bool> used;
+    for (const auto& [name, t] : weights) used[name] = false;
+    for_each_parameter([&](const std::string& name, V& p) {
+      auto it = weights.find(name);
+      if (it == weights.end() && C.gpt2_layout()) it = weights.find("transformer." + name);
+      if (it == weights.end())
+        throw value_error("mote: load_state_dict: the checkpoint has no tensor '" + name + "' (expected shape " +
+                          p.shape().str() + ")");
+      if (!it->second.defined() || !(it->second.shape() == p.shape()))
+        throw shape_error("mote: load_state_dict: tensor '" + it->first + "' has shape " +
+                          (it->second.defined() ? it->second.shape().str() : std::string("(undefined)")) +
+                          ", expected " + p.shape().str());
+      used[it->first] = true;
+    });
+    if (options.strict)
+      for (const auto& [name, was_used] : used)
+        if (!was_used && !ignorable(name))
+          throw value_error("mote: load_state_dict: unexpected tensor '" + name + "' in the checkpoint (strict load)");
+    // Copy only after every check passed, so a failed load leaves the model as it was.
+    for_each_parameter([&](const std::string& name, V& p) {
+      auto it = weights.find(name);
+      if (it == weights.end()) it = weights.find("transformer." + name);
+      p.mutable_value().copy_from(it->second);
+    });
+  }
+
+  const std::vector<Block<C, T, B>>& blocks() const { return blocks_; }
+  // Turns activation recomputation on or off for every block (training memory for compute).
+  void set_recompute(bool on) {
+    for (auto& b : blocks_) b.recompute = on;
+  }
+
+ private:
+  static Rng& seeded(std::uint64_t seed) {
+    thread_local Rng rng;
+    rng.reseed(seed);
+    return rng;
+  }
+  // Buffers Hugging Face checkpoints carry that are not parameters here.
+  static bool ignorable(const std::string& name) {
+    auto ends_with = [&](const std::string& suffix) {
+      return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
+    if (C.tied_embeddings && name == "lm_head.weight") return true;
+    return ends_with(".attn.bias") || ends_with(".attn.masked_bias") || ends_with(".rotary_emb.inv_freq");
+  }
+  static void check_positions(const Tensor<std::int32_t, B>& positions, std::int64_t batch, std::int64_t len) {
+    if (!positions.defined() || !(positions.shape() == Shape{batch, len} || positions.shape() == Shape{len}))
+      throw shape_error("mote: CausalLM: positions must have shape [B, L] = " + Shape{batch, len}.str() + " or [L] = " +
+                        Shape{len}.str() + ", got " + (positions.defined() ? positions.shape().str() : std::string("an empty tensor")));
+    const std::vector<std::int32_t> host = positions.contiguous().to_vector();
+    for (std::size_t i = 0; i < host.size(); ++i)
+      if (host[i] < 0 || host[i] >= C.max_seq)
+        throw value_error("mote: CausalLM: positions holds " + std::to_string(host[i]) + " at flat index " + std::to_string(i) +
+                          "; expected 0 <= position < max_seq = " + std::to_string(C.max_seq));
+  }
+
+  V tok_embed_, pos_embed_, lm_head_;
+  std::vector<Block<C, T, B>> blocks_;
+  NormLayer<C, T, B> final_norm_;
+};
+
+}  // namespace mote::nn

@@ -1,0 +1,180 @@
+#pragma once
+// Autoregressive generation with a KV cache: greedy (temperature 0) or sampled with temperature,
+// top-k and top-p from a seeded Rng. Prompts of different lengths are left-padded into one batch;
+// an attention mask hides the padding and positions start at 0 at each prompt's first real token.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "mote/core/error.hpp"
+#include "mote/core/rng.hpp"
+#include "mote/nn/causal_lm.hpp"
+
+namespace mote::nn {
+
+struct GenerateOptions {
+  std::int64_t max_new_tokens = 32;
+  double temperature = 0.0;  // 0: greedy
+  std::int64_t top_k = 0;    // 0: no top-k cut
+  double top_p = 1.0;        // 1: no nucleus cut
+  std::uint64_t seed = 0;
+  std::vector<std::int32_t> stop_tokens;  // a sequence ends after emitting one of these (it is kept)
+  std::function<void(std::size_t sequence, std::int32_t token)> on_token;
+  bool use_cache = true;     // false recomputes the whole sequence each step (for checking the cache)
+  std::int32_t pad_token = 0;  // fills left padding and finished sequences' steps; never attended to
+};
+
+namespace generate_detail {
+
+// Picks the next token from one row of logits.
+inline std::int32_t pick(const std::vector<double>& logits, const GenerateOptions& o, Rng& rng) {
+  const std::size_t n = logits.size();
+  if (o.temperature == 0.0 || o.top_k == 1)
+    return static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  std::vector<std::size_t> order(n);
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  // Highest logit first; ties by lower id so the draw is reproducible.
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return logits[a] > logits[b]; });
+  std::size_t keep = n;
+  if (o.top_k > 0) keep = std::min<std::size_t>(keep, static_cast<std::size_t>(o.top_k));
+  std::vector<double> p(keep);
+  const double top = logits[order[0]];
+  double total = 0;
+  for (std::size_t i = 0; i < keep; ++i) total += p[i] = std::exp((logits[order[i]] - top) / o.temperature);
+  if (o.top_p < 1.0) {
+    double cumulative = 0;
+    std::size_t cut = keep;
+    for (std::size_t i = 0; i < keep; ++i) {
+      cumulative += p[i] / total;
+      if (cumulative >= o.top_p) {
+        cut = i + 1;
+        break;
+      }
+    }
+    keep = cut;
+    total = std::accumulate(p.begin(), p.begin() + static_cast<std::ptrdiff_t>(keep), 0.0);
+  }
+  double u = rng.uniform() * total;
+  for (std::size_t i = 0; i < keep; ++i) {
+    u -= p[i];
+    if (u < 0) return static_cast<std::int32_t>(order[i]);
+  }
+  return static_cast<std::int32_t>(order[keep - 1]);
+}
+
+inline void check_options(const GenerateOptions& o) {
+  if (o.max_new_tokens < 0)
+    throw value_error("mote: generate: max_new_tokens must be >= 0, got " + std::to_string(o.max_new_tokens));
+  if (!(o.temperature >= 0.0) || !std::isfinite(o.temperature))
+    throw value_error("mote: generate: temperature must be finite and >= 0, got " + std::to_string(o.temperature));
+  if (o.top_k < 0) throw value_error("mote: generate: top_k must be >= 0 (0 = off), got " + std::to_string(o.top_k));
+  if (!(o.top_p > 0.0 && o.top_p <= 1.0))
+    throw value_error("mote: generate: top_p must be in (0, 1], got " + std::to_string(o.top_p));
+}
+
+}  // namespace generate_detail
+
+// Generates up to max_new_tokens after each prompt; returns only the new tokens of each sequence.
+// Stops a sequence at a stop token, and all of them when the context reaches max_seq.
+template <Config C, Real T, Backend B>
+std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
+                                                const std::vector<std::vector<std::int32_t>>& prompts,
+                                                const GenerateOptions& options = {}) {
+  generate_detail::check_options(options);
+  if (prompts.empty()) throw value_error("mote: generate: prompts is empty; expected at least one prompt");
+  std::size_t longest = 0;
+  for (std::size_t b = 0; b < prompts.size(); ++b) {
+    if (prompts[b].empty()) throw value_error("mote: generate: prompts[" + std::to_string(b) + "] is empty");
+    if (static_cast<std::int64_t>(prompts[b].size()) > C.max_seq)
+      throw value_error("mote: generate: prompts[" + std::to_string(b) + "] has " + std::to_string(prompts[b].size()) +
+                        " tokens, more than max_seq = " + std::to_string(C.max_seq));
+    for (std::size_t j = 0; j < prompts[b].size(); ++j)
+      if (prompts[b][j] < 0 || prompts[b][j] >= C.vocab)
+        throw value_error("mote: generate: prompts[" + std::to_string(b) + "][" + std::to_string(j) + "] = " +
+                          std::to_string(prompts[b][j]) + " is outside [0, vocab) with vocab = " + std::to_string(C.vocab));
+    longest = std::max(longest, prompts[b].size());
+  }
+  if (options.pad_token < 0 || options.pad_token >= C.vocab)
+    throw value_error("mote: generate: pad_token " + std::to_string(options.pad_token) + " is outside [0, vocab)");
+
+  autograd::no_grad off;
+  const std::size_t batch = prompts.size();
+  const auto nb = static_cast<std::int64_t>(batch);
+  std::vector<std::int64_t> pad(batch);
+  bool padded = false;
+  for (std::size_t b = 0; b < batch; ++b) padded |= (pad[b] = static_cast<std::int64_t>(longest - prompts[b].size())) > 0;
+
+  // The whole (left-padded) token history, [batch][time].
+  std::vector<std::vector<std::int32_t>> history(batch);
+  for (std::size_t b = 0; b < batch; ++b) {
+    history[b].assign(static_cast<std::size_t>(pad[b]), options.pad_token);
+    history[b].insert(history[b].end(), prompts[b].begin(), prompts[b].end());
+  }
+
+  // Runs tokens [from, to) of the history and returns the logits of step to - 1, [batch][vocab].
+  auto run = [&](std::int64_t from, std::int64_t to, KVCache<T, B>* cache) {
+    const std::int64_t len = to - from;
+    std::vector<std::int32_t> ids, pos;
+    for (std::size_t b = 0; b < batch; ++b)
+      for (std::int64_t t = from; t < to; ++t) {
+        ids.push_back(history[b][static_cast<std::size_t>(t)]);
+        pos.push_back(static_cast<std::int32_t>(std::max<std::int64_t>(0, t - pad[b])));
+      }
+    const auto id_t = Tensor<std::int32_t, B>::from_vector({nb, len}, ids);
+    const auto pos_t = Tensor<std::int32_t, B>::from_vector({nb, len}, pos);
+    Tensor<std::uint8_t, B> mask_t;
+    if (padded) {
+      std::vector<std::uint8_t> m;
+      for (std::size_t b = 0; b < batch; ++b)
+        for (std::int64_t q = 0; q < len; ++q)
+          for (std::int64_t k = 0; k < to; ++k) m.push_back(k >= pad[b] ? 1 : 0);
+      mask_t = Tensor<std::uint8_t, B>::from_vector({nb, len, to}, m);
+    }
+    const auto out = model.logits(id_t, ForwardOptions<B>{.positions = &pos_t, .mask = padded ? &mask_t : nullptr}, cache);
+    const std::vector<T> last = out.value().slice(1, len - 1, 1).contiguous().to_vector();
+    std::vector<std::vector<double>> rows(batch, std::vector<double>(static_cast<std::size_t>(C.vocab)));
+    for (std::size_t b = 0; b < batch; ++b)
+      for (std::int64_t v = 0; v < C.vocab; ++v)
+        rows[b][static_cast<std::size_t>(v)] = static_cast<double>(last[b * static_cast<std::size_t>(C.vocab) + static_cast<std::size_t>(v)]);
+    return rows;
+  };
+
+  Rng rng(options.seed);
+  std::vector<std::vector<std::int32_t>> generated(batch);
+  std::vector<bool> done(batch, false);
+  KVCache<T, B> cache = model.make_cache();
+  auto length = static_cast<std::int64_t>(longest);
+  std::vector<std::vector<double>> rows;
+  for (std::int64_t step = 0; step < options.max_new_tokens; ++step) {
+    if (options.use_cache) rows = run(step == 0 ? 0 : length - 1, length, &cache);
+    else rows = run(0, length, nullptr);
+    bool all_done = true;
+    for (std::size_t b = 0; b < batch; ++b) {
+      std::int32_t token = options.pad_token;
+      if (!done[b]) {
+        token = generate_detail::pick(rows[b], options, rng);
+        generated[b].push_back(token);
+        if (options.on_token) options.on_token(b, token);
+        done[b] = std::find(options.stop_tokens.begin(), options.stop_tokens.end(), token) != options.stop_tokens.end();
+      }
+      history[b].push_back(token);
+      all_done = all_done && done[b];
+    }
+    ++length;
+    if (all_done || length > C.max_seq) break;  // the next step would feed more than max_seq tokens
+  }
+  return generated;
+}
+
+// One prompt.
+template <Config C, Real T, Backend B>
+std::vector<std::int32_t> generate(const CausalLM<C, T, B>& model, const std::vector<std::int32_t>& prompt,
+                                   const GenerateOptions& options = {}) {
+  return generate(model, std::vector<std::vector<std::int32_t>>{prompt}, options).front();
+}
+
+}  // namespace mote::nn

@@ -1,0 +1,387 @@
+// The nn room: configs, Hugging Face parameter names, whole-model parity with PyTorch (fixtures
+// written by tests/reference/make_model_fixtures.py), checkpoint loading errors, and generation
+// (KV cache against full recomputation, batching with left padding, seeded sampling, stop tokens).
+#include "op_harness.hpp"
+
+#include <cstdint>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "mote/io/safetensors.hpp"
+#include "mote/nn/nn.hpp"
+
+using namespace mote;
+using mote::testing::expect_error;
+
+namespace {
+
+constexpr nn::Config gpt2c = presets::tiny_gpt2;
+constexpr nn::Config llamac = presets::tiny_llama;
+
+// A model fixture: config attrs and named tensors, values kept in double.
+struct ModelFixture {
+  struct Entry {
+    Shape shape;
+    std::vector<double> values;
+  };
+  std::map<std::string, double> attrs;
+  std::map<std::string, Entry> tensors;  // in file order is not needed; names are unique
+
+  const Entry& entry(const std::string& name) const {
+    const auto it = tensors.find(name);
+    if (it == tensors.end()) throw io_error("model fixture has no tensor '" + name + "'");
+    return it->second;
+  }
+  template <class T>
+  Tensor<T> tensor(const std::string& name) const {
+    const Entry& e = entry(name);
+    std::vector<T> v;
+    for (double x : e.values) v.push_back(static_cast<T>(x));
+    return Tensor<T>::from_vector(e.shape, v);
+  }
+  // Every "param.<name>" as a checkpoint map.
+  template <class T>
+  std::map<std::string, Tensor<T>> weights() const {
+    std::map<std::string, Tensor<T>> out;
+    for (const auto& [name, e] : tensors)
+      if (name.rfind("param.", 0) == 0) out.emplace(name.substr(6), tensor<T>(name));
+    return out;
+  }
+};
+
+ModelFixture load_model_fixture(const std::string& stem) {
+  const std::string path = std::string(MOTE_TEST_FIXTURES) + "/" + stem + ".txt";
+  std::ifstream in(path);
+  if (!in) throw io_error("cannot open fixture " + path + "; run tests/reference/make_model_fixtures.py");
+  ModelFixture f;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream words(line);
+    std::string kind;
+    words >> kind;
+    if (kind == "attr") {
+      std::string name, value;
+      words >> name >> value;
+      f.attrs[name] = std::strtod(value.c_str(), nullptr);
+    } else if (kind == "tensor") {
+      std::string name, dtype, shape_word;
+      words >> name >> dtype >> shape_word;
+      ModelFixture::Entry e;
+      for (std::int64_t d; words >> d;) e.shape.push_back(d);
+      std::string values_line;
+      if (!std::getline(in, values_line)) throw io_error(path + ": tensor " + name + " has no values line");
+      std::istringstream values(values_line);
+      for (std::string token; values >> token;) e.values.push_back(std::strtod(token.c_str(), nullptr));
+      if (static_cast<std::int64_t>(e.values.size()) != e.shape.numel()) throw io_error(path + ": bad tensor " + name);
+      f.tensors[name] = std::move(e);
+    }
+  }
+  return f;
+}
+
+std::vector<double> as_double(const auto& tensor) {
+  std::vector<double> out;
+  for (auto v : tensor.to_vector()) out.push_back(static_cast<double>(v));
+  return out;
+}
+
+template <nn::Config C>
+void expect_config_matches(const ModelFixture& f) {
+  BOOST_TEST(f.attrs.at("vocab") == C.vocab);
+  BOOST_TEST(f.attrs.at("d") == C.d_model);
+  BOOST_TEST(f.attrs.at("layers") == C.n_layers);
+  BOOST_TEST(f.attrs.at("heads") == C.n_heads);
+  BOOST_TEST(f.attrs.at("kv_heads") == C.n_kv_heads);
+  BOOST_TEST(f.attrs.at("ff") == C.d_ff);
+  BOOST_TEST(f.attrs.at("max_seq") == C.max_seq);
+}
+
+// Loads the fixture's weights, runs forward and backward, and compares logits, loss and every gradient.
+template <nn::Config C, class T>
+void check_parity(const std::string& stem, double tol, bool recompute = false) {
+  const ModelFixture f = load_model_fixture(stem);
+  expect_config_matches<C>(f);
+  nn::CausalLM<C, T> model(1);
+  model.set_recompute(recompute);
+  model.load_state_dict(f.weights<T>());
+  const auto ids = f.tensor<std::int32_t>("ids");
+  const auto targets = f.tensor<std::int32_t>("targets");
+
+  const auto logits = model.logits(ids);
+  BOOST_TEST(mote::testing::relative_error(as_double(logits.value()), f.entry("logits").values) < tol);
+  auto loss = model.loss(ids, targets);
+  BOOST_TEST(std::abs(static_cast<double>(loss.item()) - f.entry("loss").values[0]) < tol * std::abs(f.entry("loss").values[0]));
+  loss.backward();
+  std::size_t checked = 0;
+  model.for_each_parameter([&](const std::string& name, Var<T>& p) {
+    BOOST_TEST_CONTEXT(stem << " gradient of " << name) {
+      BOOST_REQUIRE(p.grad().defined());
+      const double err = mote::testing::relative_error(as_double(p.grad()), f.entry("grad." + name).values);
+      BOOST_TEST(err < tol);
+    }
+    ++checked;
+  });
+  std::size_t expected = 0;
+  for (const auto& [name, e] : f.tensors) expected += name.rfind("grad.", 0) == 0;
+  BOOST_TEST(checked == expected);
+}
+
+std::vector<std::string> names_of(auto& model) {
+  std::vector<std::string> out;
+  for (const auto& [name, p] : model.named_parameters()) out.push_back(name);
+  return out;
+}
+
+// Scales every matrix by `factor` so a freshly initialized tiny model has peaked, varied predictions.
+template <class Model>
+Model& sharpen(Model& model, double factor = 5.0) {
+  model.for_each_parameter([&](const std::string&, auto& p) {
+    if (p.shape().rank() != 2) return;
+    auto v = p.value().to_vector();
+    for (auto& x : v) x *= factor;
+    p.mutable_value().copy_from(Tensor<double>::from_vector(p.shape(), v));
+  });
+  return model;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(test_nn)
+
+BOOST_AUTO_TEST_CASE(presets_are_valid_structural_configs) {
+  static_assert(nn::validate<presets::gpt2>::value && nn::validate<presets::gpt2_medium>::value);
+  static_assert(nn::validate<presets::llama2_7b>::value && nn::validate<presets::llama3_8b>::value);
+  static_assert(presets::gpt2.head_dim() == 64 && presets::gpt2.tied_embeddings && presets::gpt2.gpt2_layout());
+  static_assert(presets::gpt2_medium.d_model == 1024 && presets::gpt2_medium.n_layers == 24 && presets::gpt2_medium.n_heads == 16);
+  static_assert(presets::llama2_7b.d_ff == 11008 && !presets::llama2_7b.bias && !presets::llama2_7b.gpt2_layout());
+  static_assert(presets::llama3_8b.kv_dim() == 1024 && presets::llama3_8b.rope_theta == 500000.0);
+  static_assert(nn::CausalLM<presets::tiny_llama, float>::config.n_kv_heads == 2);
+  BOOST_TEST(true);
+}
+
+BOOST_AUTO_TEST_CASE(gpt2_names_and_shapes_follow_hugging_face) {
+  nn::CausalLM<gpt2c, double> model(7);
+  const auto names = names_of(model);
+  const std::vector<std::string> head{"wte.weight", "wpe.weight", "h.0.ln_1.weight", "h.0.ln_1.bias", "h.0.attn.c_attn.weight",
+                                      "h.0.attn.c_attn.bias", "h.0.attn.c_proj.weight", "h.0.attn.c_proj.bias", "h.0.ln_2.weight",
+                                      "h.0.ln_2.bias", "h.0.mlp.c_fc.weight", "h.0.mlp.c_fc.bias", "h.0.mlp.c_proj.weight",
+                                      "h.0.mlp.c_proj.bias"};
+  BOOST_REQUIRE(names.size() == 2 + 12 * 2 + 2);
+  BOOST_TEST(std::vector<std::string>(names.begin(), names.begin() + 14) == head, boost::test_tools::per_element());
+  BOOST_TEST(names[names.size() - 2] == "ln_f.weight");
+  BOOST_TEST(names.back() == "ln_f.bias");
+  const auto sd = model.state_dict();
+  BOOST_TEST(sd.at("h.1.attn.c_attn.weight").shape() == (Shape{32, 96}));  // Conv1D [in, out]
+  BOOST_TEST(sd.at("h.1.mlp.c_proj.weight").shape() == (Shape{128, 32}));
+  BOOST_TEST(sd.at("wpe.weight").shape() == (Shape{16, 32}));
+  BOOST_TEST(model.num_parameters() == 64 * 32 + 16 * 32 + 2 * (4 * 32 + 32 * 96 + 96 + 32 * 32 + 32 + 32 * 128 + 128 + 128 * 32 + 32) + 64);
+}
+
+BOOST_AUTO_TEST_CASE(llama_names_and_shapes_follow_hugging_face) {
+  nn::CausalLM<llamac, double> model(7);
+  const auto names = names_of(model);
+  const std::vector<std::string> layer{"model.layers.1.input_layernorm.weight", "model.layers.1.self_attn.q_proj.weight",
+                                       "model.layers.1.self_attn.k_proj.weight", "model.layers.1.self_attn.v_proj.weight",
+                                       "model.layers.1.self_attn.o_proj.weight", "model.layers.1.post_attention_layernorm.weight",
+                                       "model.layers.1.mlp.gate_proj.weight", "model.layers.1.mlp.up_proj.weight",
+                                       "model.layers.1.mlp.down_proj.weight"};
+  BOOST_REQUIRE(names.size() == 1 + 9 * 2 + 2);
+  BOOST_TEST(names.front() == "model.embed_tokens.weight");
+  BOOST_TEST(std::vector<std::string>(names.begin() + 10, names.begin() + 19) == layer, boost::test_tools::per_element());
+  BOOST_TEST(names[names.size() - 2] == "model.norm.weight");
+  BOOST_TEST(names.back() == "lm_head.weight");
+  const auto sd = model.state_dict();
+  BOOST_TEST(sd.at("model.layers.0.self_attn.k_proj.weight").shape() == (Shape{16, 32}));  // [out, in], 2 kv heads of 8
+  BOOST_TEST(sd.at("model.layers.0.mlp.down_proj.weight").shape() == (Shape{32, 64}));
+}
+
+BOOST_AUTO_TEST_CASE(gpt2_matches_pytorch_double) { check_parity<gpt2c, double>("model_tiny_gpt2", 1e-10); }
+BOOST_AUTO_TEST_CASE(gpt2_matches_pytorch_float) { check_parity<gpt2c, float>("model_tiny_gpt2", 1e-5); }
+BOOST_AUTO_TEST_CASE(llama_matches_pytorch_double) { check_parity<llamac, double>("model_tiny_llama", 1e-10); }
+BOOST_AUTO_TEST_CASE(llama_matches_pytorch_float) { check_parity<llamac, float>("model_tiny_llama", 1e-5); }
+// Activation recomputation reruns each block in backward; the gradients must not change.
+BOOST_AUTO_TEST_CASE(recomputed_blocks_match_pytorch) {
+  check_parity<gpt2c, double>("model_tiny_gpt2", 1e-10, true);
+  check_parity<llamac, double>("model_tiny_llama", 1e-10, true);
+  nn::CausalLM<llamac, double> model(3);
+  model.set_recompute(true);
+  Rng rng(4);
+  const auto x = Var<double>::parameter(Tensor<double>::normal({1, 3, 32}, 0, 1, rng));
+  const auto pos = Tensor<std::int32_t>::from_vector({3}, {0, 1, 2});
+  const auto y = model.blocks()[0](x, {.positions = &pos});
+  BOOST_TEST(std::string(y.op()) == "block_recompute");
+  {
+    no_grad off;
+    BOOST_TEST(std::string(model.blocks()[0](x, {.positions = &pos}).op()) != "block_recompute");
+  }
+}
+
+BOOST_AUTO_TEST_CASE(safetensors_checkpoints_load_by_name) {
+  // The fixture's weights as a hand-written F64 safetensors file under Hugging Face names, read as float.
+  const ModelFixture f = load_model_fixture("model_tiny_llama");
+  const auto file = io::safetensors::File::open(std::string(MOTE_TEST_FIXTURES) + "/model_tiny_llama.safetensors");
+  std::map<std::string, Tensor<float>> weights;
+  for (const auto& name : file.names()) weights.emplace(name, file.tensor<float>(name));
+  nn::CausalLM<llamac, float> model(2);
+  model.load_state_dict(weights);
+  const auto logits = model.logits(f.tensor<std::int32_t>("ids"));
+  BOOST_TEST(mote::testing::relative_error(as_double(logits.value()), f.entry("logits").values) < 1e-5);
+}
+
+BOOST_AUTO_TEST_CASE(load_state_dict_checks_names_and_shapes) {
+  const ModelFixture f = load_model_fixture("model_tiny_gpt2");
+  nn::CausalLM<gpt2c, double> model(3);
+  auto weights = f.weights<double>();
+
+  // GPT2LMHeadModel's prefixed names and its tied lm_head.weight load too.
+  std::map<std::string, Tensor<double>> prefixed;
+  for (const auto& [name, t] : weights) prefixed.emplace("transformer." + name, t);
+  prefixed.emplace("lm_head.weight", weights.at("wte.weight"));
+  prefixed.emplace("transformer.h.0.attn.bias", Tensor<double>::zeros({1}));
+  model.load_state_dict(prefixed);
+  BOOST_TEST(as_double(model.state_dict().at("h.1.mlp.c_fc.bias")) == f.entry("param.h.1.mlp.c_fc.bias").values,
+             boost::test_tools::per_element());
+
+  auto missing = weights;
+  missing.erase("h.1.ln_2.bias");
+  expect_error<value_error>([&] { model.load_state_dict(missing); }, {"h.1.ln_2.bias", "no tensor"});
+  auto wrong = weights;
+  wrong.at("h.0.attn.c_attn.weight") = Tensor<double>::zeros({96, 32});
+  expect_error<shape_error>([&] { model.load_state_dict(wrong); }, {"h.0.attn.c_attn.weight", "[96, 32]", "[32, 96]"});
+  auto extra = weights;
+  extra.emplace("h.0.attn.q_proj.weight", Tensor<double>::zeros({32, 32}));
+  expect_error<value_error>([&] { model.load_state_dict(extra); }, {"unexpected", "h.0.attn.q_proj.weight"});
+  model.load_state_dict(extra, {.strict = false});
+}
+
+BOOST_AUTO_TEST_CASE(forward_rejects_bad_input) {
+  nn::CausalLM<llamac, double> model(3);
+  expect_error<shape_error>([&] { model.logits(Tensor<std::int32_t>::zeros({4})); }, {"ids", "[batch, length]"});
+  expect_error<value_error>([&] { model.logits(Tensor<std::int32_t>::zeros({1, 17})); }, {"17", "max_seq = 16"});
+  expect_error<value_error>([&] { model.logits(Tensor<std::int32_t>::full({1, 3}, 64)); }, {"64"});
+  const auto pos = Tensor<std::int32_t>::from_vector({3}, {0, 1, 16});
+  expect_error<value_error>([&] { model.logits(Tensor<std::int32_t>::zeros({1, 3}), {.positions = &pos}); }, {"positions", "16"});
+}
+
+BOOST_AUTO_TEST_CASE(cached_logits_equal_full_logits) {
+  nn::CausalLM<llamac, double> model(11);
+  const auto ids = Tensor<std::int32_t>::from_vector({2, 6}, {1, 5, 9, 2, 7, 3, 4, 8, 6, 10, 12, 0});
+  const auto full = model.logits(ids).value();
+  auto cache = model.make_cache();
+  no_grad off;
+  const auto first = model.logits(ids.slice(1, 0, 4).contiguous(), {}, &cache).value();
+  const auto rest = model.logits(ids.slice(1, 4, 2).contiguous(), {}, &cache).value();
+  BOOST_TEST(cache.length() == 6);
+  BOOST_TEST(mote::testing::relative_error(as_double(rest), as_double(full.slice(1, 4, 2).contiguous())) < 1e-12);
+  BOOST_TEST(mote::testing::relative_error(as_double(first), as_double(full.slice(1, 0, 4).contiguous())) < 1e-12);
+}
+
+BOOST_AUTO_TEST_CASE(kv_cache_generation_equals_recomputation) {
+  nn::CausalLM<gpt2c, double> gpt(21);
+  nn::CausalLM<llamac, double> llama(22);
+  sharpen(gpt);
+  sharpen(llama);
+  const std::vector<std::vector<std::int32_t>> prompts{{3, 14, 15, 9}, {2, 6}};
+  for (bool padded : {false, true}) {
+    const auto p = padded ? prompts : std::vector<std::vector<std::int32_t>>{prompts[0]};
+    const auto a = nn::generate(gpt, p, {.max_new_tokens = 8, .use_cache = true});
+    const auto b = nn::generate(gpt, p, {.max_new_tokens = 8, .use_cache = false});
+    BOOST_TEST(a == b);
+    BOOST_TEST(a[0].size() == 8u);
+    const auto c = nn::generate(llama, p, {.max_new_tokens = 8, .use_cache = true});
+    const auto d = nn::generate(llama, p, {.max_new_tokens = 8, .use_cache = false});
+    BOOST_TEST(c == d);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(batched_prompts_equal_single_prompts) {
+  nn::CausalLM<llamac, double> llama(23);
+  nn::CausalLM<gpt2c, double> gpt(24);
+  sharpen(llama);
+  sharpen(gpt);
+  const std::vector<std::int32_t> a{3, 14, 15, 9, 26}, b{5, 35};
+  const auto batched = nn::generate(llama, {a, b}, {.max_new_tokens = 6});
+  BOOST_TEST(batched[0] == nn::generate(llama, a, {.max_new_tokens = 6}));
+  BOOST_TEST(batched[1] == nn::generate(llama, b, {.max_new_tokens = 6}));
+  const auto batched_gpt = nn::generate(gpt, {a, b}, {.max_new_tokens = 6});
+  BOOST_TEST(batched_gpt[1] == nn::generate(gpt, b, {.max_new_tokens = 6}));
+}
+
+BOOST_AUTO_TEST_CASE(left_padding_with_a_mask_leaves_logits_unchanged) {
+  nn::CausalLM<llamac, double> llama(25);
+  nn::CausalLM<gpt2c, double> gpt(26);
+  // Row 1 is [pad, pad, 7, 8, 9]: positions restart at its first real token and the mask hides the pads.
+  const auto ids = Tensor<std::int32_t>::from_vector({2, 5}, {1, 2, 3, 4, 5, 0, 0, 7, 8, 9});
+  const auto pos = Tensor<std::int32_t>::from_vector({2, 5}, {0, 1, 2, 3, 4, 0, 0, 0, 1, 2});
+  std::vector<std::uint8_t> m;
+  for (int b = 0; b < 2; ++b)
+    for (int q = 0; q < 5; ++q)
+      for (int k = 0; k < 5; ++k) m.push_back(b == 0 || k >= 2);
+  const auto mask = Tensor<std::uint8_t>::from_vector({2, 5, 5}, m);
+  const auto alone = Tensor<std::int32_t>::from_vector({1, 3}, {7, 8, 9});
+  auto check = [&](auto& model) {
+    const auto padded = model.logits(ids, {.positions = &pos, .mask = &mask}).value();
+    const auto single = model.logits(alone).value();
+    BOOST_TEST(mote::testing::relative_error(as_double(padded.slice(0, 1, 1).slice(1, 2, 3).contiguous()), as_double(single)) < 1e-12);
+  };
+  check(llama);
+  check(gpt);
+}
+
+BOOST_AUTO_TEST_CASE(sampling_is_seeded_and_top_k_one_is_greedy) {
+  nn::CausalLM<gpt2c, double> model(31);
+  const std::vector<std::int32_t> prompt{1, 2, 3};
+  const nn::GenerateOptions sample{.max_new_tokens = 10, .temperature = 1.5, .top_k = 20, .top_p = 0.95, .seed = 5};
+  const auto x = nn::generate(model, prompt, sample);
+  BOOST_TEST(x == nn::generate(model, prompt, sample));
+  auto other = sample;
+  other.seed = 6;
+  auto other2 = sample;
+  other2.seed = 7;
+  BOOST_TEST((nn::generate(model, prompt, other) != x || nn::generate(model, prompt, other2) != x));
+  const auto greedy = nn::generate(model, prompt, {.max_new_tokens = 10});
+  BOOST_TEST(nn::generate(model, prompt, {.max_new_tokens = 10, .temperature = 1.0, .top_k = 1, .seed = 9}) == greedy);
+  for (auto t : x) BOOST_TEST((t >= 0 && t < 64));
+}
+
+BOOST_AUTO_TEST_CASE(stop_tokens_and_limits) {
+  nn::CausalLM<llamac, double> model(41);
+  const std::vector<std::int32_t> prompt{7, 8, 9};
+  const auto greedy = nn::generate(model, prompt, {.max_new_tokens = 8});
+  std::vector<std::int32_t> seen;
+  const auto stopped = nn::generate(model, prompt, {.max_new_tokens = 8, .stop_tokens = {greedy[2]},
+                                                    .on_token = [&](std::size_t, std::int32_t t) { seen.push_back(t); }});
+  const auto first_stop = std::find(greedy.begin(), greedy.end(), greedy[2]);
+  BOOST_TEST(stopped == std::vector<std::int32_t>(greedy.begin(), first_stop + 1));
+  BOOST_TEST(seen == stopped);
+  // The context ends at max_seq = 16: a 14-token prompt leaves room for 3 new tokens.
+  const std::vector<std::int32_t> long_prompt(14, 3);
+  BOOST_TEST(nn::generate(model, long_prompt, {.max_new_tokens = 10}).size() == 3u);
+  expect_error<value_error>([&] { nn::generate(model, std::vector<std::int32_t>(17, 1)); }, {"prompts[0]", "max_seq = 16"});
+  expect_error<value_error>([&] { nn::generate(model, prompt, {.temperature = -1}); }, {"temperature"});
+  expect_error<value_error>([&] { nn::generate(model, prompt, {.top_p = 0}); }, {"top_p"});
+  expect_error<value_error>([&] { nn::generate(model, std::vector<std::int32_t>{1, 99}); }, {"prompts[0][1]", "99"});
+}
+
+BOOST_AUTO_TEST_CASE(training_steps_lower_the_loss) {
+  nn::CausalLM<gpt2c, float> model(51);
+  optim::AdamW<float> opt(model.parameters(), {.lr = 1e-2f, .weight_decay = 0.0f});
+  const auto ids = Tensor<std::int32_t>::from_vector({1, 8}, {1, 2, 3, 4, 5, 6, 7, 8});
+  const auto targets = Tensor<std::int32_t>::from_vector({1, 8}, {2, 3, 4, 5, 6, 7, 8, 9});
+  float first = 0, last = 0;
+  for (int step = 0; step < 20; ++step) {
+    opt.zero_grad();
+    auto loss = model.loss(ids, targets);
+    loss.backward();
+    opt.step();
+    (step == 0 ? first : last) = loss.item();
+  }
+  BOOST_TEST(last < 0.5f * first);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,116 @@
+#!/usr/bin/python3
+"""Trains a tiny SentencePiece BPE model (byte_fallback) with Debian's python3-sentencepiece and writes
+   fixtures/tokenizer_sp/tokenizer.json (the same model in Hugging Face's Llama layout) and
+   fixtures/tokenizer_sp.txt (texts and the ids sp.encode gives them).
+   Run once:  apt-get install python3-sentencepiece && /usr/bin/python3 make_tokenizer_sentencepiece.py"""
+import json
+import os
+import random
+import tempfile
+
+import sentencepiece as spm
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIX = os.path.join(HERE, "fixtures")
+
+WORDS = ("the quick brown fox jumps over lazy dog training model expert router alignment token tokens "
+         "language learning rate batch gradient descent attention head layer norm weight bias value key "
+         "query small large fast slow good better best reason answer question guidance response analysis "
+         "café naïve résumé Straße über jalapeño").split()
+
+
+def corpus():
+    rng = random.Random(7)
+    lines = []
+    for _ in range(3000):
+        n = rng.randint(3, 14)
+        words = [rng.choice(WORDS) for _ in range(n)]
+        if rng.random() < 0.3:
+            words[0] = words[0].capitalize()
+        if rng.random() < 0.2:
+            words.insert(rng.randint(0, len(words)), str(rng.randint(0, 999)))
+        line = " ".join(words) + rng.choice([".", ",", "!", "?", ""])
+        lines.append(line)
+    return lines
+
+
+def main():
+    with tempfile.TemporaryDirectory() as tmp:
+        text_file = os.path.join(tmp, "corpus.txt")
+        with open(text_file, "w", encoding="utf-8") as f:
+            f.write("\n".join(corpus()) + "\n")
+        prefix = os.path.join(tmp, "sp")
+        spm.SentencePieceTrainer.train(
+            input=text_file, model_prefix=prefix, model_type="bpe", vocab_size=800, byte_fallback=True,
+            character_coverage=0.995, normalization_rule_name="identity", remove_extra_whitespaces=False,
+            add_dummy_prefix=True, num_threads=1, minloglevel=2)
+        sp = spm.SentencePieceProcessor(model_file=prefix + ".model")
+
+    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+    vocab = {p: i for i, p in enumerate(pieces)}
+    normal = {p for i, p in enumerate(pieces)
+              if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i) or sp.is_unused(i))}
+    # Merges as Hugging Face derives them from a SentencePiece vocabulary: every split of a piece
+    # into two pieces, ranked by the merged piece's id, then by the parts' ids.
+    merges = []
+    for piece in normal:
+        for k in range(1, len(piece)):
+            left, right = piece[:k], piece[k:]
+            if left in normal and right in normal:
+                merges.append((vocab[piece], vocab[left], vocab[right], left, right))
+    merges.sort()
+    special = [{"id": i, "content": pieces[i], "single_word": False, "lstrip": False, "rstrip": False,
+                "normalized": False, "special": True}
+               for i in range(len(pieces)) if sp.is_control(i) or sp.is_unknown(i)]
+    tokenizer = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": special,
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "\u2581"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+        "pre_tokenizer": None,
+        "post_processor": None,
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
+                  "vocab": vocab, "merges": [[m[3], m[4]] for m in merges]},
+    }
+    os.makedirs(os.path.join(FIX, "tokenizer_sp"), exist_ok=True)
+    with open(os.path.join(FIX, "tokenizer_sp", "tokenizer.json"), "w", encoding="utf-8") as f:
+        json.dump(tokenizer, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+
+    texts = [
+        "the quick brown fox jumps over the lazy dog",
+        "The model learns a better router.",
+        "Training rate 42, batch 128!",
+        "  two leading spaces and  double  spaces ",
+        "café naïve résumé über Straße jalapeño",
+        "unseen letters: xyzzy qwv",
+        "CJK 日本語 and emoji 😀👍🏽 fall back to bytes",
+        "tabs\tand\nnewlines\r\n",
+        "Ελληνικά и русский",
+        "a",
+        " ",
+        "attention attention attention",
+        "punctuation!?;:()[]{}<>@#$%^&*",
+    ]
+    with open(os.path.join(FIX, "tokenizer_sp.txt"), "w", encoding="utf-8") as f:
+        f.write("# SentencePiece BPE (byte_fallback) reference ids from python3-sentencepiece %s; "
+                "generated by make_tokenizer_sentencepiece.py.\n" % spm.__version__)
+        f.write('# Each case: a line "text <JSON string>", then a line "ids <space separated ids>".\n')
+        for t in texts:
+            ids = sp.encode(t)
+            assert sp.decode(ids) == t, t
+            f.write("text " + json.dumps(t) + "\n")
+            f.write("ids " + " ".join(map(str, ids)) + "\n")
+    print("wrote %d pieces, %d merges, %d cases" % (len(pieces), len(merges), len(texts)))
+
+
+if __name__ == "__main__":
+    main()
