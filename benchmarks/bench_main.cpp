@@ -2,10 +2,15 @@
 //   GEMM       backend gemm vs a raw Eigen product on the same shapes (both use every core)
 //   tape       cost of recording and back-propagating one tiny op
 //   MLP step   forward + backward + AdamW of a small MLP, as GFLOP/s against the GEMM peak
-// Usage: mote_bench [--quick]
+//   models     GPT-2 shapes C1 (124M, batch 4 x 64) and C2 (6 layers, d 384, vocab 8192, batch 8 x 128):
+//              training step, forward, and KV-cache decode against GEMM peak and memory bandwidth
+// Usage: mote_bench [--quick] [--models]   (--models runs only the model benchmarks)
 #include <mote/mote.hpp>
 
 #include <Eigen/Core>
+#include <sys/resource.h>
+
+#include <cstdint>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -129,10 +134,99 @@ void mlp_benchmark(double gemm_peak_gflops, int reps) {
   info_row("MLP train step, samples/s", fmt("%.0f samples/s", double(batch) / step_s));
 }
 
+// Copy bandwidth in bytes/s (read + write counted), the ceiling for weight-bound decode.
+double copy_bandwidth(int reps) {
+  const std::size_t n = std::size_t{1} << 26;  // 256 MiB of floats per buffer
+  std::vector<float> src(n, 1.0f), dst(n, 0.0f);
+  const double s = median_seconds([&] { std::memcpy(dst.data(), src.data(), n * sizeof(float)); }, std::max(3, reps / 3));
+  return 2.0 * double(n * sizeof(float)) / s;
+}
+
+double peak_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return double(usage.ru_maxrss) / 1024.0;
+}
+
+template <mote::nn::Config C>
+void model_benchmark(const char* name, std::int64_t batch, std::int64_t seq, double gemm_peak, double bandwidth, int reps) {
+  using Model = mote::nn::CausalLM<C, float>;
+  Model model(std::uint64_t{1});
+  mote::Rng rng(3);
+  std::vector<std::int32_t> ids_host(static_cast<std::size_t>(batch * seq)), target_host(ids_host.size());
+  for (auto& v : ids_host) v = static_cast<std::int32_t>(rng.below(C.vocab));
+  for (auto& v : target_host) v = static_cast<std::int32_t>(rng.below(C.vocab));
+  const auto ids = mote::Tensor<std::int32_t>::from_vector({batch, seq}, ids_host);
+  const auto targets = mote::Tensor<std::int32_t>::from_vector({batch, seq}, target_host);
+  mote::optim::AdamW<float> opt(model.parameters(), {.lr = 1e-4f});
+  const double params = double(model.num_parameters());
+  // Matmul FLOPs per token: 2 per weight of the blocks and the LM head (embeddings are gathers), plus attention.
+  const double position_table = C.positions == mote::nn::Positions::Learned ? double(C.max_seq * C.d_model) : 0.0;
+  const double input_table = C.tied_embeddings ? 0.0 : double(C.vocab * C.d_model);  // a tied table is also the head
+  const double dense = params - position_table - input_table;
+  const double attention = 2.0 * double(C.n_layers) * double(seq) * double(C.d_model);  // QK^T and PV, causal half of 4*L*T*d
+  const double fwd_flops_per_token = 2.0 * dense + attention;
+
+  const double train_s = median_seconds(
+      [&] {
+        opt.zero_grad();
+        model.loss(ids, targets).backward();
+        opt.step();
+      },
+      std::max(3, reps / 3));
+  const double tokens = double(batch * seq);
+  const double train_gf = 3.0 * fwd_flops_per_token * tokens / train_s * 1e-9;
+  row(std::string(name) + " train step", fmt("%.0f tok/s", tokens / train_s), fmt("GEMM peak %.1f GF/s", gemm_peak),
+      train_gf / gemm_peak, "");
+  const double fwd_s = median_seconds(
+      [&] {
+        mote::no_grad off;
+        auto logits = model.logits(ids);
+      },
+      std::max(3, reps / 3));
+  const double fwd_gf = fwd_flops_per_token * tokens / fwd_s * 1e-9;
+  row(std::string(name) + " forward", fmt("%.0f tok/s", tokens / fwd_s), fmt("GEMM peak %.1f GF/s", gemm_peak),
+      fwd_gf / gemm_peak, "");
+
+  // Decode at batch 1: a 32-token prompt, then 128 greedy tokens through the KV cache.
+  std::vector<std::int32_t> prompt(ids_host.begin(), ids_host.begin() + 32);
+  const std::int64_t new_tokens = 128;
+  const double decode_s = median_seconds(
+      [&] {
+        mote::no_grad off;
+        auto out = mote::nn::generate(model, prompt, {.max_new_tokens = new_tokens});
+      },
+      std::max(2, reps / 5));
+  const double decode_tps = double(new_tokens) / decode_s;
+  // Each decoded token reads every weight once; the bound is weight bytes over copy bandwidth.
+  const double weight_bytes = dense * sizeof(float);
+  const double bound_tps = bandwidth / weight_bytes;
+  row(std::string(name) + " decode b1 (32+128)", fmt("%.0f tok/s", decode_tps), fmt("bound %.0f tok/s", bound_tps),
+      decode_tps / bound_tps, "");
+  info_row(std::string(name) + " peak RSS so far", fmt("%.0f MiB", peak_rss_mib()));
+}
+
+// The benchmark issue's two shapes.
+inline constexpr mote::nn::Config c2_config{
+    .vocab = 8192, .d_model = 384, .n_layers = 6, .n_heads = 6, .n_kv_heads = 6, .d_ff = 1536, .max_seq = 1024,
+    .norm = mote::nn::Norm::LayerNorm, .eps = 1e-5, .activation = mote::nn::Activation::GeluTanhMLP,
+    .positions = mote::nn::Positions::Learned, .rope_theta = 10000.0, .bias = true, .tied_embeddings = true};
+
+void model_benchmarks(double gemm_peak, int reps) {
+  const double bandwidth = copy_bandwidth(reps);
+  info_row("copy bandwidth (read + write)", fmt("%.1f GB/s", bandwidth * 1e-9));
+  model_benchmark<c2_config>("C2", 8, 128, gemm_peak, bandwidth, reps);
+  model_benchmark<mote::presets::gpt2>("C1 gpt2", 4, 64, gemm_peak, bandwidth, reps);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  bool quick = false, models_only = false;
+  for (int i = 1; i < argc; ++i) {
+    quick = quick || std::strcmp(argv[i], "--quick") == 0;
+    models_only = models_only || std::strcmp(argv[i], "--models") == 0;
+  }
   const int reps = quick ? 3 : 15;
   std::printf("mote benchmarks (Eigen %d.%d.%d, %d OpenMP threads)\n\n", EIGEN_WORLD_VERSION, EIGEN_MAJOR_VERSION,
               EIGEN_MINOR_VERSION, Eigen::nbThreads());
@@ -140,6 +234,9 @@ int main(int argc, char** argv) {
   std::printf("|%s|%s|%s|%s|%s|\n", std::string(36, '-').c_str(), std::string(20, '-').c_str(), std::string(22, '-').c_str(),
               std::string(8, '-').c_str(), std::string(12, '-').c_str());
   const double peak = gemm_benchmarks(reps);
-  tape_benchmark(reps);
-  mlp_benchmark(peak, reps);
+  if (!models_only) {
+    tape_benchmark(reps);
+    mlp_benchmark(peak, reps);
+  }
+  model_benchmarks(peak, reps);
 }

@@ -4,3 +4,4 @@
 #include "mote/nn/layers.hpp"
 #include "mote/nn/causal_lm.hpp"
 #include "mote/nn/generate.hpp"
+#include "mote/nn/checkpoint.hpp"
