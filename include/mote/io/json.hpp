@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "mote/io/utf8.hpp"
 #include "mote/core/error.hpp"
 
 namespace mote::io::json {
@@ -415,23 +416,6 @@ class Parser {
       ++pos_;
     }
     return u;
-  }
-  static void append_utf8(std::string& out, unsigned cp) {
-    if (cp < 0x80) {
-      out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      out += static_cast<char>(0xC0 | (cp >> 6));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      out += static_cast<char>(0xE0 | (cp >> 12));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      out += static_cast<char>(0xF0 | (cp >> 18));
-      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    }
   }
   // Length of the well-formed UTF-8 sequence at pos_ (Unicode table 3-7), or 0.
   std::size_t utf8_length() const {

@@ -16,31 +16,13 @@
 #include <utility>
 #include <vector>
 
+#include "mote/io/utf8.hpp"
 #include "mote/core/error.hpp"
 #include "mote/io/tokenizer_unicode.hpp"
 
 namespace mote::io::bpe {
 
 using token_id = std::int32_t;
-
-// Appends the UTF-8 encoding of a code point (valid scalar values only).
-inline void append_utf8(std::string& out, std::uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
 
 // Decodes one UTF-8 scalar at text[pos]; returns its length, or 0 when the bytes there are not
 // well-formed UTF-8 (overlong forms, surrogates and values past U+10FFFF are rejected).
