@@ -4,7 +4,9 @@
 //   MLP step   forward + backward + AdamW of a small MLP, as GFLOP/s against the GEMM peak
 //   models     GPT-2 shapes C1 (124M, batch 4 x 64) and C2 (6 layers, d 384, vocab 8192, batch 8 x 128):
 //              training step, forward, and KV-cache decode against GEMM peak and memory bandwidth
-// Usage: mote_bench [--quick] [--models]   (--models runs only the model benchmarks)
+//   lora       at C2, rank 16 on every linear layer: LoRA, MoTE (3 step experts + shared) and
+//              rank-32 single-LoRA training steps against the full training step of the same run
+// Usage: mote_bench [--quick] [--models] [--lora]   (--models / --lora run only those benchmarks)
 #include <mote/mote.hpp>
 
 #include <Eigen/Core>
@@ -219,13 +221,92 @@ void model_benchmarks(double gemm_peak, int reps) {
   model_benchmark<mote::presets::gpt2>("C1 gpt2", 4, 64, gemm_peak, bandwidth, reps);
 }
 
+// Training steps of one adapter configuration at C2: forward, backward and AdamW over what trains.
+template <class Router>
+struct AdapterStep {
+  using Model = mote::nn::CausalLM<c2_config, float>;
+  Model model{std::uint64_t{1}};
+  mote::lora::ExpertSet<Router, Model> experts;
+  mote::optim::AdamW<float> opt;
+  explicit AdapterStep(const mote::lora::Options& options)
+      : experts(model, options), opt(experts.parameters(), {.lr = 1e-4f}) {
+    mote::Rng rng(7);  // non-zero B, as in steady-state training
+    for (auto& [name, p] : experts.named_parameters())
+      if (name.find("lora_B") != std::string::npos) p.mutable_value().copy_from(mote::Tensor<float>::normal(p.shape(), 0.0, 0.02, rng));
+  }
+  void run(const mote::Tensor<std::int32_t>& ids, const mote::Tensor<std::int32_t>& targets,
+           const mote::Tensor<std::int32_t>* step_ids) {
+    opt.zero_grad();
+    mote::nn::LossOptions<float> options;
+    if constexpr (mote::lora::is_step_router<Router>) options.adapter = experts.route(*step_ids);
+    model.loss(ids, targets, options).backward();
+    opt.step();
+  }
+};
+
+void lora_benchmarks(int reps) {
+  const std::int64_t batch = 8, seq = 128;
+  mote::Rng rng(3);
+  std::vector<std::int32_t> ids_host(static_cast<std::size_t>(batch * seq)), target_host(ids_host.size()), steps_host;
+  for (auto& v : ids_host) v = static_cast<std::int32_t>(rng.below(c2_config.vocab));
+  for (auto& v : target_host) v = static_cast<std::int32_t>(rng.below(c2_config.vocab));
+  // Each sequence: three contiguous step runs of different lengths (32..56 tokens each, summing to 128).
+  for (std::int64_t b = 0; b < batch; ++b) {
+    const std::int64_t first = 32 + static_cast<std::int64_t>(rng.below(25)), second = 32 + static_cast<std::int64_t>(rng.below(25));
+    for (std::int64_t i = 0; i < seq; ++i) steps_host.push_back(i < first ? 0 : i < first + second ? 1 : 2);
+  }
+  const auto ids = mote::Tensor<std::int32_t>::from_vector({batch, seq}, ids_host);
+  const auto targets = mote::Tensor<std::int32_t>::from_vector({batch, seq}, target_host);
+  const auto step_ids = mote::Tensor<std::int32_t>::from_vector({batch, seq}, steps_host);
+
+  using Model = mote::nn::CausalLM<c2_config, float>;
+  Model full_model(std::uint64_t{1});
+  mote::optim::AdamW<float> full_opt(full_model.parameters(), {.lr = 1e-4f});
+  const mote::lora::Options options{.rank = 16, .alpha = 32};
+  AdapterStep<mote::lora::SingleLoRA<>> lora(options);
+  AdapterStep<mote::lora::StepRouter<3>> mote_step(options);
+  AdapterStep<mote::lora::SingleLoRA<2>> lora_2r(options);
+
+  // Interleaved rounds, so drifting machine load touches every configuration alike.
+  std::vector<double> t_full, t_lora, t_mote, t_2r;
+  auto time = [](std::vector<double>& into, const std::function<void()>& fn) {
+    const auto start = clock_type::now();
+    fn();
+    into.push_back(std::chrono::duration<double>(clock_type::now() - start).count());
+  };
+  const int rounds = std::max(3, reps / 3) + 1;
+  for (int r = 0; r < rounds; ++r) {
+    time(t_full, [&] {
+      full_opt.zero_grad();
+      full_model.loss(ids, targets).backward();
+      full_opt.step();
+    });
+    time(t_lora, [&] { lora.run(ids, targets, nullptr); });
+    time(t_mote, [&] { mote_step.run(ids, targets, &step_ids); });
+    time(t_2r, [&] { lora_2r.run(ids, targets, nullptr); });
+  }
+  auto median = [](std::vector<double> t) {
+    t.erase(t.begin());  // the first round warms up
+    std::nth_element(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(t.size() / 2), t.end());
+    return t[t.size() / 2];
+  };
+  const double full = median(t_full), lo = median(t_lora), mo = median(t_mote), two = median(t_2r);
+  const double tokens = double(batch * seq);
+  info_row("C2 full train step", fmt("%.0f tok/s", tokens / full));
+  row("C2 LoRA r16 step (speedup)", fmt("%.0f tok/s", tokens / lo), "full step, same run", full / lo, ">= 1.4");
+  row("C2 MoTE 3+shared step (cost)", fmt("%.0f tok/s", tokens / mo), "LoRA step, same run", mo / lo, "<= 1.2");
+  row("C2 single LoRA r32 step (cost)", fmt("%.0f tok/s", tokens / two), "LoRA step, same run", two / lo, "");
+  std::printf("\n%s\n", mote_step.experts.trainable_parameters_line().c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, models_only = false;
+  bool quick = false, models_only = false, lora_only = false;
   for (int i = 1; i < argc; ++i) {
     quick = quick || std::strcmp(argv[i], "--quick") == 0;
     models_only = models_only || std::strcmp(argv[i], "--models") == 0;
+    lora_only = lora_only || std::strcmp(argv[i], "--lora") == 0;
   }
   const int reps = quick ? 3 : 15;
   std::printf("mote benchmarks (Eigen %d.%d.%d, %d OpenMP threads)\n\n", EIGEN_WORLD_VERSION, EIGEN_MAJOR_VERSION,
@@ -233,10 +314,15 @@ int main(int argc, char** argv) {
   std::printf("| %-34s | %-18s | %-20s | %6s | %-10s |\n", "what", "figure", "ceiling (same run)", "ratio", "target");
   std::printf("|%s|%s|%s|%s|%s|\n", std::string(36, '-').c_str(), std::string(20, '-').c_str(), std::string(22, '-').c_str(),
               std::string(8, '-').c_str(), std::string(12, '-').c_str());
+  if (lora_only) {
+    lora_benchmarks(reps);
+    return 0;
+  }
   const double peak = gemm_benchmarks(reps);
   if (!models_only) {
     tape_benchmark(reps);
     mlp_benchmark(peak, reps);
   }
   model_benchmarks(peak, reps);
+  if (!models_only) lora_benchmarks(reps);
 }

@@ -12,6 +12,7 @@
 #include <functional>
 #include <initializer_list>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -40,6 +41,10 @@ void expect_error(Fn&& fn, std::initializer_list<std::string> needles) {
 }
 
 inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// The element type of the inputs a check_op build lambda receives (std::vector<Var<T>>).
+template <class Vars>
+using value_of = typename std::decay_t<Vars>::value_type::value_type;
 
 struct OpSpec {
   std::string name;

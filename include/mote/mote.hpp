@@ -36,6 +36,7 @@
 #include "mote/autograd/rope.hpp"
 #include "mote/autograd/attention.hpp"
 #include "mote/autograd/loss.hpp"
+#include "mote/autograd/expert_lora.hpp"
 
 #include "mote/optim/param_group.hpp"
 #include "mote/optim/sgd.hpp"
@@ -47,3 +48,5 @@
 #include "mote/io/tokenizer.hpp"
 
 #include "mote/nn/nn.hpp"
+
+#include "mote/lora/lora.hpp"

@@ -19,8 +19,7 @@ using testing::OpSpec;
 
 namespace {
 
-template <class Vars>
-using value_of = typename std::decay_t<Vars>::value_type::value_type;
+using mote::testing::value_of;
 
 // A tensor of element type T from double values, so one build lambda serves float and double.
 template <class T>

@@ -1,6 +1,7 @@
 // Checkpoint directories: loading the PyTorch fixtures through config.json + safetensors, config
 // mismatches, damaged checkpoints, shards, save/load round trips, and the run-time dispatcher.
 #include "op_harness.hpp"
+#include "test_files.hpp"
 
 #include <cstdint>
 #include <filesystem>
@@ -10,7 +11,6 @@
 #include <type_traits>
 #include <vector>
 
-#include <unistd.h>
 
 #include "mote/io/hf_config.hpp"
 #include "mote/io/json.hpp"
@@ -27,21 +27,7 @@ namespace {
 using Gpt2 = nn::CausalLM<presets::tiny_gpt2, float>;
 using Llama = nn::CausalLM<presets::tiny_llama, float>;
 
-// A fresh directory under the system temp dir, removed with everything in it at scope exit.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    static int counter = 0;
-    path = fs::temp_directory_path() / ("mote_test_checkpoint_" + tag + "_" + std::to_string(::getpid()) + "_" +
-                                        std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path, ignored);
-  }
-};
+using mote::testing::TempDir;
 
 fs::path fixture(const std::string& name) { return fs::path(MOTE_TEST_FIXTURES) / name; }
 

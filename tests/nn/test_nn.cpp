@@ -2,6 +2,7 @@
 // written by tests/reference/make_model_fixtures.py), checkpoint loading errors, and generation
 // (KV cache against full recomputation, batching with left padding, seeded sampling, stop tokens).
 #include "op_harness.hpp"
+#include "test_files.hpp"
 
 #include <cstdint>
 #include <cstdlib>
@@ -22,67 +23,9 @@ namespace {
 constexpr nn::Config gpt2c = presets::tiny_gpt2;
 constexpr nn::Config llamac = presets::tiny_llama;
 
-// A model fixture: config attrs and named tensors, values kept in double.
-struct ModelFixture {
-  struct Entry {
-    Shape shape;
-    std::vector<double> values;
-  };
-  std::map<std::string, double> attrs;
-  std::map<std::string, Entry> tensors;  // in file order is not needed; names are unique
+using ModelFixture = mote::testing::TextFixture;
 
-  const Entry& entry(const std::string& name) const {
-    const auto it = tensors.find(name);
-    if (it == tensors.end()) throw io_error("model fixture has no tensor '" + name + "'");
-    return it->second;
-  }
-  template <class T>
-  Tensor<T> tensor(const std::string& name) const {
-    const Entry& e = entry(name);
-    std::vector<T> v;
-    for (double x : e.values) v.push_back(static_cast<T>(x));
-    return Tensor<T>::from_vector(e.shape, v);
-  }
-  // Every "param.<name>" as a checkpoint map.
-  template <class T>
-  std::map<std::string, Tensor<T>> weights() const {
-    std::map<std::string, Tensor<T>> out;
-    for (const auto& [name, e] : tensors)
-      if (name.rfind("param.", 0) == 0) out.emplace(name.substr(6), tensor<T>(name));
-    return out;
-  }
-};
-
-ModelFixture load_model_fixture(const std::string& stem) {
-  const std::string path = std::string(MOTE_TEST_FIXTURES) + "/" + stem + ".txt";
-  std::ifstream in(path);
-  if (!in) throw io_error("cannot open fixture " + path + "; run tests/reference/make_model_fixtures.py");
-  ModelFixture f;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream words(line);
-    std::string kind;
-    words >> kind;
-    if (kind == "attr") {
-      std::string name, value;
-      words >> name >> value;
-      f.attrs[name] = std::strtod(value.c_str(), nullptr);
-    } else if (kind == "tensor") {
-      std::string name, dtype, shape_word;
-      words >> name >> dtype >> shape_word;
-      ModelFixture::Entry e;
-      for (std::int64_t d; words >> d;) e.shape.push_back(d);
-      std::string values_line;
-      if (!std::getline(in, values_line)) throw io_error(path + ": tensor " + name + " has no values line");
-      std::istringstream values(values_line);
-      for (std::string token; values >> token;) e.values.push_back(std::strtod(token.c_str(), nullptr));
-      if (static_cast<std::int64_t>(e.values.size()) != e.shape.numel()) throw io_error(path + ": bad tensor " + name);
-      f.tensors[name] = std::move(e);
-    }
-  }
-  return f;
-}
+ModelFixture load_model_fixture(const std::string& stem) { return mote::testing::load_text_fixture(stem); }
 
 std::vector<double> as_double(const auto& tensor) {
   std::vector<double> out;
@@ -108,7 +51,7 @@ void check_parity(const std::string& stem, double tol, bool recompute = false) {
   expect_config_matches<C>(f);
   nn::CausalLM<C, T> model(1);
   model.set_recompute(recompute);
-  model.load_state_dict(f.weights<T>());
+  model.load_state_dict(f.with_prefix<T>("param."));
   const auto ids = f.tensor<std::int32_t>("ids");
   const auto targets = f.tensor<std::int32_t>("targets");
 
@@ -236,7 +179,7 @@ BOOST_AUTO_TEST_CASE(safetensors_checkpoints_load_by_name) {
 BOOST_AUTO_TEST_CASE(load_state_dict_checks_names_and_shapes) {
   const ModelFixture f = load_model_fixture("model_tiny_gpt2");
   nn::CausalLM<gpt2c, double> model(3);
-  auto weights = f.weights<double>();
+  auto weights = f.with_prefix<double>("param.");
 
   // GPT2LMHeadModel's prefixed names and its tied lm_head.weight load too.
   std::map<std::string, Tensor<double>> prefixed;

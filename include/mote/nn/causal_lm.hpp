@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -33,6 +34,8 @@ struct ForwardOptions {
   const Tensor<std::int32_t, B>* positions = nullptr;
   // Extra attention mask [B, L, S] or [L, S] (S = cached + L), combined with the causal one; 1 = may attend.
   const Tensor<std::uint8_t, B>* mask = nullptr;
+  // Routing for attached adapters (for example lora::ExpertSet::route(step_ids)); null for none.
+  std::shared_ptr<const AdapterContext> adapter = nullptr;
 };
 
 template <Real T, Backend B = cpu>
@@ -41,6 +44,7 @@ struct LossOptions {
   const Tensor<T, B>* loss_mask = nullptr;  // per-token weights shaped like targets
   const Tensor<std::int32_t, B>* positions = nullptr;
   const Tensor<std::uint8_t, B>* mask = nullptr;
+  std::shared_ptr<const AdapterContext> adapter = nullptr;
 };
 
 struct LoadOptions {
@@ -103,7 +107,7 @@ class CausalLM {
 
     V x = autograd::embedding(tok_embed_, ids);
     if constexpr (C.positions == Positions::Learned) x = x + autograd::embedding(pos_embed_, *positions);
-    const LayerInputs<B> in{.positions = positions, .mask = options.mask};
+    const LayerInputs<B> in{.positions = positions, .mask = options.mask, .adapter = options.adapter};
     for (std::size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i](x, in, cache ? &cache->layers[i] : nullptr);
     x = final_norm_(x);
     return autograd::linear(x, C.tied_embeddings ? tok_embed_ : lm_head_);
@@ -111,7 +115,7 @@ class CausalLM {
 
   // Mean next-token cross-entropy of logits(ids) against targets [B, L] (-100 = ignored).
   V loss(const Tensor<std::int32_t, B>& ids, const Tensor<std::int32_t, B>& targets, const LossOptions<T, B>& options = {}) const {
-    const V out = logits(ids, ForwardOptions<B>{.positions = options.positions, .mask = options.mask});
+    const V out = logits(ids, ForwardOptions<B>{.positions = options.positions, .mask = options.mask, .adapter = options.adapter});
     return autograd::cross_entropy(out, targets,
                                    autograd::CrossEntropyOptions<T, B>{.ignore_index = options.ignore_index, .loss_mask = options.loss_mask});
   }
@@ -133,6 +137,20 @@ class CausalLM {
       final_norm_.for_each_parameter("model.norm", visit);
     }
     if constexpr (!C.tied_embeddings) visit("lm_head.weight", lm_head_);
+  }
+
+  // Visits every projection of every block under its Hugging Face module name (GPT-2: "h.0.attn.c_attn";
+  // Llama: "model.layers.0.self_attn.q_proj"), the names adapters are attached by.
+  template <class Visitor>
+  void for_each_linear(Visitor&& visitor) {
+    const LinearVisitor<C, T, B> visit = [&](const std::string& name, Linear<C, T, B>& l) { visitor(name, l); };
+    for (std::size_t i = 0; i < blocks_.size(); ++i)
+      blocks_[i].for_each_linear((C.gpt2_layout() ? "h." : "model.layers.") + std::to_string(i), visit);
+  }
+
+  // Freezes (false) or unfreezes (true) every base parameter; frozen ones get no gradient at all.
+  void set_trainable(bool on) {
+    for_each_parameter([on](const std::string&, V& p) { p.set_requires_grad(on); });
   }
 
   std::vector<V> parameters() {

@@ -1,17 +1,16 @@
 #pragma once
 // Transformer blocks as types templated on a Config: Norm, Attention, MLP and the pre-norm Block.
-// GPT-2-layout weights are stored as Hugging Face's Conv1D does, [in, out], and applied with
-// matmul (no transpose); Llama-layout weights are nn.Linear's [out, in], applied with linear.
+// Every projection is an nn::Linear, so adapters (mote/lora) can attach to any of them by name.
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "mote/autograd/activation.hpp"
 #include "mote/autograd/attention.hpp"
 #include "mote/autograd/elementwise.hpp"
-#include "mote/autograd/matmul.hpp"
 #include "mote/autograd/norm.hpp"
 #include "mote/autograd/rope.hpp"
 #include "mote/autograd/shape_ops.hpp"
@@ -19,41 +18,12 @@
 #include "mote/core/rng.hpp"
 #include "mote/core/tensor.hpp"
 #include "mote/nn/config.hpp"
+#include "mote/nn/linear.hpp"
 
 namespace mote::nn {
 
-template <Real T, Backend B = cpu>
-using ParamVisitor = std::function<void(const std::string& name, autograd::Var<T, B>& param)>;
-
-namespace detail {
-
-template <Real T, Backend B>
-autograd::Var<T, B> normal_param(const Shape& shape, double stddev, Rng& rng) {
-  return autograd::Var<T, B>::parameter(Tensor<T, B>::normal(shape, 0.0, stddev, rng));
-}
-template <Real T, Backend B>
-autograd::Var<T, B> const_param(const Shape& shape, double value) {
-  return autograd::Var<T, B>::parameter(Tensor<T, B>::full(shape, static_cast<T>(value)));
-}
-
-// One projection: Conv1D [in, out] weights for the GPT-2 layout, nn.Linear [out, in] otherwise.
-template <Config C, Real T, Backend B>
-autograd::Var<T, B> project(const autograd::Var<T, B>& x, const autograd::Var<T, B>& w, const autograd::Var<T, B>& b) {
-  if constexpr (C.gpt2_layout()) {
-    return b.defined() ? autograd::matmul(x, w, b) : autograd::matmul(x, w);
-  } else {
-    return b.defined() ? autograd::linear(x, w, b) : autograd::linear(x, w);
-  }
-}
-
-// Weight shape of a projection from `in` to `out` features in the layout's storage order.
-template <Config C>
-Shape projection_shape(std::int64_t in, std::int64_t out) {
-  if constexpr (C.gpt2_layout()) return Shape{in, out};
-  else return Shape{out, in};
-}
-
-}  // namespace detail
+template <Config C, Real T, Backend B = cpu>
+using LinearVisitor = std::function<void(const std::string& module, Linear<C, T, B>& linear)>;
 
 // Per-layer key/value cache: k and v [B, Hkv, S, Dh] (after RoPE), grown by concatenation.
 template <Real T, Backend B = cpu>
@@ -67,6 +37,7 @@ template <Backend B = cpu>
 struct LayerInputs {
   const Tensor<std::int32_t, B>* positions = nullptr;  // [B, L] or [L]; absolute positions of the new tokens
   const Tensor<std::uint8_t, B>* mask = nullptr;       // [B, L, S] or [L, S], S = cached + L; 1 = may attend
+  std::shared_ptr<const AdapterContext> adapter;       // routing for the attached adapters, if any
 };
 
 // LayerNorm (weight, bias) or RMSNorm (weight) over d_model.
@@ -96,74 +67,69 @@ struct Attention {
   static_assert(validate<C>::value);
   using V = autograd::Var<T, B>;
   static constexpr std::int64_t d = C.d_model, kv = C.kv_dim(), dh = C.head_dim();
-  V qkv_w, qkv_b, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b;
+  Linear<C, T, B> qkv, q, k, v, o;  // qkv (GPT-2) or q, k, v (Llama); o is c_proj / o_proj
 
   explicit Attention(Rng& rng) {
     const double init_std = 0.02, residual_std = 0.02 / std::sqrt(2.0 * static_cast<double>(C.n_layers));
-    auto bias = [](std::int64_t n) { return C.bias ? detail::const_param<T, B>({n}, 0.0) : V(); };
     if constexpr (C.gpt2_layout()) {
-      qkv_w = detail::normal_param<T, B>(detail::projection_shape<C>(d, d + 2 * kv), init_std, rng);
-      qkv_b = bias(d + 2 * kv);
+      qkv = Linear<C, T, B>(d, d + 2 * kv, init_std, rng);
     } else {
-      q_w = detail::normal_param<T, B>(detail::projection_shape<C>(d, d), init_std, rng);
-      k_w = detail::normal_param<T, B>(detail::projection_shape<C>(d, kv), init_std, rng);
-      v_w = detail::normal_param<T, B>(detail::projection_shape<C>(d, kv), init_std, rng);
-      q_b = bias(d);
-      k_b = bias(kv);
-      v_b = bias(kv);
+      q = Linear<C, T, B>(d, d, init_std, rng);
+      k = Linear<C, T, B>(d, kv, init_std, rng);
+      v = Linear<C, T, B>(d, kv, init_std, rng);
     }
-    o_w = detail::normal_param<T, B>(detail::projection_shape<C>(d, d), residual_std, rng);
-    o_b = bias(d);
+    o = Linear<C, T, B>(d, d, residual_std, rng);
   }
 
   // x [B, L, d] -> [B, L, d]; appends this step's keys and values to `cache` when given.
   V operator()(const V& x, const LayerInputs<B>& in, LayerCache<T, B>* cache = nullptr) const {
     const std::int64_t batch = x.shape()[0], len = x.shape()[1];
-    V q, k, v;
+    const AdapterContext* routing = in.adapter.get();
+    V qs, ks, vs;
     if constexpr (C.gpt2_layout()) {
-      auto parts = autograd::split(detail::project<C>(x, qkv_w, qkv_b), -1, {d, kv, kv});
-      q = parts[0];
-      k = parts[1];
-      v = parts[2];
+      auto parts = autograd::split(qkv(x, routing), -1, {d, kv, kv});
+      qs = parts[0];
+      ks = parts[1];
+      vs = parts[2];
     } else {
-      q = detail::project<C>(x, q_w, q_b);
-      k = detail::project<C>(x, k_w, k_b);
-      v = detail::project<C>(x, v_w, v_b);
+      qs = q(x, routing);
+      ks = k(x, routing);
+      vs = v(x, routing);
     }
     auto heads = [&](const V& t, std::int64_t h) { return autograd::transpose(autograd::reshape(t, {batch, len, h, dh}), 1, 2); };
-    q = heads(q, C.n_heads);
-    k = heads(k, C.n_kv_heads);
-    v = heads(v, C.n_kv_heads);
+    qs = heads(qs, C.n_heads);
+    ks = heads(ks, C.n_kv_heads);
+    vs = heads(vs, C.n_kv_heads);
     if constexpr (C.positions == Positions::RoPE) {
-      q = autograd::rope(q, *in.positions, C.rope_theta);
-      k = autograd::rope(k, *in.positions, C.rope_theta);
+      qs = autograd::rope(qs, *in.positions, C.rope_theta);
+      ks = autograd::rope(ks, *in.positions, C.rope_theta);
     }
     if (cache) {
       if (cache->k.defined()) {
-        k = autograd::concat(std::vector<V>{cache->k, k}, 2);
-        v = autograd::concat(std::vector<V>{cache->v, v}, 2);
+        ks = autograd::concat(std::vector<V>{cache->k, ks}, 2);
+        vs = autograd::concat(std::vector<V>{cache->v, vs}, 2);
       }
-      cache->k = k;
-      cache->v = v;
+      cache->k = ks;
+      cache->v = vs;
     }
-    const V y = autograd::scaled_dot_product_attention(q, k, v, autograd::AttentionOptions<B>{.causal = true, .mask = in.mask});
-    return detail::project<C>(autograd::reshape(autograd::transpose(y, 1, 2), {batch, len, d}), o_w, o_b);
+    const V y = autograd::scaled_dot_product_attention(qs, ks, vs, autograd::AttentionOptions<B>{.causal = true, .mask = in.mask});
+    return o(autograd::reshape(autograd::transpose(y, 1, 2), {batch, len, d}), routing);
   }
 
-  void for_each_parameter(const std::string& prefix, const ParamVisitor<T, B>& visit) {
-    auto both = [&](const std::string& name, V& w, V& b) {
-      visit(prefix + "." + name + ".weight", w);
-      if (b.defined()) visit(prefix + "." + name + ".bias", b);
-    };
+  // Hugging Face module names under `prefix` (e.g. "h.0.attn" or "model.layers.0.self_attn").
+  void for_each_linear(const std::string& prefix, const LinearVisitor<C, T, B>& visit) {
     if constexpr (C.gpt2_layout()) {
-      both("c_attn", qkv_w, qkv_b);
-      both("c_proj", o_w, o_b);
+      visit(prefix + ".c_attn", qkv);
+      visit(prefix + ".c_proj", o);
     } else {
-      both("q_proj", q_w, q_b);
-      both("k_proj", k_w, k_b);
-      both("v_proj", v_w, v_b);
-      both("o_proj", o_w, o_b);
+      visit(prefix + ".q_proj", q);
+      visit(prefix + ".k_proj", k);
+      visit(prefix + ".v_proj", v);
+      visit(prefix + ".o_proj", o);
     }
+  }
+  void for_each_parameter(const std::string& prefix, const ParamVisitor<T, B>& visit) {
+    for_each_linear(prefix, [&](const std::string& name, Linear<C, T, B>& l) { l.for_each_parameter(name, visit); });
   }
 };
 
@@ -172,42 +138,35 @@ template <Config C, Real T, Backend B = cpu>
 struct MLP {
   static_assert(validate<C>::value);
   using V = autograd::Var<T, B>;
-  V in_w, in_b, gate_w, gate_b, out_w, out_b;  // in = c_fc / up_proj, out = c_proj / down_proj
+  Linear<C, T, B> up, gate, down;  // up = c_fc / up_proj, down = c_proj / down_proj; gate for SwiGLU
 
   explicit MLP(Rng& rng) {
     const double init_std = 0.02, residual_std = 0.02 / std::sqrt(2.0 * static_cast<double>(C.n_layers));
-    auto bias = [](std::int64_t n) { return C.bias ? detail::const_param<T, B>({n}, 0.0) : V(); };
-    if constexpr (C.activation == Activation::SwiGLU) {
-      gate_w = detail::normal_param<T, B>(detail::projection_shape<C>(C.d_model, C.d_ff), init_std, rng);
-      gate_b = bias(C.d_ff);
-    }
-    in_w = detail::normal_param<T, B>(detail::projection_shape<C>(C.d_model, C.d_ff), init_std, rng);
-    in_b = bias(C.d_ff);
-    out_w = detail::normal_param<T, B>(detail::projection_shape<C>(C.d_ff, C.d_model), residual_std, rng);
-    out_b = bias(C.d_model);
+    if constexpr (C.activation == Activation::SwiGLU) gate = Linear<C, T, B>(C.d_model, C.d_ff, init_std, rng);
+    up = Linear<C, T, B>(C.d_model, C.d_ff, init_std, rng);
+    down = Linear<C, T, B>(C.d_ff, C.d_model, residual_std, rng);
   }
 
-  V operator()(const V& x) const {
+  V operator()(const V& x, const LayerInputs<B>& in = {}) const {
+    const AdapterContext* routing = in.adapter.get();
     if constexpr (C.activation == Activation::SwiGLU)
-      return detail::project<C>(autograd::swiglu(detail::project<C>(x, gate_w, gate_b), detail::project<C>(x, in_w, in_b)),
-                                out_w, out_b);
+      return down(autograd::swiglu(gate(x, routing), up(x, routing)), routing);
     else
-      return detail::project<C>(autograd::gelu(detail::project<C>(x, in_w, in_b)), out_w, out_b);
+      return down(autograd::gelu(up(x, routing)), routing);
   }
 
-  void for_each_parameter(const std::string& prefix, const ParamVisitor<T, B>& visit) {
-    auto both = [&](const std::string& name, V& w, V& b) {
-      visit(prefix + "." + name + ".weight", w);
-      if (b.defined()) visit(prefix + "." + name + ".bias", b);
-    };
+  void for_each_linear(const std::string& prefix, const LinearVisitor<C, T, B>& visit) {
     if constexpr (C.gpt2_layout()) {
-      both("c_fc", in_w, in_b);
-      both("c_proj", out_w, out_b);
+      visit(prefix + ".c_fc", up);
+      visit(prefix + ".c_proj", down);
     } else {
-      if constexpr (C.activation == Activation::SwiGLU) both("gate_proj", gate_w, gate_b);
-      both("up_proj", in_w, in_b);
-      both("down_proj", out_w, out_b);
+      visit(prefix + ".gate_proj", gate);
+      visit(prefix + ".up_proj", up);
+      visit(prefix + ".down_proj", down);
     }
+  }
+  void for_each_parameter(const std::string& prefix, const ParamVisitor<T, B>& visit) {
+    for_each_linear(prefix, [&](const std::string& name, Linear<C, T, B>& l) { l.for_each_parameter(name, visit); });
   }
 };
 
@@ -233,14 +192,25 @@ struct Block {
 
   V forward(const V& x, const LayerInputs<B>& in, LayerCache<T, B>* cache = nullptr) const {
     const V h = x + attn(norm1(x), in, cache);
-    return h + mlp(norm2(h));
+    return h + mlp(norm2(h), in);
   }
 
+  // Every tensor the block's output depends on that may train: its parameters and its adapters'.
   std::vector<V> parameters() const {
-    Block copy = *this;  // handles share the parameters; the visitor needs non-const access
+    Block copy = *this;  // handles share the parameters; the visitors need non-const access
     std::vector<V> out;
     copy.for_each_parameter("", [&](const std::string&, V& p) { out.push_back(p); });
+    copy.for_each_linear("", [&](const std::string&, Linear<C, T, B>& l) {
+      if (l.adapter)
+        for (const V& p : l.adapter->parameters()) out.push_back(p);
+    });
     return out;
+  }
+
+  // Every projection under its Hugging Face module name; prefix as for for_each_parameter.
+  void for_each_linear(const std::string& prefix, const LinearVisitor<C, T, B>& visit) {
+    attn.for_each_linear(prefix + (C.gpt2_layout() ? ".attn" : ".self_attn"), visit);
+    mlp.for_each_linear(prefix + ".mlp", visit);
   }
 
   // prefix is "h.{i}" (GPT-2) or "model.layers.{i}" (Llama).
@@ -274,11 +244,12 @@ struct Block {
     for (const V& p : parameters()) inputs.push_back(p);
     return autograd::make_result(
         "block_recompute", std::move(out), inputs,
-        [block = *this, xv = x.value(), x_grad = x.requires_grad(), positions, mask](autograd::Node<T, B>& self) {
+        [block = *this, xv = x.value(), x_grad = x.requires_grad(), positions, mask, adapter = in.adapter](autograd::Node<T, B>& self) {
           autograd::detail::FlagScope grad_on(autograd::detail::grad_enabled, true);
           V xin(xv, x_grad);
           const LayerInputs<B> again{.positions = positions.defined() ? &positions : nullptr,
-                                     .mask = mask.defined() ? &mask : nullptr};
+                                     .mask = mask.defined() ? &mask : nullptr,
+                                     .adapter = adapter};
           V y = block.forward(xin, again);
           y.backward(self.grad);
           if (T* gx = autograd::input_grad(self, 0)) {

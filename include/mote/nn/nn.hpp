@@ -1,6 +1,7 @@
 #pragma once
 // The nn room: Config and presets, blocks, CausalLM and generation.
 #include "mote/nn/config.hpp"
+#include "mote/nn/linear.hpp"
 #include "mote/nn/layers.hpp"
 #include "mote/nn/causal_lm.hpp"
 #include "mote/nn/generate.hpp"

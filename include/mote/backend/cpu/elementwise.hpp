@@ -1,5 +1,5 @@
 #pragma once
-// CPU elementwise kernels: axpy, binary ops with leading-dim broadcasting, scale.
+// CPU elementwise kernels: axpy, row scaling, binary ops with leading-dim broadcasting, scale.
 // Backward kernels add into their outputs; a null gradient pointer means "not needed".
 #include <cstdint>
 
@@ -13,6 +13,17 @@ template <class T>
 void axpy(cpu, T alpha, const T* x, T* y, std::int64_t n) {
 #pragma omp parallel for simd if (n > (1 << 16))
   for (std::int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+// y[r, :] = s[r] * x[r, :] for a row-major [rows, cols] x (x and y may alias).
+template <class T>
+void scale_rows(cpu, const T* x, const T* s, std::int64_t rows, std::int64_t cols, T* y) {
+#pragma omp parallel for if (rows * cols > (1 << 16))
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const T f = s[r];
+#pragma omp simd
+    for (std::int64_t c = 0; c < cols; ++c) y[r * cols + c] = f * x[r * cols + c];
+  }
 }
 
 // out[i] = a[i mod na] (op) b[i mod nb], where na and nb each equal n or divide it

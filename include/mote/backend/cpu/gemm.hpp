@@ -78,20 +78,37 @@ void gemm(cpu, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::
   // Eigen threads any product above 50k multiply-adds and its threads busy-wait on each other;
   // below serial_gemm_macs that synchronisation costs more than the second core gives back.
   const double macs = double(m) * double(n) * double(k);
-  if (macs < serial_gemm_macs && max_threads() > 1) {
-#ifdef _OPENMP
-    // A one-thread region scopes the thread-count change: Eigen reads omp_get_max_threads().
-#pragma omp parallel num_threads(1)
-    {
-      omp_set_num_threads(1);
-      run();
-    }
-#else
+  if (macs >= serial_gemm_macs || max_threads() == 1) {
     run();
-#endif
-  } else {
+    return;
+  }
+#ifdef _OPENMP
+  // Skinny products (a LoRA rank on one side) still deserve every core: one fork and join, each
+  // thread a serial product over its share of the longer output side.
+  const int threads = omp_in_parallel() ? 1 : max_threads();
+  const std::int64_t side = std::max(m, n);
+  const bool skinny = std::min({m, n, k}) <= 64;
+  if (threads > 1 && skinny && macs >= double(1 << 20) && side >= 64 * threads) {
+    const bool by_rows = m >= n;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int t = 0; t < threads; ++t) {
+      const std::int64_t lo = side * t / threads, len = side * (t + 1) / threads - lo;
+      if (by_rows)
+        gemm(cpu{}, trans_a, trans_b, len, n, k, alpha, a + (trans_a ? lo : lo * lda), lda, b, ldb, beta, c + lo * ldc, ldc);
+      else
+        gemm(cpu{}, trans_a, trans_b, m, len, k, alpha, a, lda, b + (trans_b ? lo * ldb : lo), ldb, beta, c + lo, ldc);
+    }
+    return;
+  }
+  // A one-thread region scopes the thread-count change: Eigen reads omp_get_max_threads().
+#pragma omp parallel num_threads(1)
+  {
+    omp_set_num_threads(1);
     run();
   }
+#else
+  run();
+#endif
 }
 
 // `batch` independent GEMMs at fixed strides. A stride of 0 repeats one operand across the batch;

@@ -51,4 +51,16 @@ void broadcast_add(cpu, const T* g, std::int64_t outer, std::int64_t dim, std::i
   }
 }
 
+// out[r] = sum_c a[r, c] * b[r, c] for row-major [rows, cols] a and b.
+template <class T>
+void row_dot(cpu, const T* a, const T* b, std::int64_t rows, std::int64_t cols, T* out) {
+#pragma omp parallel for if (rows * cols > (1 << 16))
+  for (std::int64_t r = 0; r < rows; ++r) {
+    T acc = T(0);
+#pragma omp simd reduction(+ : acc)
+    for (std::int64_t c = 0; c < cols; ++c) acc += a[r * cols + c] * b[r * cols + c];
+    out[r] = acc;
+  }
+}
+
 }  // namespace mote::backend

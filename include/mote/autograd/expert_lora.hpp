@@ -1,0 +1,246 @@
+#pragma once
+// expert_lora: the fused LoRA expert mix of MoTE and its baselines. Tokens are grouped by expert,
+// so each expert runs two skinny GEMMs over its own tokens only: the cost follows the number of
+// (token, expert) assignments, not the number of experts. Backward is grouped the same way.
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "mote/autograd/var.hpp"
+#include "mote/backend/cpu/elementwise.hpp"
+#include "mote/backend/cpu/gemm.hpp"
+#include "mote/backend/cpu/index.hpp"
+#include "mote/backend/cpu/reduce.hpp"
+#include "mote/core/error.hpp"
+
+namespace mote::autograd {
+
+// Which tokens each expert serves, grouped by expert. An assignment is one (token, expert) pair
+// with a constant weight; `source` keeps its position in the caller's order (for gate gradients).
+struct ExpertPlan {
+  std::int64_t tokens = 0;
+  std::int64_t experts = 0;
+  std::vector<std::int64_t> offsets;  // experts + 1 bounds into the arrays below
+  std::vector<std::int32_t> token;    // row of x, ascending within each expert
+  std::vector<double> weight;
+  std::vector<std::int32_t> source;
+
+  std::int64_t assignments() const { return static_cast<std::int64_t>(token.size()); }
+  std::int64_t count(std::int64_t e) const { return offsets[static_cast<std::size_t>(e + 1)] - offsets[static_cast<std::size_t>(e)]; }
+  std::int64_t begin(std::int64_t e) const { return offsets[static_cast<std::size_t>(e)]; }
+  // Expert e's tokens form one run first, first + 1, ...: its rows of x can be used in place.
+  bool contiguous(std::int64_t e) const {
+    const std::int64_t n = count(e), b = begin(e);
+    return n > 0 && token[static_cast<std::size_t>(b + n - 1)] - token[static_cast<std::size_t>(b)] == n - 1;
+  }
+
+  // Groups assignments (token_of[i], expert_of[i], weight_of[i]) by expert with a stable counting sort.
+  static ExpertPlan group(std::int64_t tokens, std::int64_t experts, const std::vector<std::int32_t>& token_of,
+                          const std::vector<std::int32_t>& expert_of, const std::vector<double>& weight_of) {
+    if (token_of.size() != expert_of.size() || token_of.size() != weight_of.size())
+      throw value_error("mote: ExpertPlan::group: token, expert and weight lists differ in length (" +
+                        std::to_string(token_of.size()) + ", " + std::to_string(expert_of.size()) + ", " +
+                        std::to_string(weight_of.size()) + ")");
+    ExpertPlan p;
+    p.tokens = tokens;
+    p.experts = experts;
+    p.offsets.assign(static_cast<std::size_t>(experts + 1), 0);
+    for (std::size_t i = 0; i < expert_of.size(); ++i) {
+      if (expert_of[i] < 0 || expert_of[i] >= experts)
+        throw value_error("mote: ExpertPlan::group: assignment " + std::to_string(i) + " names expert " +
+                          std::to_string(expert_of[i]) + "; expected 0 <= expert < " + std::to_string(experts));
+      if (token_of[i] < 0 || token_of[i] >= tokens)
+        throw value_error("mote: ExpertPlan::group: assignment " + std::to_string(i) + " names token " +
+                          std::to_string(token_of[i]) + "; expected 0 <= token < " + std::to_string(tokens));
+      ++p.offsets[static_cast<std::size_t>(expert_of[i] + 1)];
+    }
+    for (std::int64_t e = 0; e < experts; ++e) p.offsets[static_cast<std::size_t>(e + 1)] += p.offsets[static_cast<std::size_t>(e)];
+    const std::size_t m = token_of.size();
+    p.token.resize(m);
+    p.weight.resize(m);
+    p.source.resize(m);
+    std::vector<std::int64_t> next(p.offsets.begin(), p.offsets.end() - 1);
+    for (std::size_t i = 0; i < m; ++i) {
+      const auto at = static_cast<std::size_t>(next[static_cast<std::size_t>(expert_of[i])]++);
+      p.token[at] = token_of[i];
+      p.weight[at] = weight_of[i];
+      p.source[at] = static_cast<std::int32_t>(i);
+    }
+    return p;
+  }
+};
+
+namespace expert_detail {
+
+template <Real T, Backend B>
+void expect_expert_shapes(const std::vector<Var<T, B>>& lora_a, const std::vector<Var<T, B>>& lora_b, std::int64_t in,
+                          std::int64_t out, std::int64_t experts) {
+  if (static_cast<std::int64_t>(lora_a.size()) != experts || static_cast<std::int64_t>(lora_b.size()) != experts)
+    throw value_error("mote: expert_lora: the plan routes to " + std::to_string(experts) + " experts but " +
+                      std::to_string(lora_a.size()) + " A and " + std::to_string(lora_b.size()) + " B matrices were given");
+  for (std::int64_t e = 0; e < experts; ++e) {
+    const auto& a = lora_a[static_cast<std::size_t>(e)];
+    const auto& b = lora_b[static_cast<std::size_t>(e)];
+    expect_defined(a, "expert_lora", "lora_a");
+    expect_defined(b, "expert_lora", "lora_b");
+    const std::int64_t r = a.shape().rank() == 2 ? a.shape()[0] : -1;
+    if (a.shape().rank() != 2 || a.shape()[1] != in || !(b.shape() == Shape{out, r}))
+      throw shape_error("mote: expert_lora: expert " + std::to_string(e) + " has A " + a.shape().str() + " and B " +
+                        b.shape().str() + "; expected A [r, " + std::to_string(in) + "] and B [" + std::to_string(out) +
+                        ", r]");
+  }
+}
+
+// Rows of `src` [tokens, cols] that expert e serves: a pointer into src when they are one run,
+// else a gathered copy in `scratch`.
+template <Real T, Backend B>
+const T* expert_rows(const ExpertPlan& plan, std::int64_t e, const T* src, std::int64_t cols, Tensor<T, B>& scratch) {
+  const std::int64_t n = plan.count(e), b = plan.begin(e);
+  if (plan.contiguous(e)) return src + static_cast<std::int64_t>(plan.token[static_cast<std::size_t>(b)]) * cols;
+  scratch = Tensor<T, B>({n, cols});
+  T* dst = scratch.data();
+  const std::int32_t* index = plan.token.data() + b;
+  MOTE_CALL_KERNEL(B, index_gather, src, std::int64_t{1}, plan.tokens, cols, index, n, dst);
+  return scratch.data();
+}
+
+// dst rows of expert e += rows [n, cols]: in place for a run, else a scatter-add.
+template <Real T, Backend B>
+void add_expert_rows(const ExpertPlan& plan, std::int64_t e, const T* rows, std::int64_t cols, T* dst) {
+  const std::int64_t n = plan.count(e), b = plan.begin(e);
+  const std::int32_t* index = plan.token.data() + b;
+  MOTE_CALL_KERNEL(B, index_scatter_add, rows, std::int64_t{1}, n, cols, index, plan.tokens, dst);
+}
+
+}  // namespace expert_detail
+
+// base [..., out] plus, for every assignment m = (token t, expert e), coef_m * scale * B_e A_e x_t,
+// where coef_m = plan.weight[m] * gate[plan.source[m]] (gate: optional Var with one entry per
+// assignment in the caller's order). x is [..., in] with plan.tokens rows; A_e [r_e, in], B_e [out, r_e].
+// Gradients reach base, x, every A and B of an expert that served tokens, and the gate.
+template <Real T, Backend B>
+Var<T, B> expert_lora(const Var<T, B>& base, const Var<T, B>& x, const std::vector<Var<T, B>>& lora_a,
+                      const std::vector<Var<T, B>>& lora_b, std::shared_ptr<const ExpertPlan> plan,
+                      std::type_identity_t<T> scale, const Var<T, B>* gate = nullptr) {
+  expect_defined(base, "expert_lora", "base");
+  expect_defined(x, "expert_lora", "x");
+  if (!plan) throw value_error("mote: expert_lora: no routing plan was given");
+  const std::int64_t in = x.shape()[-1], out = base.shape()[-1];
+  const std::int64_t tokens = x.numel() / std::max<std::int64_t>(in, 1);
+  if (tokens != plan->tokens || base.numel() != tokens * out)
+    throw shape_error("mote: expert_lora: x " + x.shape().str() + " and base " + base.shape().str() +
+                      " must both have the plan's " + std::to_string(plan->tokens) + " token rows");
+  const std::int64_t experts = plan->experts;
+  expert_detail::expect_expert_shapes(lora_a, lora_b, in, out, experts);
+  if (gate) {
+    expect_defined(*gate, "expert_lora", "gate");
+    if (gate->numel() != plan->assignments())
+      throw shape_error("mote: expert_lora: gate " + gate->shape().str() + " must hold one weight per assignment (" +
+                        std::to_string(plan->assignments()) + ")");
+  }
+
+  // coef in grouped order, each multiplied by scale: the factor on B_e A_e x_t.
+  std::vector<T> coef_host(static_cast<std::size_t>(plan->assignments()));
+  {
+    const std::vector<T> g = gate ? gate->value().contiguous().to_vector() : std::vector<T>{};
+    for (std::size_t i = 0; i < coef_host.size(); ++i)
+      coef_host[i] = scale * static_cast<T>(plan->weight[i]) * (gate ? g[static_cast<std::size_t>(plan->source[i])] : T(1));
+  }
+  const Tensor<T, B> coef = Tensor<T, B>::from_vector({std::max<std::int64_t>(plan->assignments(), 1)},
+                                                      coef_host.empty() ? std::vector<T>{T(0)} : coef_host);
+  const Tensor<T, B> xv = x.value().contiguous();
+  Tensor<T, B> y = base.value().clone();
+  std::vector<Tensor<T, B>> a_values, b_values, hidden(static_cast<std::size_t>(experts));
+  for (std::int64_t e = 0; e < experts; ++e) {
+    a_values.push_back(lora_a[static_cast<std::size_t>(e)].value().contiguous());
+    b_values.push_back(lora_b[static_cast<std::size_t>(e)].value().contiguous());
+  }
+  for (std::int64_t e = 0; e < experts; ++e) {
+    const std::int64_t n = plan->count(e);
+    if (n == 0) continue;
+    const auto es = static_cast<std::size_t>(e);
+    const std::int64_t r = a_values[es].shape()[0];
+    Tensor<T, B> gathered;
+    const T* xe = expert_detail::expert_rows(*plan, e, xv.data(), in, gathered);
+    Tensor<T, B> h({n, r}), hs({n, r});
+    MOTE_CALL_KERNEL(B, gemm, false, true, n, r, in, T(1), xe, in, a_values[es].data(), in, T(0), h.data(), r);
+    MOTE_CALL_KERNEL(B, scale_rows, h.data(), coef.data() + plan->begin(e), n, r, hs.data());
+    if (plan->contiguous(e)) {
+      T* ye = y.data() + static_cast<std::int64_t>(plan->token[static_cast<std::size_t>(plan->begin(e))]) * out;
+      MOTE_CALL_KERNEL(B, gemm, false, true, n, out, r, T(1), hs.data(), r, b_values[es].data(), r, T(1), ye, out);
+    } else {
+      Tensor<T, B> delta({n, out});
+      MOTE_CALL_KERNEL(B, gemm, false, true, n, out, r, T(1), hs.data(), r, b_values[es].data(), r, T(0), delta.data(), out);
+      expert_detail::add_expert_rows<T, B>(*plan, e, delta.data(), out, y.data());
+    }
+    hidden[es] = std::move(h);  // unscaled x A^T, for the B and gate gradients
+  }
+
+  std::vector<Var<T, B>> inputs{base, x};
+  inputs.insert(inputs.end(), lora_a.begin(), lora_a.end());
+  inputs.insert(inputs.end(), lora_b.begin(), lora_b.end());
+  if (gate) inputs.push_back(*gate);
+  const bool has_gate = gate != nullptr;
+  auto backward = [plan, xv, a_values, b_values, hidden, coef, in, out, experts, has_gate,
+                   scale](Node<T, B>& self) {
+    const T* g = self.grad.data();
+    if (T* gbase = input_grad(self, 0)) MOTE_CALL_KERNEL(B, axpy, T(1), g, gbase, plan->tokens * out);
+    T* gx = input_grad(self, 1);
+    Tensor<T, B> coef_grad;  // d loss / d coef, grouped order, before the gate's own factor
+    if (has_gate) coef_grad = Tensor<T, B>::zeros({std::max<std::int64_t>(plan->assignments(), 1)});
+    for (std::int64_t e = 0; e < experts; ++e) {
+      const std::int64_t n = plan->count(e);
+      if (n == 0) continue;
+      const auto es = static_cast<std::size_t>(e);
+      const std::int64_t r = a_values[es].shape()[0];
+      const T* coef_e = coef.data() + plan->begin(e);
+      Tensor<T, B> g_scratch, x_scratch;
+      const T* ge = expert_detail::expert_rows(*plan, e, g, out, g_scratch);
+      Tensor<T, B> gh({n, r});  // d loss / d (coef * h) = g B
+      MOTE_CALL_KERNEL(B, gemm, false, false, n, r, out, T(1), ge, out, b_values[es].data(), r, T(0), gh.data(), r);
+      if (T* gb = input_grad(self, static_cast<std::size_t>(2 + experts + e))) {
+        Tensor<T, B> hs({n, r});
+        MOTE_CALL_KERNEL(B, scale_rows, hidden[es].data(), coef_e, n, r, hs.data());
+        MOTE_CALL_KERNEL(B, gemm, true, false, out, r, n, T(1), ge, out, hs.data(), r, T(1), gb, r);
+      }
+      if (has_gate) MOTE_CALL_KERNEL(B, row_dot, gh.data(), hidden[es].data(), n, r, coef_grad.data() + plan->begin(e));
+      MOTE_CALL_KERNEL(B, scale_rows, gh.data(), coef_e, n, r, gh.data());  // now d loss / d h
+      if (T* ga = input_grad(self, static_cast<std::size_t>(2 + e))) {
+        const T* xe = expert_detail::expert_rows(*plan, e, xv.data(), in, x_scratch);
+        MOTE_CALL_KERNEL(B, gemm, true, false, r, in, n, T(1), gh.data(), r, xe, in, T(1), ga, in);
+      }
+      if (gx) {
+        if (plan->contiguous(e)) {
+          T* gxe = gx + static_cast<std::int64_t>(plan->token[static_cast<std::size_t>(plan->begin(e))]) * in;
+          MOTE_CALL_KERNEL(B, gemm, false, false, n, in, r, T(1), gh.data(), r, a_values[es].data(), in, T(1), gxe, in);
+        } else {
+          Tensor<T, B> dx({n, in});
+          MOTE_CALL_KERNEL(B, gemm, false, false, n, in, r, T(1), gh.data(), r, a_values[es].data(), in, T(0), dx.data(), in);
+          expert_detail::add_expert_rows<T, B>(*plan, e, dx.data(), in, gx);
+        }
+      }
+    }
+    if (has_gate) {
+      if (T* ggate = input_grad(self, static_cast<std::size_t>(2 + 2 * experts))) {
+        // coef = scale * weight * gate, so d/d gate = scale * weight * d/d coef.
+        const std::vector<T> cg = coef_grad.to_vector();
+        std::vector<T> host(static_cast<std::size_t>(plan->assignments()), T(0));
+        for (std::size_t i = 0; i < host.size(); ++i)
+          host[static_cast<std::size_t>(plan->source[i])] = scale * static_cast<T>(plan->weight[i]) * cg[i];
+        const Tensor<T, B> add = Tensor<T, B>::from_vector({static_cast<std::int64_t>(host.size())}, host);
+        MOTE_CALL_KERNEL(B, axpy, T(1), add.data(), ggate, static_cast<std::int64_t>(host.size()));
+      }
+    }
+  };
+  return make_result("expert_lora", std::move(y), inputs, std::move(backward));
+}
+
+}  // namespace mote::autograd
+
+namespace mote {
+using autograd::expert_lora;
+using autograd::ExpertPlan;
+}  // namespace mote

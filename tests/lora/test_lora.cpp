@@ -1,0 +1,702 @@
+// The lora room: the grouped expert_lora op, step / top-k / single routers and their ablations,
+// PEFT adapter files against fixtures written by tests/reference/make_lora_fixtures.py (PyTorch,
+// PEFT's formula), merge and unmerge, trainable-parameter accounting, bad input, and training.
+#include "op_harness.hpp"
+#include "test_files.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "mote/io/json.hpp"
+#include "mote/io/safetensors.hpp"
+#include "mote/lora/lora.hpp"
+#include "mote/nn/nn.hpp"
+#include "mote/optim/adamw.hpp"
+
+using namespace mote;
+using mote::testing::expect_error;
+using mote::testing::relative_error;
+using mote::testing::TempDir;
+using mote::testing::value_of;
+namespace fs = std::filesystem;
+
+namespace {
+
+template <class T>
+using Gpt2 = nn::CausalLM<presets::tiny_gpt2, T>;
+template <class T>
+using Llama = nn::CausalLM<presets::tiny_llama, T>;
+
+std::vector<double> as_double(const auto& tensor) {
+  std::vector<double> out;
+  for (auto v : tensor.to_vector()) out.push_back(static_cast<double>(v));
+  return out;
+}
+
+// Gives every B non-zero values so the experts change the output (B starts at zero, as in PEFT).
+template <class Set>
+void randomize_experts(Set& set, std::uint64_t seed, double stddev = 0.2) {
+  Rng rng(seed);
+  for (auto& [name, p] : set.named_parameters())
+    p.mutable_value().copy_from(Tensor<typename Set::T>::normal(p.shape(), 0.0, stddev, rng));
+}
+
+Tensor<std::int32_t> ids_2x6() { return Tensor<std::int32_t>::from_vector({2, 6}, {3, 14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 3}); }
+Tensor<std::int32_t> filled(std::int32_t v) { return Tensor<std::int32_t>::full({2, 6}, v); }
+
+// The plan of the op tests: 6 tokens, 3 experts, runs and scattered tokens, one token with two experts.
+std::shared_ptr<const ExpertPlan> small_plan() {
+  return std::make_shared<const ExpertPlan>(ExpertPlan::group(6, 3, {0, 0, 1, 2, 3, 3, 4, 5}, {0, 2, 1, 0, 1, 2, 2, 0},
+                                                              {0.5, 0.5, 1.0, 0.7, 0.3, 0.2, 1.0, 1.0}));
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(test_lora)
+
+// ---------------------------------------------------------------- the grouped op
+
+BOOST_AUTO_TEST_CASE(expert_plan_groups_by_expert) {
+  const auto plan = small_plan();
+  BOOST_TEST(plan->assignments() == 8);
+  BOOST_TEST(plan->offsets == (std::vector<std::int64_t>{0, 3, 5, 8}));
+  BOOST_TEST(plan->token == (std::vector<std::int32_t>{0, 2, 5, 1, 3, 0, 3, 4}));
+  BOOST_TEST(plan->source == (std::vector<std::int32_t>{0, 3, 7, 2, 4, 1, 5, 6}));
+  BOOST_TEST(!plan->contiguous(0));
+  BOOST_TEST(!plan->contiguous(1));
+  BOOST_TEST(!plan->contiguous(2));
+  const auto run = ExpertPlan::group(4, 2, {0, 1, 2, 3}, {1, 1, 0, 0}, {1, 1, 1, 1});
+  BOOST_TEST(run.contiguous(0));
+  BOOST_TEST(run.contiguous(1));
+  expect_error<value_error>([] { ExpertPlan::group(2, 2, {0, 1}, {0, 2}, {1, 1}); }, {"expert 2", "0 <= expert < 2"});
+  expect_error<value_error>([] { ExpertPlan::group(2, 2, {0, 5}, {0, 1}, {1, 1}); }, {"token 5"});
+}
+
+BOOST_AUTO_TEST_CASE(expert_lora_gradients_by_finite_differences) {
+  const auto plan = small_plan();
+  // base, x, A0..A2 (ranks 2, 3, 2), B0..B2, gate (one per assignment)
+  const std::vector<Shape> shapes{{2, 3, 5}, {2, 3, 4}, {2, 4}, {3, 4}, {2, 4}, {5, 2}, {5, 3}, {5, 2}, {8}};
+  testing::check_op({.name = "expert_lora with gate", .inputs = shapes}, [&](auto& v) {
+    using T = value_of<decltype(v)>;
+    return expert_lora(v[0], v[1], {v[2], v[3], v[4]}, {v[5], v[6], v[7]}, plan, T(1.5), &v[8]);
+  });
+  testing::check_op({.name = "expert_lora constant weights", .inputs = {shapes.begin(), shapes.end() - 1}}, [&](auto& v) {
+    using T = value_of<decltype(v)>;
+    return expert_lora(v[0], v[1], {v[2], v[3], v[4]}, {v[5], v[6], v[7]}, plan, T(0.5));
+  });
+  // Runs of tokens are used in place (no gather): the same checks through that path.
+  const auto runs = std::make_shared<const ExpertPlan>(ExpertPlan::group(4, 2, {0, 1, 2, 3, 0, 1, 2, 3}, {0, 0, 1, 1, 1, 1, 0, 0},
+                                                                         {0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5}));
+  testing::check_op({.name = "expert_lora runs", .inputs = {{4, 3}, {4, 5}, {2, 5}, {2, 5}, {3, 2}, {3, 2}}}, [&](auto& v) {
+    using T = value_of<decltype(v)>;
+    return expert_lora(v[0], v[1], {v[2], v[3]}, {v[4], v[5]}, runs, T(2));
+  });
+}
+
+BOOST_AUTO_TEST_CASE(expert_lora_leaves_unused_experts_without_gradient) {
+  Rng rng(3);
+  auto param = [&](Shape s) { return Var<double>::parameter(Tensor<double>::normal(s, 0.0, 1.0, rng)); };
+  Var<double> base = param({3, 2}), x = param({3, 4});
+  std::vector<Var<double>> a{param({2, 4}), param({2, 4})}, b{param({2, 2}), param({2, 2})};
+  const auto plan = std::make_shared<const ExpertPlan>(ExpertPlan::group(3, 2, {0, 1, 2}, {1, 1, 1}, {1, 1, 1}));
+  sum(expert_lora(base, x, a, b, plan, 1.0)).backward();
+  BOOST_TEST(!a[0].grad().defined());  // AdamW then skips it, as PyTorch skips a parameter without .grad
+  BOOST_TEST(!b[0].grad().defined());
+  BOOST_TEST(a[1].grad().defined());
+  BOOST_TEST(b[1].grad().defined());
+}
+
+// ---------------------------------------------------------------- routers on a model
+
+BOOST_AUTO_TEST_CASE(attach_freezes_the_base_and_counts_parameters) {
+  Llama<double> model(1);
+  const std::int64_t base_count = model.num_parameters();
+  auto experts = lora::attach<lora::StepRouter<3>>(model, {.rank = 4, .alpha = 8});
+  BOOST_TEST(experts.size() == 14u);  // 2 layers x (q, k, v, o, gate, up, down)
+  std::int64_t adapter_count = 0;
+  for (const auto& p : experts.parameters()) adapter_count += p.numel();
+  // Per layer and expert: A [4, in] + B [out, 4]; 4 experts (3 steps + shared).
+  const std::int64_t d = 32, kv = 16, ff = 64, r = 4;
+  const std::int64_t per_expert = 2 * (r * d + d * r) + 2 * (r * d + kv * r) + 2 * (r * d + ff * r) + (r * ff + d * r);
+  BOOST_TEST(adapter_count == 2 * 4 * per_expert);
+  const auto counts = experts.counts();
+  BOOST_TEST(counts.trainable == adapter_count);
+  BOOST_TEST(counts.total == adapter_count + base_count);
+  char expected_line[160];
+  std::snprintf(expected_line, sizeof expected_line, "trainable params: 16,384 || all params: %lld,%03lld || trainable%%: %.4f",
+                static_cast<long long>(counts.total / 1000), static_cast<long long>(counts.total % 1000),
+                100.0 * 16384.0 / static_cast<double>(counts.total));
+  BOOST_TEST(counts.total < 1000000);
+  BOOST_TEST(experts.trainable_parameters_line() == expected_line);
+
+  randomize_experts(experts, 5);
+  auto loss = model.loss(ids_2x6(), ids_2x6(), {.adapter = experts.route(filled(1))});
+  loss.backward();
+  model.for_each_parameter([](const std::string& name, Var<double>& p) {
+    BOOST_TEST_CONTEXT(name) { BOOST_TEST(!p.grad().defined()); }  // frozen: no gradient computed at all
+  });
+  for (const auto& [name, p] : experts.named_parameters()) {
+    const bool used = name.find(".step_1.") != std::string::npos || name.find(".shared.") != std::string::npos;
+    BOOST_TEST_CONTEXT(name) { BOOST_TEST(p.grad().defined() == used); }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(targets_select_modules_by_hugging_face_name) {
+  Gpt2<float> model(1);
+  auto experts = lora::attach<lora::SingleLoRA<>>(model, {.rank = 2, .targets = {"c_attn", "h.1.mlp.c_fc"}});
+  BOOST_TEST(experts.modules() == (std::vector<std::string>{"h.0.attn.c_attn", "h.1.attn.c_attn", "h.1.mlp.c_fc"}));
+  Gpt2<float> other(1);
+  expect_error<value_error>([&] { lora::attach<lora::SingleLoRA<>>(other, {.targets = {"q_proj"}}); },
+                            {"target module 'q_proj'", "h.0.attn.c_attn"});
+  expect_error<value_error>([&] { lora::attach<lora::SingleLoRA<>>(model, {.rank = 2}); }, {"already has an adapter", "h.0.attn.c_attn"});
+  Gpt2<float> small(1);
+  expect_error<value_error>([&] { lora::attach<lora::StepRouter<3>>(small, {.rank = 40}); },
+                            {"module 'h.0.attn.c_attn'", "rank 40", "1 <= rank <= 32"});
+}
+
+// A StepRouter whose tokens all belong to step s computes one LoRA of rank 2r whose A stacks A_s
+// over A_shared and whose B joins mix_alpha B_s and (1 - mix_alpha) B_shared.
+BOOST_AUTO_TEST_CASE(one_step_equals_a_single_lora_of_step_and_shared) {
+  Llama<double> moe_model(1), single_model(1);
+  const double mix = 0.3;
+  auto moe = lora::attach<lora::StepRouter<3>>(moe_model, {.rank = 4, .alpha = 8, .mix_alpha = mix});
+  // Rank 8 with alpha 16 keeps the scale alpha / r = 2 of the rank-4 experts.
+  auto single = lora::attach<lora::SingleLoRA<2>>(single_model, {.rank = 4, .alpha = 16});
+  randomize_experts(moe, 11);
+  const int step = 2, shared = 3;
+  for (const auto& module : moe.modules()) {
+    const auto& e = moe.layer(module).experts();
+    auto& s = single.layer(module).experts()[0];
+    const auto a = concat(std::vector<Var<double>>{e[step].lora_a, e[shared].lora_a}, 0);
+    const auto b = concat(std::vector<Var<double>>{scale(e[step].lora_b, mix), scale(e[shared].lora_b, 1.0 - mix)}, 1);
+    s.lora_a.mutable_value().copy_from(a.value());
+    s.lora_b.mutable_value().copy_from(b.value());
+  }
+  no_grad off;
+  const auto want = single_model.logits(ids_2x6()).value();
+  const auto got = moe_model.logits(ids_2x6(), {.adapter = moe.route(filled(step))}).value();
+  BOOST_TEST(relative_error(as_double(got), as_double(want)) < 1e-12);
+  const auto base = [&] {
+    Llama<double> plain(1);
+    return plain.logits(ids_2x6()).value();
+  }();
+  BOOST_TEST(relative_error(as_double(got), as_double(base)) > 1e-3);  // the experts do change the output
+}
+
+// Copies expert `from` of one set into the single LoRA of another, on every module.
+template <class From, class To>
+void copy_expert(From& from, int expert, To& to) {
+  for (const auto& module : from.modules()) {
+    const auto& e = from.layer(module).experts()[static_cast<std::size_t>(expert)];
+    auto& s = to.layer(module).experts()[0];
+    s.lora_a.mutable_value().copy_from(e.lora_a.value());
+    s.lora_b.mutable_value().copy_from(e.lora_b.value());
+  }
+}
+
+BOOST_AUTO_TEST_CASE(ablations_compute_what_they_claim) {
+  no_grad off;
+  // Without the shared expert a step token gets its step expert alone, at weight 1.
+  {
+    Llama<double> m(1), ref(1);
+    auto moe = lora::attach<lora::StepRouter<3, lora::without_shared>>(m, {.rank = 4, .alpha = 8});
+    auto single = lora::attach<lora::SingleLoRA<>>(ref, {.rank = 4, .alpha = 8});
+    BOOST_TEST(decltype(moe)::router_type::experts == 3);
+    randomize_experts(moe, 12);
+    copy_expert(moe, 1, single);
+    BOOST_TEST(relative_error(as_double(m.logits(ids_2x6(), {.adapter = moe.route(filled(1))}).value()),
+                              as_double(ref.logits(ids_2x6()).value())) < 1e-12);
+  }
+  // Question tokens routed shared-only get the shared expert alone, at weight 1.
+  {
+    Llama<double> m(1), ref(1);
+    auto moe = lora::attach<lora::StepRouter<3>>(m, {.rank = 4, .alpha = 8, .question = lora::QuestionRouting::SharedOnly});
+    auto single = lora::attach<lora::SingleLoRA<>>(ref, {.rank = 4, .alpha = 8});
+    randomize_experts(moe, 13);
+    copy_expert(moe, 3, single);
+    BOOST_TEST(relative_error(as_double(m.logits(ids_2x6(), {.adapter = moe.route(filled(lora::question_step))}).value()),
+                              as_double(ref.logits(ids_2x6()).value())) < 1e-12);
+  }
+  // Any alpha: mix_alpha = 1 leaves the shared expert out entirely.
+  {
+    Llama<double> m(1), ref(1);
+    auto moe = lora::attach<lora::StepRouter<3>>(m, {.rank = 4, .alpha = 8, .mix_alpha = 1.0});
+    auto single = lora::attach<lora::SingleLoRA<>>(ref, {.rank = 4, .alpha = 8});
+    randomize_experts(moe, 14);
+    copy_expert(moe, 0, single);
+    BOOST_TEST(relative_error(as_double(m.logits(ids_2x6(), {.adapter = moe.route(filled(0))}).value()),
+                              as_double(ref.logits(ids_2x6()).value())) < 1e-12);
+  }
+  Llama<double> m(1);
+  expect_error<value_error>(
+      [&] { lora::attach<lora::StepRouter<3, lora::without_shared>>(m, {.question = lora::QuestionRouting::SharedOnly}); },
+      {"shared_only", "without_shared"});
+}
+
+BOOST_AUTO_TEST_CASE(question_tokens_follow_the_policy) {
+  no_grad off;
+  Llama<double> m(1);
+  auto moe = lora::attach<lora::StepRouter<3>>(m, {.rank = 4, .alpha = 8, .seed = 9,
+                                                   .question = lora::QuestionRouting::FixedStep, .question_expert = 2});
+  randomize_experts(moe, 15);
+  const auto as_step2 = as_double(m.logits(ids_2x6(), {.adapter = moe.route(filled(2))}).value());
+  BOOST_TEST(relative_error(as_double(m.logits(ids_2x6(), {.adapter = moe.route(filled(lora::question_step))}).value()), as_step2) < 1e-12);
+
+  // Random: one expert per sequence, shared by every layer; the same seed gives the same draws.
+  Llama<double> r(1);
+  auto random = lora::attach<lora::StepRouter<3>>(r, {.rank = 4, .alpha = 8, .seed = 9});
+  randomize_experts(random, 15);
+  const auto routing = random.route(filled(lora::question_step));
+  const auto got = as_double(r.logits(ids_2x6(), {.adapter = routing}).value());
+  std::vector<int> matched;
+  for (int s = 0; s < 3; ++s) {
+    const auto want = as_double(r.logits(ids_2x6(), {.adapter = random.route(filled(s))}).value());
+    for (int seq = 0; seq < 2; ++seq) {
+      const std::size_t half = want.size() / 2;
+      const std::vector<double> a(got.begin() + seq * half, got.begin() + (seq + 1) * half);
+      const std::vector<double> b(want.begin() + seq * half, want.begin() + (seq + 1) * half);
+      if (relative_error(a, b) < 1e-12) matched.push_back(seq);
+    }
+  }
+  BOOST_TEST(matched.size() == 2u);  // each sequence equals exactly one step expert's output
+  random.reseed(9);
+  BOOST_TEST(random.route(filled(lora::question_step))->plan->token == routing->plan->token);
+}
+
+BOOST_AUTO_TEST_CASE(bad_routing_is_a_typed_error) {
+  Llama<float> m(1);
+  auto moe = lora::attach<lora::StepRouter<3>>(m, {.rank = 4});
+  auto bad = filled(0);
+  bad.data()[7] = 3;
+  expect_error<value_error>([&] { moe.route(bad); }, {"step id 3", "[1, 1]", "3 step experts"});
+  expect_error<value_error>([&] { m.logits(ids_2x6()); }, {"model.layers.0.self_attn.q_proj", "step ids"});
+  const auto short_routing = moe.route(Tensor<std::int32_t>::full({1, 6}, 0));
+  expect_error<shape_error>([&] { m.logits(ids_2x6(), {.adapter = short_routing}); }, {"covers 6 tokens", "has 12"});
+  expect_error<value_error>([&] { lora::attach<lora::StepRouter<3>>(m, {.question = lora::QuestionRouting::FixedStep, .question_expert = 3}); },
+                            {"question_expert = 3"});
+}
+
+// Finite differences in double through a whole model for each router.
+template <class Set, class Model>
+void check_router_gradients(Model& model, Set& set, const nn::LossOptions<double>& options) {
+  randomize_experts(set, 21);
+  const auto ids = ids_2x6();
+  auto loss_of = [&] {
+    auto l = model.loss(ids, ids, options);
+    if (auto aux = set.aux_loss(); aux.defined()) l = l + aux;
+    return l;
+  };
+  for (auto& [name, p] : set.named_parameters()) p.zero_grad();
+  loss_of().backward();
+  int checked = 0;
+  for (auto& [name, p] : set.named_parameters()) {
+    if (++checked % 5 != 1) continue;  // a sample of tensors, several entries each
+    for (std::int64_t i : {std::int64_t{0}, p.numel() / 2, p.numel() - 1}) {
+      const double analytic = p.grad().defined() ? p.grad().data()[i] : 0.0;
+      double* v = p.mutable_value().data() + i;
+      const double keep = *v, h = 1e-6;
+      double up, down;
+      {
+        no_grad off;
+        *v = keep + h;
+        up = loss_of().value().item();
+        *v = keep - h;
+        down = loss_of().value().item();
+        *v = keep;
+      }
+      const double numeric = (up - down) / (2 * h);
+      BOOST_TEST_CONTEXT(name << "[" << i << "]") { BOOST_TEST(std::abs(analytic - numeric) <= 1e-7 + 1e-5 * std::abs(numeric)); }
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(every_router_passes_finite_differences) {
+  {
+    Gpt2<double> m(1);
+    auto set = lora::attach<lora::StepRouter<3>>(m, {.rank = 2, .alpha = 4, .seed = 3});
+    auto steps = Tensor<std::int32_t>::from_vector({2, 6}, {-1, -1, 0, 0, 1, 2, -1, 0, 1, 1, 2, 2});
+    check_router_gradients(m, set, {.adapter = set.route(steps)});
+  }
+  {
+    Llama<double> m(1);
+    auto set = lora::attach<lora::TopKRouter<4, 2>>(m, {.rank = 2, .alpha = 4, .aux_loss_coef = 0.5, .contrastive_coef = 0.3});
+    check_router_gradients(m, set, {});
+  }
+  {
+    Gpt2<double> m(1);
+    auto set = lora::attach<lora::SingleLoRA<>>(m, {.rank = 2, .alpha = 4, .use_rslora = true});
+    check_router_gradients(m, set, {});
+  }
+}
+
+// Switch / Mixtral load balancing: coef * E * sum_e f_e P_e, f_e = share of top-k picks of e,
+// P_e = mean gate probability of e. Gate rows pick out x's coordinates, so the logits are known.
+BOOST_AUTO_TEST_CASE(topk_load_balance_loss_matches_its_formula) {
+  Rng rng(1);
+  lora::ExpertLinear<lora::TopKRouter<4, 2>, double> layer("probe", 3, 2, {.rank = 1, .aux_loss_coef = 0.01}, 0, rng);
+  layer.gate().mutable_value().copy_from(
+      Tensor<double>::from_vector({4, 3}, {1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0}));
+  const Var<double> x(Tensor<double>::from_vector({3, 3}, {2, 0, 0, 0, 1, 0, 0, 0, 3}));
+  const Var<double> base(Tensor<double>::zeros({3, 2}));
+  layer.apply(x, base, nullptr);
+  // logits per token: [2,0,0,0], [0,1,0,0], [0,0,3,0]; top-2 (ties to the lower index):
+  // {0,1}, {1,0}, {2,0}, so f = [3, 2, 1, 0] / 3.
+  auto probs = [](std::vector<double> z) {
+    double s = 0;
+    for (double& v : z) s += (v = std::exp(v));
+    for (double& v : z) v /= s;
+    return z;
+  };
+  const auto p0 = probs({2, 0, 0, 0}), p1 = probs({0, 1, 0, 0}), p2 = probs({0, 0, 3, 0});
+  const double f[4] = {3.0 / 3, 2.0 / 3, 1.0 / 3, 0.0};
+  double expected = 0;
+  for (int e = 0; e < 4; ++e) expected += f[e] * (p0[e] + p1[e] + p2[e]) / 3.0;
+  expected *= 0.01 * 4;
+  BOOST_TEST(layer.aux_loss().value().item() == expected, boost::test_tools::tolerance(1e-14));
+}
+
+// The contrastive loss against its formula, evaluated here with plain loops.
+BOOST_AUTO_TEST_CASE(topk_contrastive_loss_matches_its_formula) {
+  Rng rng(2);
+  const double temperature = 0.5, coef = 0.3;
+  lora::ExpertLinear<lora::TopKRouter<2, 1>, double> layer(
+      "probe", 4, 3, {.rank = 2, .aux_loss_coef = 0.0, .contrastive_coef = coef, .contrastive_temperature = temperature}, 0, rng);
+  for (auto& p : layer.parameters()) p.mutable_value().copy_from(Tensor<double>::normal(p.shape(), 0.0, 1.0, rng));
+  const Var<double> x(Tensor<double>::normal({3, 4}, 0.0, 1.0, rng));
+  layer.apply(x, Var<double>(Tensor<double>::zeros({3, 3})), nullptr);
+  // o[e][t] = B_e A_e x_t, normalized to unit length.
+  std::vector<std::vector<double>> o;
+  for (const auto& ex : layer.experts()) {
+    const auto a = ex.lora_a.value().to_vector(), b = ex.lora_b.value().to_vector(), xv = x.value().to_vector();
+    for (int t = 0; t < 3; ++t) {
+      double h[2] = {0, 0};
+      for (int r = 0; r < 2; ++r)
+        for (int i = 0; i < 4; ++i) h[r] += a[static_cast<std::size_t>(r * 4 + i)] * xv[static_cast<std::size_t>(t * 4 + i)];
+      std::vector<double> y(3, 0.0);
+      double norm = 0;
+      for (int j = 0; j < 3; ++j) {
+        for (int r = 0; r < 2; ++r) y[static_cast<std::size_t>(j)] += b[static_cast<std::size_t>(j * 2 + r)] * h[r];
+        norm += y[static_cast<std::size_t>(j)] * y[static_cast<std::size_t>(j)];
+      }
+      for (double& v : y) v /= std::sqrt(norm);
+      o.push_back(y);
+    }
+  }
+  double expected = 0;
+  const int m = 6;
+  for (int i = 0; i < m; ++i) {
+    double denominator = 0;
+    std::vector<double> logit(m);
+    for (int j = 0; j < m; ++j) {
+      double dot = 0;
+      for (int d = 0; d < 3; ++d) dot += o[static_cast<std::size_t>(i)][static_cast<std::size_t>(d)] * o[static_cast<std::size_t>(j)][static_cast<std::size_t>(d)];
+      logit[static_cast<std::size_t>(j)] = dot / temperature;
+      if (j != i) denominator += std::exp(logit[static_cast<std::size_t>(j)]);
+    }
+    for (int j = 0; j < m; ++j)
+      if (j != i && j / 3 == i / 3) expected -= 0.5 * (logit[static_cast<std::size_t>(j)] - std::log(denominator));
+  }
+  expected *= coef / m;
+  BOOST_TEST(layer.aux_loss().value().item() == expected, boost::test_tools::tolerance(1e-10));
+}
+
+// ---------------------------------------------------------------- PEFT files against PyTorch
+
+// Loads the base model from its fixture, the adapter from `dir`, and compares logits, loss and
+// every LoRA gradient with the PyTorch reference.
+template <class Model, class Set>
+void check_adapter_fixture(Model& model, Set& set, const std::string& stem, const nn::LossOptions<double>& options, double tol) {
+  const auto f = mote::testing::load_text_fixture(stem);
+  const auto ids = f.tensor<std::int32_t>("ids"), targets = f.tensor<std::int32_t>("targets");
+  const auto logits = model.logits(ids, {.adapter = options.adapter});
+  BOOST_TEST(relative_error(as_double(logits.value()), f.entry("logits").values) < tol);
+  auto loss = model.loss(ids, targets, options);
+  BOOST_TEST(std::abs(loss.value().item() - f.entry("loss").values[0]) < tol);
+  loss.backward();
+  using R = typename Set::router_type;
+  int compared = 0;
+  for (const auto& layer : set.layers()) {
+    const std::string module = (Model::config.gpt2_layout() ? "transformer." : "") + layer->module();
+    for (int e = 0; e < R::experts; ++e) {
+      const std::string folder = lora::is_single_lora<R> ? std::string() : R::expert_name(e) + "/";
+      const auto& ex = layer->experts()[static_cast<std::size_t>(e)];
+      for (const auto& [which, p] : {std::pair{"lora_A", ex.lora_a}, std::pair{"lora_B", ex.lora_b}}) {
+        const std::string key = "grad." + folder + "base_model.model." + module + "." + which + ".weight";
+        BOOST_TEST_CONTEXT(key) { BOOST_TEST(relative_error(as_double(p.grad()), f.entry(key).values) < tol); }
+        ++compared;
+      }
+    }
+  }
+  BOOST_TEST(compared == static_cast<int>(set.size()) * R::experts * 2);
+}
+
+template <class Model>
+void load_base(Model& model, const std::string& stem) {
+  model.load_state_dict(mote::testing::load_text_fixture(stem).template with_prefix<typename Model::V::value_type>("param."));
+}
+
+BOOST_AUTO_TEST_CASE(peft_single_lora_matches_pytorch) {
+  {
+    Gpt2<double> model(1);
+    load_base(model, "model_tiny_gpt2");
+    auto set = lora::attach<lora::SingleLoRA<>>(model, {.rank = 4, .alpha = 8});
+    set.load(mote::testing::fixture_path("lora_gpt2"));
+    check_adapter_fixture(model, set, "lora_gpt2", {}, 1e-10);
+  }
+  {
+    Llama<double> model(1);
+    load_base(model, "model_tiny_llama");
+    auto set = lora::attach<lora::SingleLoRA<>>(model, {.rank = 4, .alpha = 8, .use_rslora = true});
+    set.load(mote::testing::fixture_path("lora_llama"));
+    check_adapter_fixture(model, set, "lora_llama", {}, 1e-10);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(mote_experts_match_pytorch) {
+  Llama<double> model(1);
+  load_base(model, "model_tiny_llama");
+  auto set = lora::attach<lora::StepRouter<3>>(model, {.rank = 4, .alpha = 8});
+  set.load(mote::testing::fixture_path("mote_llama"));  // also sets fixed_step question routing to expert 1
+  BOOST_TEST(set.options().question_expert == 1);
+  BOOST_TEST(set.options().step_tokens == (std::vector<std::string>{"<analysis>", "<guidance>", "<answer>"}));
+  const auto f = mote::testing::load_text_fixture("mote_llama");
+  check_adapter_fixture(model, set, "mote_llama", {.adapter = set.route(f.tensor<std::int32_t>("step_ids"))}, 1e-10);
+  // Float within 1e-5 of the double reference.
+  Llama<float> fmodel(1);
+  load_base(fmodel, "model_tiny_llama");
+  auto fset = lora::attach<lora::StepRouter<3>>(fmodel, {.rank = 4, .alpha = 8});
+  fset.load(mote::testing::fixture_path("mote_llama"));
+  const auto logits = fmodel.logits(f.tensor<std::int32_t>("ids"), {.adapter = fset.route(f.tensor<std::int32_t>("step_ids"))});
+  BOOST_TEST(relative_error(as_double(logits.value()), f.entry("logits").values) < 1e-5);
+}
+
+// What mote writes has PEFT's names and config fields: the same keys as the reference file.
+BOOST_AUTO_TEST_CASE(saved_adapters_follow_peft_layout) {
+  namespace st = io::safetensors;
+  Gpt2<float> model(1);
+  auto set = lora::attach<lora::SingleLoRA<>>(model, {.rank = 4, .alpha = 8});
+  TempDir dir("lora_layout");
+  set.save(dir.path);
+  const auto ours = st::File::open(dir.path / "adapter_model.safetensors");
+  const auto reference = st::File::open(mote::testing::fixture_path("lora_gpt2/adapter_model.safetensors"));
+  BOOST_TEST(std::set<std::string>(ours.names().begin(), ours.names().end()) ==
+             std::set<std::string>(reference.names().begin(), reference.names().end()));
+  const auto ours_cfg = io::json::parse_file(dir.path / "adapter_config.json");
+  const auto ref_cfg = io::json::parse_file(mote::testing::fixture_path("lora_gpt2/adapter_config.json"));
+  for (const char* key : {"peft_type", "r", "lora_alpha", "fan_in_fan_out", "bias", "task_type", "use_rslora", "use_dora"})
+    BOOST_TEST_CONTEXT(key) { BOOST_TEST((ours_cfg.at(key) == ref_cfg.at(key))); }
+  std::set<std::string> ours_targets, ref_targets;
+  for (const auto& t : ours_cfg.at("target_modules").as_array()) ours_targets.insert(t.as_string());
+  for (const auto& t : ref_cfg.at("target_modules").as_array()) ref_targets.insert(t.as_string());
+  BOOST_TEST(ours_targets == ref_targets);
+  for (const auto& key : ours_cfg.as_object()) BOOST_TEST_CONTEXT(key.first) { BOOST_TEST(ref_cfg.find(key.first) != nullptr); }
+}
+
+template <class Set>
+std::vector<std::vector<float>> snapshot(const Set& set) {
+  std::vector<std::vector<float>> out;
+  for (const auto& [name, p] : set.named_parameters()) out.push_back(p.value().to_vector());
+  return out;
+}
+
+BOOST_AUTO_TEST_CASE(adapters_round_trip_bit_exactly) {
+  TempDir dir("lora_round_trip");
+  {
+    Llama<float> a(1), b(2);
+    auto saved = lora::attach<lora::StepRouter<3>>(a, {.rank = 4, .mix_alpha = 0.25, .question = lora::QuestionRouting::SharedOnly,
+                                                       .step_tokens = {"<a>", "<g>", "<ans>"}});
+    randomize_experts(saved, 31);
+    saved.save(dir.path / "mote");
+    auto loaded = lora::attach<lora::StepRouter<3>>(b, {.rank = 4, .seed = 77});
+    loaded.load(dir.path / "mote");
+    BOOST_TEST((snapshot(loaded) == snapshot(saved)));
+    BOOST_TEST(loaded.options().mix_alpha == 0.25);
+    BOOST_TEST((loaded.options().question == lora::QuestionRouting::SharedOnly));
+    BOOST_TEST(loaded.options().step_tokens == saved.options().step_tokens);
+    BOOST_TEST(fs::exists(dir.path / "mote" / "shared" / "adapter_config.json"));
+  }
+  {
+    Gpt2<float> a(1), b(2);
+    auto saved = lora::attach<lora::TopKRouter<4, 2>>(a, {.rank = 2});
+    randomize_experts(saved, 32);
+    saved.save(dir.path / "topk");
+    auto loaded = lora::attach<lora::TopKRouter<4, 2>>(b, {.rank = 2, .seed = 5});
+    loaded.load(dir.path / "topk");
+    BOOST_TEST((snapshot(loaded) == snapshot(saved)));
+  }
+  {
+    Gpt2<float> a(1), b(2);
+    auto saved = lora::attach<lora::SingleLoRA<2>>(a, {.rank = 2});
+    randomize_experts(saved, 33);
+    saved.save(dir.path / "single");
+    auto loaded = lora::attach<lora::SingleLoRA<2>>(b, {.rank = 2, .seed = 5});
+    loaded.load(dir.path / "single");
+    BOOST_TEST((snapshot(loaded) == snapshot(saved)));
+  }
+}
+
+BOOST_AUTO_TEST_CASE(bad_adapter_files_are_typed_errors) {
+  TempDir dir("lora_bad");
+  const fs::path single = dir.path / "single";
+  Gpt2<float> gpt2(1);
+  auto set = lora::attach<lora::SingleLoRA<>>(gpt2, {.rank = 4, .alpha = 8});
+  set.save(single);
+  auto edit_config = [&](const std::string& key, io::json::Value value) {
+    auto cfg = io::json::parse_file(single / "adapter_config.json");
+    cfg.set(key, std::move(value));
+    io::json::write_file(single / "adapter_config.json", cfg);
+  };
+  const auto before = snapshot(set);
+  edit_config("mystery_option", 1);
+  expect_error<value_error>([&] { set.load(single); }, {"adapter_config.json", "unknown field 'mystery_option'"});
+  set.save(single);
+  edit_config("r", 8);
+  expect_error<value_error>([&] { set.load(single); }, {"r = 8", "rank 4"});
+  set.save(single);
+  edit_config("use_dora", true);
+  expect_error<value_error>([&] { set.load(single); }, {"use_dora"});
+  BOOST_TEST((snapshot(set) == before));  // failed loads change nothing
+
+  // An adapter for another base model: Llama's adapter into GPT-2, and names that do not match.
+  expect_error<value_error>([&] {
+    Gpt2<double> g(1);
+    auto s = lora::attach<lora::SingleLoRA<>>(g, {.rank = 4, .alpha = 8, .use_rslora = true});
+    s.load(mote::testing::fixture_path("lora_llama"));
+  }, {"fan_in_fan_out = false", "this model is the other kind"});
+  expect_error<value_error>([&] {
+    Gpt2<double> g(1);
+    auto s = lora::attach<lora::SingleLoRA<>>(g, {.rank = 4, .alpha = 8, .targets = {"c_attn"}});
+    s.load(mote::testing::fixture_path("lora_gpt2"));
+  }, {"transformer.h.0.attn.c_proj", "matches no adapted module"});
+  expect_error<shape_error>([&] {
+    nn::CausalLM<nn::Config{.vocab = 64, .d_model = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 4, .d_ff = 96, .max_seq = 16}, double> g(1);
+    auto s = lora::attach<lora::SingleLoRA<>>(g, {.rank = 4, .alpha = 8});
+    s.load(mote::testing::fixture_path("lora_gpt2"));
+  }, {"module 'h.0.mlp.c_fc'", "[128, 4]", "expected [96, 4]"});
+  // mote_config.json of another router shape.
+  Llama<float> llama(1);
+  auto four = lora::attach<lora::StepRouter<4>>(llama, {.rank = 4, .alpha = 8});
+  expect_error<value_error>([&] { four.load(mote::testing::fixture_path("mote_llama")); }, {"mote_config.json", "experts", "compiled router"});
+  expect_error<io_error>([&] { four.load(dir.path / "missing"); }, {"mote_config.json", "does not exist"});
+}
+
+// ---------------------------------------------------------------- merging
+
+BOOST_AUTO_TEST_CASE(merge_matches_unmerged_forward_and_unmerges_exactly) {
+  no_grad off;
+  auto check = [](auto& model, auto& set) {
+    randomize_experts(set, 41, 0.03);  // deltas about the size of W0, as after training
+    std::vector<std::vector<float>> weights;
+    model.for_each_parameter([&](const std::string&, auto& p) { weights.push_back(p.value().to_vector()); });
+    for (int step = 0; step < 3; ++step) {
+      const auto routed = as_double(model.logits(ids_2x6(), {.adapter = set.route(filled(step))}).value());
+      set.merge_step(step);
+      const auto merged = as_double(model.logits(ids_2x6()).value());
+      BOOST_TEST(relative_error(merged, routed) < 1e-6);
+      expect_error<value_error>([&] { set.merge_expert(0); }, {"already merged"});
+      set.unmerge();
+      std::vector<std::vector<float>> after;
+      model.for_each_parameter([&](const std::string&, auto& p) { after.push_back(p.value().to_vector()); });
+      BOOST_TEST((after == weights));  // bit-exact
+    }
+  };
+  Gpt2<float> g(1);
+  auto gs = lora::attach<lora::StepRouter<3>>(g, {.rank = 4});
+  check(g, gs);
+  Llama<float> l(1);
+  auto ls = lora::attach<lora::StepRouter<3>>(l, {.rank = 4});
+  check(l, ls);
+}
+
+// ---------------------------------------------------------------- training
+
+// The tiny presets' embeddings (std 0.02) bound the logits of a frozen model to about +-1, so the
+// training tests widen them first: the experts then have room to fit the batch.
+template <class Model>
+void widen_embeddings(Model& model) {
+  Rng rng(5);
+  model.for_each_parameter([&](const std::string& name, auto& p) {
+    if (name.find("wte") != std::string::npos || name.find("embed") != std::string::npos || name.find("lm_head") != std::string::npos)
+      p.mutable_value().copy_from(Tensor<float>::normal(p.shape(), 0.0, 0.5, rng));
+  });
+}
+
+template <class Set, class Model>
+double train(Model& model, Set& set, int steps) {
+  optim::AdamW<float> opt(set.parameters(), {.lr = 5e-3f, .weight_decay = 0.0f});
+  const auto ids = ids_2x6();
+  const auto targets = Tensor<std::int32_t>::from_vector({2, 6}, {14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 3, 1});
+  auto step_ids = Tensor<std::int32_t>::from_vector({2, 6}, {-1, 0, 0, 1, 2, 2, -1, -1, 0, 1, 1, 2});
+  double first = 0, last = 0;
+  for (int i = 0; i < steps; ++i) {
+    opt.zero_grad();
+    nn::LossOptions<float> options;
+    if constexpr (lora::is_step_router<typename Set::router_type>) options.adapter = set.route(step_ids);
+    else options.adapter = set.context();
+    auto loss = model.loss(ids, targets, options);
+    const double value = loss.value().item();
+    if (auto aux = set.aux_loss(); aux.defined()) loss = loss + aux;
+    loss.backward();
+    opt.step();
+    if (i == 0) first = value;
+    last = value;
+  }
+  BOOST_TEST_MESSAGE("loss " << first << " -> " << last);
+  return last / first;
+}
+
+BOOST_AUTO_TEST_CASE(every_router_trains_a_tiny_model) {
+  {
+    Gpt2<float> m(1);
+    widen_embeddings(m);
+    auto s = lora::attach<lora::StepRouter<3>>(m, {.rank = 4, .dropout = 0.1});
+    BOOST_TEST(train(m, s, 40) < 0.5);
+  }
+  {
+    Llama<float> m(1);
+    widen_embeddings(m);
+    auto s = lora::attach<lora::StepRouter<3, lora::without_shared>>(m, {.rank = 4});
+    BOOST_TEST(train(m, s, 40) < 0.5);
+  }
+  {
+    Gpt2<float> m(1);
+    widen_embeddings(m);
+    auto s = lora::attach<lora::TopKRouter<4, 2>>(m, {.rank = 4});
+    BOOST_TEST(train(m, s, 40) < 0.5);
+  }
+  {
+    Llama<float> m(1);
+    widen_embeddings(m);
+    auto s = lora::attach<lora::SingleLoRA<2>>(m, {.rank = 4});
+    BOOST_TEST(train(m, s, 40) < 0.5);
+  }
+}
+
+// Adapter dropout draws its mask from the routing's seed, so a recomputed block sees the same mask.
+BOOST_AUTO_TEST_CASE(dropout_masks_survive_recomputation) {
+  auto grads = [](bool recompute) {
+    Llama<double> m(1);
+    m.set_recompute(recompute);
+    auto s = lora::attach<lora::StepRouter<3>>(m, {.rank = 4, .dropout = 0.3, .seed = 4});
+    randomize_experts(s, 51);
+    m.loss(ids_2x6(), ids_2x6(), {.adapter = s.route(filled(1))}).backward();
+    std::vector<double> out;
+    for (const auto& p : s.parameters())
+      if (p.grad().defined())
+        for (double v : p.grad().to_vector()) out.push_back(v);
+    return out;
+  };
+  const auto plain = grads(false), recomputed = grads(true);
+  BOOST_TEST(!plain.empty());
+  BOOST_TEST(relative_error(recomputed, plain) < 1e-12);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
