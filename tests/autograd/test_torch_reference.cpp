@@ -2,6 +2,7 @@
 // (torch in float64, Hugging Face formulas) hold inputs, outputs and the gradients of sum(out * seed).
 // mote runs each case in double (relative error < 1e-10) and in float (< 1e-5).
 #include "op_harness.hpp"
+#include "test_files.hpp"
 
 #include <cstdint>
 #include <cstdlib>
@@ -15,75 +16,9 @@ using namespace mote;
 
 namespace {
 
-// One fixture file: the op's name, its scalar arguments, and named tensors (values kept in double).
-struct Fixture {
-  struct Entry {
-    std::string dtype;
-    Shape shape;
-    std::vector<double> values;
-  };
-  std::string op;
-  std::map<std::string, double> attrs;
-  std::map<std::string, Entry> tensors;
+using Fixture = mote::testing::TextFixture;
 
-  bool has(const std::string& name) const { return tensors.count(name) != 0; }
-  const Entry& entry(const std::string& name) const {
-    const auto it = tensors.find(name);
-    if (it == tensors.end()) throw io_error("fixture of op '" + op + "' has no tensor '" + name + "'");
-    return it->second;
-  }
-  double attr(const std::string& name) const {
-    const auto it = attrs.find(name);
-    if (it == attrs.end()) throw io_error("fixture of op '" + op + "' has no attr '" + name + "'");
-    return it->second;
-  }
-  template <class T>
-  Tensor<T> tensor(const std::string& name) const {
-    const Entry& e = entry(name);
-    std::vector<T> values;
-    for (double v : e.values) values.push_back(static_cast<T>(v));
-    return Tensor<T>::from_vector(e.shape, values);
-  }
-};
-
-Fixture load_fixture(const std::string& stem) {
-  const std::string path = std::string(MOTE_TEST_FIXTURES) + "/" + stem + ".txt";
-  std::ifstream in(path);
-  if (!in) throw io_error("cannot open fixture " + path + "; run tests/reference/make_op_fixtures.py");
-  Fixture f;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream words(line);
-    std::string kind;
-    words >> kind;
-    if (kind == "op") {
-      words >> f.op;
-    } else if (kind == "attr") {
-      std::string name, value;
-      words >> name >> value;
-      f.attrs[name] = std::strtod(value.c_str(), nullptr);
-    } else if (kind == "tensor") {
-      std::string name, dtype, shape_word;
-      words >> name >> dtype >> shape_word;
-      if (shape_word != "shape") throw io_error(path + ": expected 'shape' after tensor " + name);
-      Fixture::Entry e{dtype, Shape{}, {}};
-      for (std::int64_t d; words >> d;) e.shape.push_back(d);
-      std::string values_line;
-      if (!std::getline(in, values_line)) throw io_error(path + ": tensor " + name + " has no values line");
-      std::istringstream values(values_line);
-      // strtod reads repr()'s shortest round-trip digits back to the exact double.
-      for (std::string token; values >> token;) e.values.push_back(std::strtod(token.c_str(), nullptr));
-      if (static_cast<std::int64_t>(e.values.size()) != e.shape.numel())
-        throw io_error(path + ": tensor " + name + " of shape " + e.shape.str() + " has " +
-                       std::to_string(e.values.size()) + " values");
-      f.tensors[name] = std::move(e);
-    } else {
-      throw io_error(path + ": unknown line kind '" + kind + "'");
-    }
-  }
-  return f;
-}
+Fixture load_fixture(const std::string& stem) { return mote::testing::load_text_fixture(stem); }
 
 // The differentiated inputs of each op, in argument order.
 std::vector<std::string> differentiated_inputs(const std::string& op) {

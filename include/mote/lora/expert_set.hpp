@@ -84,7 +84,7 @@ class ExpertSet {
       if (e.module == module) return *e.layer;
     throw value_error("mote: lora: no adapter on module '" + module + "'");
   }
-  const std::vector<std::shared_ptr<Layer>> layers() const {
+  std::vector<std::shared_ptr<Layer>> layers() const {
     std::vector<std::shared_ptr<Layer>> out;
     for (const auto& e : layers_) out.push_back(e.layer);
     return out;
