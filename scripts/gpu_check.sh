@@ -3,9 +3,13 @@
 # everything, runs CTest (where cuda_backend must pass, not skip), the CUDA test under
 # compute-sanitizer when it is installed, and the benchmarks. Logs go to $OUT when it is set
 # (else to <build>/gpu-logs), at most six files; the exit status is non-zero when any step fails.
+# With MOTE_PREBUILT=DIR it builds nothing and runs DIR/mote_cuda_tests (and DIR/mote_bench when
+# present): for a GPU machine without Eigen, Boost or a package mirror, given binaries built
+# elsewhere by `scripts/gpu_bundle.sh DIR`.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 build=${MOTE_BUILD_DIR:-build/gpu}
+prebuilt=${MOTE_PREBUILT:-}
 logs=${OUT:-$build/gpu-logs}
 mkdir -p "$logs"
 jobs=$(nproc)
@@ -28,20 +32,33 @@ rm -f "$logs"/{build,ctest,cuda_backend,sanitizer,bench}.log
 # What the machine has; informative only, since cuda_backend below is the real device check.
 { nvidia-smi || echo "nvidia-smi not available"; } 2>&1 | tee "$logs/build.log"
 
-# Configuring and building must work before anything else means anything.
-step setup build bash scripts/setup-debian.sh
-step configure build cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOTE_ENABLE_CUDA=ON \
-  -DMOTE_BUILD_TESTS=ON -DMOTE_BUILD_BENCHMARKS=ON -DMOTE_BUILD_EXAMPLES=ON -DMOTE_SANITIZERS=OFF
-step build build cmake --build "$build" -j "$jobs"
-if [ ${#failed[@]} -gt 0 ]; then
-  echo "gpu_check: ${failed[*]} failed; nothing was run"
-  exit 1
+if [ -n "$prebuilt" ]; then
+  cuda_tests="$prebuilt/mote_cuda_tests"
+  bench="$prebuilt/mote_bench"
+  # The binaries link the CUDA 13 runtime and cuBLAS shared; find them where the loader does not.
+  if ! ldconfig -p | grep -q 'libcublas.so.13 '; then
+    cublas=$(find /usr/local /opt /usr/lib -name 'libcublas.so.13' 2>/dev/null | head -n 1)
+    cudart=$(find /usr/local /opt /usr/lib -name 'libcudart.so.13' 2>/dev/null | head -n 1)
+    for lib in "$cublas" "$cudart"; do
+      [ -n "$lib" ] && export LD_LIBRARY_PATH="$(dirname "$lib")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    done
+  fi
+else
+  # Configuring and building must work before anything else means anything.
+  step setup build bash scripts/setup-debian.sh
+  step configure build cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOTE_ENABLE_CUDA=ON \
+    -DMOTE_BUILD_TESTS=ON -DMOTE_BUILD_BENCHMARKS=ON -DMOTE_BUILD_EXAMPLES=ON -DMOTE_SANITIZERS=OFF
+  step build build cmake --build "$build" -j "$jobs"
+  if [ ${#failed[@]} -gt 0 ]; then
+    echo "gpu_check: ${failed[*]} failed; nothing was run"
+    exit 1
+  fi
+  step ctest ctest ctest --test-dir "$build" --output-on-failure -j "$jobs"
+  cuda_tests="$build/tests/mote_cuda_tests"
+  bench="$build/benchmarks/mote_bench"
 fi
 
-step ctest ctest ctest --test-dir "$build" --output-on-failure -j "$jobs"
-
 # CTest counts exit code 77 (no device) as a skip; on this machine it is a failure.
-cuda_tests="$build/tests/mote_cuda_tests"
 step cuda_backend cuda_backend "$cuda_tests"
 
 # Out-of-bounds accesses and shared-memory races in the kernels, which results alone can miss
@@ -54,10 +71,10 @@ else
   echo "== compute-sanitizer not found: memcheck and racecheck skipped" | tee "$logs/sanitizer.log"
 fi
 
-if [ -x "$build/benchmarks/mote_bench" ]; then
-  step bench bench env OMP_WAIT_POLICY=PASSIVE "$build/benchmarks/mote_bench"
+if [ -x "$bench" ]; then
+  step bench bench env OMP_WAIT_POLICY=PASSIVE "$bench"
 else
-  echo "== no $build/benchmarks/mote_bench: benchmarks skipped" | tee "$logs/bench.log"
+  echo "== no $bench: benchmarks skipped" | tee "$logs/bench.log"
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then
