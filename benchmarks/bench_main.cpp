@@ -5,7 +5,8 @@
 //   models     GPT-2 shapes C1 (124M, batch 4 x 64) and C2 (6 layers, d 384, vocab 8192, batch 8 x 128):
 //              training step, forward, and KV-cache decode against GEMM peak and memory bandwidth
 //   lora       at C2, rank 16 on every linear layer: LoRA, MoTE (3 step experts + shared) and
-//              rank-32 single-LoRA training steps against the full training step of the same run
+//              rank-32 single-LoRA training steps against the full training step of the same run, and
+//              a frozen-base step with no adapter work (the ceiling of any adapter step)
 // Usage: mote_bench [--quick] [--models] [--lora]   (--models / --lora run only those benchmarks)
 #include <mote/mote.hpp>
 
@@ -266,9 +267,21 @@ void lora_benchmarks(int reps) {
   AdapterStep<mote::lora::SingleLoRA<>> lora(options);
   AdapterStep<mote::lora::StepRouter<3>> mote_step(options);
   AdapterStep<mote::lora::SingleLoRA<2>> lora_2r(options);
+  // The ceiling of any adapter step: a frozen base whose only trainable tensor is the position
+  // table, so backward still runs every layer's input gradients but no adapter work at all.
+  Model frozen_model(std::uint64_t{1});
+  frozen_model.set_trainable(false);
+  std::vector<mote::Var<float>> position_table;
+  frozen_model.for_each_parameter([&](const std::string& name, mote::Var<float>& p) {
+    if (name.find("wpe") != std::string::npos) {
+      p.set_requires_grad(true);
+      position_table.push_back(p);
+    }
+  });
+  mote::optim::AdamW<float> frozen_opt(position_table, {.lr = 1e-4f});
 
   // Interleaved rounds, so drifting machine load touches every configuration alike.
-  std::vector<double> t_full, t_lora, t_mote, t_2r;
+  std::vector<double> t_full, t_frozen, t_lora, t_mote, t_2r;
   auto time = [](std::vector<double>& into, const std::function<void()>& fn) {
     const auto start = clock_type::now();
     fn();
@@ -281,6 +294,11 @@ void lora_benchmarks(int reps) {
       full_model.loss(ids, targets).backward();
       full_opt.step();
     });
+    time(t_frozen, [&] {
+      frozen_opt.zero_grad();
+      frozen_model.loss(ids, targets).backward();
+      frozen_opt.step();
+    });
     time(t_lora, [&] { lora.run(ids, targets, nullptr); });
     time(t_mote, [&] { mote_step.run(ids, targets, &step_ids); });
     time(t_2r, [&] { lora_2r.run(ids, targets, nullptr); });
@@ -290,9 +308,11 @@ void lora_benchmarks(int reps) {
     std::nth_element(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(t.size() / 2), t.end());
     return t[t.size() / 2];
   };
-  const double full = median(t_full), lo = median(t_lora), mo = median(t_mote), two = median(t_2r);
+  const double full = median(t_full), frozen = median(t_frozen), lo = median(t_lora), mo = median(t_mote),
+               two = median(t_2r);
   const double tokens = double(batch * seq);
   info_row("C2 full train step", fmt("%.0f tok/s", tokens / full));
+  row("C2 frozen base, no adapters", fmt("%.0f tok/s", tokens / frozen), "full step, same run", full / frozen, "");
   row("C2 LoRA r16 step (speedup)", fmt("%.0f tok/s", tokens / lo), "full step, same run", full / lo, ">= 1.4");
   row("C2 MoTE 3+shared step (cost)", fmt("%.0f tok/s", tokens / mo), "LoRA step, same run", mo / lo, "<= 1.2");
   row("C2 single LoRA r32 step (cost)", fmt("%.0f tok/s", tokens / two), "LoRA step, same run", two / lo, "");

@@ -191,9 +191,11 @@ BOOST_AUTO_TEST_CASE(errors_name_the_arguments_and_shapes) {
 }
 
 BOOST_AUTO_TEST_CASE(gemm_kernel_beta_cases_and_padded_strides) {
-  // Sizes past Eigen's small-product cutoff, so its blocked (and threaded) kernel runs.
-  const std::int64_t m = 67, n = 45, k = 83, pad = 3;
+  // Sizes past Eigen's small-product cutoff, so its blocked (and threaded) kernel runs; then
+  // matrix-vector shapes, which the kernel splits across threads by output columns or rows.
+  const std::int64_t pad = 3;
   Rng rng(11);
+  for (const auto& [m, n, k] : std::vector<std::array<std::int64_t, 3>>{{67, 45, 83}, {1, 1100, 1000}, {1100, 1, 1000}})
   for (bool ta : {false, true})
     for (bool tb : {false, true}) {
       const std::int64_t a_rows = ta ? k : m, a_cols = ta ? m : k, b_rows = tb ? n : k, b_cols = tb ? k : n;
@@ -223,7 +225,8 @@ BOOST_AUTO_TEST_CASE(gemm_kernel_beta_cases_and_padded_strides) {
           }
           BOOST_TEST(c[static_cast<std::size_t>(i * ldc + n)] == 42.0);
         }
-        BOOST_TEST(err < 1e-10, "gemm ta=" << ta << " tb=" << tb << " beta=" << beta << ": max error " << err);
+        BOOST_TEST(err < 1e-10, "gemm " << m << "x" << n << "x" << k << " ta=" << ta << " tb=" << tb << " beta=" << beta
+                                        << ": max error " << err);
       }
     }
 }

@@ -20,7 +20,7 @@ struct toy {
     return n ? new T[n] : nullptr;
   }
   template <class T>
-  static void deallocate(T* p) noexcept {
+  static void deallocate(T* p, std::size_t /*n*/) noexcept {
     delete[] p;
   }
   template <class T>
@@ -58,6 +58,11 @@ template <class T>
 void binary_backward(toy, mote::backend::BinaryOp op, const T* a, std::int64_t na, const T* b, std::int64_t nb,
                      const T* dout, std::int64_t n, T* da, T* db) {
   binary_backward(mote::cpu{}, op, a, na, b, nb, dout, n, da, db);
+}
+// add hands its gradient on to its first input, adding it when that input already has one.
+template <class T>
+void axpy(toy, T alpha, const T* x, T* y, std::int64_t n) {
+  axpy(mote::cpu{}, alpha, x, y, n);
 }
 #endif
 

@@ -101,6 +101,56 @@ BOOST_AUTO_TEST_CASE(expert_lora_gradients_by_finite_differences) {
   });
 }
 
+BOOST_AUTO_TEST_CASE(expert_lora_with_the_projection_inside_by_finite_differences) {
+  const auto plan = small_plan();
+  // x_base, x, A0..A2, B0..B2, weight, bias, gate: the base product x_base W (+ bias) runs in the op.
+  const std::vector<Shape> linear_layout{{2, 3, 4}, {2, 3, 4}, {2, 4}, {3, 4}, {2, 4}, {5, 2}, {5, 3}, {5, 2}, {5, 4}, {5}, {8}};
+  testing::check_op({.name = "expert_lora fused, linear layout, gate", .inputs = linear_layout}, [&](auto& v) {
+    using T = value_of<decltype(v)>;
+    const Projection<T> base{v[8], v[9], false};
+    return expert_lora(base, v[0], v[1], {v[2], v[3], v[4]}, {v[5], v[6], v[7]}, plan, T(1.5), &v[10]);
+  });
+  // GPT-2's Conv1D layout [in, out], no bias, and the experts reading the base's own input.
+  const std::vector<Shape> conv1d_layout{{2, 3, 4}, {2, 4}, {3, 4}, {2, 4}, {5, 2}, {5, 3}, {5, 2}, {4, 5}};
+  testing::check_op({.name = "expert_lora fused, Conv1D layout, shared input", .inputs = conv1d_layout}, [&](auto& v) {
+    using T = value_of<decltype(v)>;
+    const Projection<T> base{v[7], Var<T>(), true};
+    return expert_lora(base, v[0], v[0], {v[1], v[2], v[3]}, {v[4], v[5], v[6]}, plan, T(0.5));
+  });
+  // Expert 0 serves every token as one run (MoTE's shared expert), so it writes the output and x's
+  // gradient first; expert 1 serves a scattered few.
+  const auto covered = std::make_shared<const ExpertPlan>(
+      ExpertPlan::group(6, 2, {0, 1, 2, 3, 4, 5, 1, 4}, {0, 0, 0, 0, 0, 0, 1, 1}, {0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5}));
+  const std::vector<Shape> covering{{6, 4}, {6, 4}, {2, 4}, {3, 4}, {5, 2}, {5, 3}, {5, 4}, {5}};
+  testing::check_op({.name = "expert_lora fused, covering expert, dropped-out input", .inputs = covering}, [&](auto& v) {
+    using T = value_of<decltype(v)>;
+    const Projection<T> base{v[6], v[7], false};
+    return expert_lora(base, v[0], v[1], {v[2], v[3]}, {v[4], v[5]}, covered, T(2));
+  });
+  testing::check_op({.name = "expert_lora fused, covering expert, shared input", .inputs = {covering.begin() + 1, covering.end()}},
+                    [&](auto& v) {
+                      using T = value_of<decltype(v)>;
+                      const Projection<T> base{v[5], v[6], false};
+                      return expert_lora(base, v[0], v[0], {v[1], v[2]}, {v[3], v[4]}, covered, T(2));
+                    });
+}
+
+BOOST_AUTO_TEST_CASE(expert_lora_with_the_projection_inside_equals_base_plus_mix) {
+  Rng rng(11);
+  auto param = [&](Shape s) { return Var<double>::parameter(Tensor<double>::normal(s, 0.0, 1.0, rng)); };
+  const Var<double> x = param({6, 4}), w = param({4, 3}), bias = param({3});
+  const std::vector<Var<double>> a{param({2, 4}), param({2, 4})}, b{param({3, 2}), param({3, 2})};
+  const auto plan = std::make_shared<const ExpertPlan>(
+      ExpertPlan::group(6, 2, {0, 1, 2, 3, 4, 5, 2}, {0, 0, 1, 1, 1, 0, 1}, {1, 1, 1, 0.5, 1, 1, 0.25}));
+  const Projection<double> base{w, bias, true};
+  const auto fused = expert_lora(base, x, x, a, b, plan, 2.0).value().to_vector();
+  const auto separate = expert_lora(base(x), x, a, b, plan, 2.0).value().to_vector();
+  BOOST_TEST(fused.size() == separate.size());
+  for (std::size_t i = 0; i < fused.size(); ++i) BOOST_TEST(fused[i] == separate[i], boost::test_tools::tolerance(1e-12));
+  expect_error<shape_error>([&] { expert_lora(Projection<double>{param({5, 3}), Var<double>(), true}, x, x, a, b, plan, 1.0); },
+                            {"projection weight [5, 3]", "4 input features"});
+}
+
 BOOST_AUTO_TEST_CASE(expert_lora_leaves_unused_experts_without_gradient) {
   Rng rng(3);
   auto param = [&](Shape s) { return Var<double>::parameter(Tensor<double>::normal(s, 0.0, 1.0, rng)); };

@@ -1,18 +1,26 @@
 // The nn room: configs, Hugging Face parameter names, whole-model parity with PyTorch (fixtures
-// written by tests/reference/make_model_fixtures.py), checkpoint loading errors, and generation
-// (KV cache against full recomputation, batching with left padding, seeded sampling, stop tokens).
+// written by tests/reference/make_model_fixtures.py), checkpoint loading errors, generation (KV cache
+// against full recomputation, batching with left padding, seeded sampling, stop tokens), and growing
+// the vocabulary for added special tokens (resize_vocab, check_vocab).
 #include "op_harness.hpp"
 #include "test_files.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <memory>
+#include <numeric>
 #include <sstream>
+#include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "mote/io/safetensors.hpp"
+#include "mote/io/tokenizer.hpp"
 #include "mote/nn/nn.hpp"
 
 using namespace mote;
@@ -87,9 +95,147 @@ Model& sharpen(Model& model, double factor = 5.0) {
     if (p.shape().rank() != 2) return;
     auto v = p.value().to_vector();
     for (auto& x : v) x *= factor;
-    p.mutable_value().copy_from(Tensor<double>::from_vector(p.shape(), v));
+    p.mutable_value().copy_from(std::remove_cvref_t<decltype(p.value())>::from_vector(p.shape(), v));
   });
   return model;
+}
+
+
+// Llama layout with a tied LM head, so resizing is checked for tied and untied models of both layouts.
+constexpr nn::Config tied_llamac = [] {
+  nn::Config c = presets::tiny_llama;
+  c.tied_embeddings = true;
+  return c;
+}();
+
+// The parameters with one row per token: the embedding, and the LM head when it is not tied.
+template <nn::Config C>
+std::vector<std::string> token_row_names() {
+  std::vector<std::string> names{C.gpt2_layout() ? "wte.weight" : "model.embed_tokens.weight"};
+  if (!C.tied_embeddings) names.push_back("lm_head.weight");
+  return names;
+}
+
+// The mean of the rows of a [rows, width] tensor, in double.
+std::vector<double> mean_row(const auto& weight) {
+  const std::int64_t rows = weight.size(0), width = weight.size(1);
+  const std::vector<double> v = as_double(weight);
+  std::vector<double> mean(static_cast<std::size_t>(width), 0.0);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < width; ++c) mean[static_cast<std::size_t>(c)] += v[static_cast<std::size_t>(r * width + c)];
+  for (double& m : mean) m /= static_cast<double>(rows);
+  return mean;
+}
+
+// Rows [first, first + count) of a [rows, width] tensor, flattened, in double.
+std::vector<double> rows_of(const auto& weight, std::int64_t first, std::int64_t count) {
+  return as_double(weight.slice(0, first, count).contiguous());
+}
+
+double sum_of_squares(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x * x;
+  return s;
+}
+
+// Resizes a tiny model by 3 tokens and checks every weight, then the logits: the old columns as before
+// and each new column the mean of the old ones (the new rows are the old rows' mean, and the head is linear).
+template <nn::Config C, class T>
+void check_resize_keeps_the_model(double logits_tol) {
+  constexpr std::int64_t old_vocab = C.vocab, new_vocab = C.vocab + 3;
+  nn::CausalLM<C, T> model(61);
+  sharpen(model);
+  auto resized = nn::resize_vocab<new_vocab>(model);
+  static_assert(std::is_same_v<decltype(resized), nn::CausalLM<nn::with_vocab(C, new_vocab), T>>);
+  static_assert(decltype(resized)::config.vocab == new_vocab && decltype(resized)::config.d_model == C.d_model);
+
+  const auto before = model.state_dict();
+  const auto after = resized.state_dict();
+  BOOST_REQUIRE(names_of(resized) == names_of(model));
+  const std::vector<std::string> token_rows = token_row_names<C>();
+  for (const auto& [name, old] : before) {
+    BOOST_TEST_CONTEXT("parameter " << name) {
+      const auto& grown = after.at(name);
+      BOOST_TEST(!grown.shares_storage_with(old));
+      if (std::find(token_rows.begin(), token_rows.end(), name) == token_rows.end()) {
+        BOOST_TEST(grown.shape() == old.shape());
+        BOOST_TEST(as_double(grown) == as_double(old), boost::test_tools::per_element());
+        continue;
+      }
+      BOOST_REQUIRE(grown.shape() == (Shape{new_vocab, C.d_model}));
+      BOOST_TEST(rows_of(grown, 0, old_vocab) == as_double(old), boost::test_tools::per_element());
+      const std::vector<double> mean = mean_row(old);
+      for (std::int64_t r = old_vocab; r < new_vocab; ++r)
+        BOOST_TEST(mote::testing::relative_error(rows_of(grown, r, 1), mean) < 1e-6, "row " << r);
+    }
+  }
+
+  const auto ids = Tensor<std::int32_t>::from_vector({2, 5}, {1, 5, 9, 2, 63, 3, 4, 8, 6, 10});
+  const std::vector<double> old_logits = as_double(model.logits(ids).value());
+  const std::vector<double> new_logits = as_double(resized.logits(ids).value());
+  BOOST_REQUIRE(new_logits.size() == 10 * static_cast<std::size_t>(new_vocab));
+  std::vector<double> old_columns, new_columns, mean_of_old, fresh_columns;
+  for (std::size_t t = 0; t < 10; ++t) {
+    const auto old_row = old_logits.begin() + static_cast<std::ptrdiff_t>(t * old_vocab);
+    const auto new_row = new_logits.begin() + static_cast<std::ptrdiff_t>(t * new_vocab);
+    old_columns.insert(old_columns.end(), old_row, old_row + old_vocab);
+    new_columns.insert(new_columns.end(), new_row, new_row + old_vocab);
+    const double mean = std::accumulate(old_row, old_row + old_vocab, 0.0) / static_cast<double>(old_vocab);
+    for (std::int64_t v = old_vocab; v < new_vocab; ++v) {
+      mean_of_old.push_back(mean);
+      fresh_columns.push_back(new_row[v]);
+    }
+  }
+  // A tolerance, not equality: the GEMM may block a 67-column product differently from a 64-column one.
+  BOOST_TEST(mote::testing::relative_error(new_columns, old_columns) < logits_tol);
+  BOOST_TEST(mote::testing::relative_error(fresh_columns, mean_of_old) < logits_tol);
+}
+
+// A loss that feeds a new token and predicts new tokens reaches the new rows, and only the resized model.
+template <nn::Config C>
+void check_new_rows_get_gradients() {
+  constexpr std::int64_t old_vocab = C.vocab, new_vocab = C.vocab + 3;
+  nn::CausalLM<C, float> model(71);
+  auto resized = nn::resize_vocab<new_vocab>(model);
+  const auto first_new = static_cast<std::int32_t>(old_vocab), second_new = first_new + 1;
+  const auto ids = Tensor<std::int32_t>::from_vector({1, 4}, {1, first_new, 5, 7});
+  const auto targets = Tensor<std::int32_t>::from_vector({1, 4}, {first_new, 5, second_new, -100});
+  auto loss = resized.loss(ids, targets);
+  loss.backward();
+  const auto params = resized.named_parameters();
+  const auto grad_of = [&](const std::string& name) {
+    for (const auto& [n, p] : params)
+      if (n == name) return p.grad();
+    throw std::runtime_error("no parameter " + name);
+  };
+  const std::string embedding = token_row_names<C>().front();
+  BOOST_TEST(sum_of_squares(rows_of(grad_of(embedding), first_new, 1)) > 0.0);
+  if constexpr (!C.tied_embeddings) {
+    BOOST_TEST(sum_of_squares(rows_of(grad_of("lm_head.weight"), first_new, 1)) > 0.0);
+    BOOST_TEST(sum_of_squares(rows_of(grad_of("lm_head.weight"), second_new, 1)) > 0.0);
+    // An untied embedding row is reached only through its id in the input.
+    BOOST_TEST(sum_of_squares(rows_of(grad_of(embedding), second_new, 1)) == 0.0);
+  }
+  for (const auto& [name, p] : model.named_parameters()) BOOST_TEST(!p.grad().defined(), name << " of the source got a gradient");
+}
+
+// An adapter that adds nothing, to check that resize_vocab refuses models with adapters attached.
+struct IdentityAdapter final : nn::LinearAdapter<double> {
+  Var<double> apply(const Var<double>&, const Var<double>& base, const nn::AdapterContext*) const override { return base; }
+  std::vector<Var<double>> parameters() const override { return {}; }
+};
+
+// A byte-level tokenizer over 63 single characters (62 letters and digits and GPT-2's space "Ġ") with
+// no merges, plus <|endoftext|>: 64 ids, the tiny presets' vocab.
+io::Tokenizer tiny_tokenizer() {
+  using id = io::Tokenizer::token_id;
+  std::vector<std::pair<std::string, id>> vocab;
+  for (const char* range : {"09", "az", "AZ"})
+    for (char c = range[0]; c <= range[1]; ++c) vocab.emplace_back(std::string(1, c), static_cast<id>(vocab.size()));
+  vocab.emplace_back("\xC4\xA0", static_cast<id>(vocab.size()));
+  io::Tokenizer tok(io::bpe::Model(vocab, {}, "tiny vocabulary", [](std::size_t) { return std::string("tiny merges"); }));
+  tok.add_special_token("<|endoftext|>");
+  return tok;
 }
 
 }  // namespace
@@ -325,6 +471,97 @@ BOOST_AUTO_TEST_CASE(training_steps_lower_the_loss) {
     (step == 0 ? first : last) = loss.item();
   }
   BOOST_TEST(last < 0.5f * first);
+}
+
+BOOST_AUTO_TEST_CASE(resize_vocab_keeps_old_logits_and_starts_new_rows_at_the_mean) {
+  check_resize_keeps_the_model<gpt2c, double>(1e-12);  // tied
+  check_resize_keeps_the_model<llamac, double>(1e-12);  // untied
+  check_resize_keeps_the_model<tied_llamac, double>(1e-12);
+  check_resize_keeps_the_model<gpt2c, float>(1e-6);
+  check_resize_keeps_the_model<llamac, float>(1e-6);
+}
+
+BOOST_AUTO_TEST_CASE(resize_vocab_new_rows_get_gradients) {
+  check_new_rows_get_gradients<gpt2c>();
+  check_new_rows_get_gradients<llamac>();
+  check_new_rows_get_gradients<tied_llamac>();
+}
+
+BOOST_AUTO_TEST_CASE(resize_vocab_copies_flags_and_the_same_vocab_is_an_exact_copy) {
+  static_assert(nn::with_vocab(gpt2c, 67).vocab == 67 && nn::with_vocab(gpt2c, 67).n_heads == gpt2c.n_heads);
+  nn::CausalLM<llamac, double> model(81);
+  model.set_recompute(true);
+  auto same = nn::resize_vocab<llamac.vocab>(model);
+  static_assert(std::is_same_v<decltype(same), nn::CausalLM<llamac, double>>);
+  BOOST_TEST(same.blocks().back().recompute);
+  const auto original = model.state_dict();
+  for (const auto& [name, t] : same.state_dict()) {
+    BOOST_TEST(as_double(t) == as_double(original.at(name)), boost::test_tools::per_element());
+    BOOST_TEST(!t.shares_storage_with(original.at(name)), name);
+  }
+
+  // Frozen except the embedding, as when training only the new tokens: the copy is frozen alike.
+  model.set_trainable(false);
+  model.set_recompute(false);
+  model.for_each_parameter([](const std::string& name, Var<double>& p) {
+    if (name == "model.embed_tokens.weight") p.set_requires_grad(true);
+  });
+  auto grown = nn::resize_vocab<llamac.vocab + 2>(model);
+  BOOST_TEST(!grown.blocks().front().recompute);
+  std::size_t trainable = 0;
+  for (const auto& [name, p] : grown.named_parameters()) {
+    BOOST_TEST(p.requires_grad() == (name == "model.embed_tokens.weight"), name);
+    trainable += p.requires_grad();
+  }
+  BOOST_TEST(trainable == 1u);
+
+  // NewRows::normal keeps the resized type's own seeded initialization for the new rows.
+  using Grown = nn::CausalLM<nn::with_vocab(llamac, llamac.vocab + 2), double>;
+  auto drawn = nn::resize_vocab<llamac.vocab + 2>(model, {.new_rows = nn::NewRows::normal, .seed = 9});
+  Grown fresh(9);
+  for (const std::string name : {"model.embed_tokens.weight", "lm_head.weight"}) {
+    BOOST_TEST_CONTEXT(name) {
+      const auto rows = drawn.state_dict().at(name), fresh_rows = fresh.state_dict().at(name);
+      BOOST_TEST(rows_of(rows, 0, llamac.vocab) == as_double(original.at(name)), boost::test_tools::per_element());
+      BOOST_TEST(rows_of(rows, llamac.vocab, 2) == rows_of(fresh_rows, llamac.vocab, 2), boost::test_tools::per_element());
+      BOOST_TEST(mote::testing::relative_error(rows_of(rows, llamac.vocab, 1), mean_row(original.at(name))) > 0.1);
+    }
+  }
+
+  std::string attached_to;
+  model.for_each_linear([&](const std::string& name, auto& linear) {
+    if (!attached_to.empty()) return;
+    linear.adapter = std::make_shared<IdentityAdapter>();
+    attached_to = name;
+  });
+  expect_error<value_error>([&] { nn::resize_vocab<llamac.vocab + 1>(model); }, {"adapter", attached_to});
+}
+
+BOOST_AUTO_TEST_CASE(special_tokens_fit_after_resize_vocab) {
+  io::Tokenizer tok = tiny_tokenizer();
+  nn::CausalLM<gpt2c, float> model(91);
+  BOOST_REQUIRE(tok.vocab_size() == gpt2c.vocab);
+  nn::check_vocab(tok.vocab_size(), model);
+
+  // AlignCoT's step tokens: three new ids after the vocabulary, so three more rows.
+  constexpr std::int64_t step_tokens = 3;
+  const auto analysis = tok.add_special_token("<|analysis|>");
+  tok.add_special_token("<|guidance|>");
+  const auto answer = tok.add_special_token("<|answer|>");
+  BOOST_TEST(analysis == gpt2c.vocab);
+  BOOST_TEST(answer == gpt2c.vocab + step_tokens - 1);
+  BOOST_TEST(tok.vocab_size() == gpt2c.vocab + step_tokens);
+  expect_error<value_error>([&] { nn::check_vocab(tok.vocab_size(), model); }, {"67", "64", "resize_vocab<67>"});
+  expect_error<value_error>([&] { nn::check_vocab(-1, model); }, {"-1"});
+
+  const auto resized = nn::resize_vocab<gpt2c.vocab + step_tokens>(model);
+  nn::check_vocab(tok.vocab_size(), resized);
+  const std::vector<io::Tokenizer::token_id> ids = tok.encode("<|analysis|>ab c<|guidance|>d<|answer|>e");
+  BOOST_TEST(ids.front() == analysis);
+  BOOST_TEST(*std::max_element(ids.begin(), ids.end()) == answer);
+  const auto batch = Tensor<std::int32_t>::from_vector({1, static_cast<std::int64_t>(ids.size())}, ids);
+  BOOST_TEST(resized.logits(batch).shape() == (Shape{1, static_cast<std::int64_t>(ids.size()), gpt2c.vocab + step_tokens}));
+  expect_error<value_error>([&] { model.logits(batch); }, {"64"});
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -41,6 +41,16 @@ Var<T, B> binary(backend::BinaryOp op, const Var<T, B>& a, const Var<T, B>& b) {
   Tensor<T, B> av = a.value(), bv = b.value();
   return make_result(name, std::move(out), {a, b}, [op, av, bv](Node<T, B>& self) {
     const T* g = self.grad.data();
+    // A residual add hands its gradient on to a unchanged: b's share first, then the buffer itself.
+    if (op == backend::BinaryOp::add && av.shape() == self.grad.shape()) {
+      if (T* gb = input_grad(self, 1)) {
+        const T* pb = bv.data();
+        MOTE_CALL_KERNEL(B, binary_backward, op, pb, bv.numel(), pb, bv.numel(), g, self.grad.numel(),
+                         static_cast<T*>(nullptr), gb);
+      }
+      pass_grad(self, 0);
+      return;
+    }
     T* ga = input_grad(self, 0);
     T* gb = input_grad(self, 1);
     const T* pa = av.data();

@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "mote/autograd/matmul.hpp"
 #include "mote/autograd/var.hpp"
 #include "mote/backend/cpu/elementwise.hpp"
 #include "mote/backend/cpu/gemm.hpp"
@@ -115,6 +116,240 @@ void add_expert_rows(const ExpertPlan& plan, std::int64_t e, const T* rows, std:
   MOTE_CALL_KERNEL(B, index_scatter_add, rows, std::int64_t{1}, n, cols, index, plan.tokens, dst);
 }
 
+// The expert that serves every token as one run, or -1.
+inline std::int64_t covering_expert(const ExpertPlan& plan) {
+  for (std::int64_t e = 0; e < plan.experts; ++e)
+    if (plan.tokens > 0 && plan.count(e) == plan.tokens && plan.contiguous(e)) return e;
+  return -1;
+}
+
+// Where the frozen product comes from: a Var computed before (the mix is added to a copy of it),
+// or a projection's weights, multiplied here so its output and gradient take no extra pass.
+template <Real T, Backend B>
+struct BaseSource {
+  const Var<T, B>* base = nullptr;
+  const Projection<T, B>* projection = nullptr;
+  const Var<T, B>* x = nullptr;  // the projection's input
+};
+
+template <Real T, Backend B>
+Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var<T, B>>& lora_a,
+              const std::vector<Var<T, B>>& lora_b, std::shared_ptr<const ExpertPlan> plan, T scale,
+              const Var<T, B>* gate) {
+  expect_defined(x, "expert_lora", "x");
+  if (!plan) throw value_error("mote: expert_lora: no routing plan was given");
+  const std::int64_t in = x.shape()[-1];
+  const std::int64_t tokens = x.numel() / std::max<std::int64_t>(in, 1);
+  if (tokens != plan->tokens)
+    throw shape_error("mote: expert_lora: x " + x.shape().str() + " must have the plan's " + std::to_string(plan->tokens) +
+                      " token rows");
+  std::int64_t out = 0;
+  const Projection<T, B>* proj = source.projection;
+  if (proj) {
+    expect_defined(proj->weight, "expert_lora", "projection weight");
+    expect_defined(*source.x, "expert_lora", "projection input");
+    if (proj->weight.shape().rank() != 2 || proj->in_features() != in || !(source.x->shape() == x.shape()))
+      throw shape_error("mote: expert_lora: projection weight " + proj->weight.shape().str() + " and its input " +
+                        source.x->shape().str() + " must match x " + x.shape().str() + " (" + std::to_string(in) +
+                        " input features)");
+    out = proj->out_features();
+    if (proj->bias.defined() && !(proj->bias.shape() == Shape{out}))
+      throw shape_error("mote: expert_lora: projection bias " + proj->bias.shape().str() + "; expected [" +
+                        std::to_string(out) + "]");
+  } else {
+    expect_defined(*source.base, "expert_lora", "base");
+    out = source.base->shape()[-1];
+    if (source.base->numel() != tokens * out)
+      throw shape_error("mote: expert_lora: x " + x.shape().str() + " and base " + source.base->shape().str() +
+                        " must both have the plan's " + std::to_string(plan->tokens) + " token rows");
+  }
+  const std::int64_t experts = plan->experts;
+  expect_expert_shapes(lora_a, lora_b, in, out, experts);
+  if (gate) {
+    expect_defined(*gate, "expert_lora", "gate");
+    if (gate->numel() != plan->assignments())
+      throw shape_error("mote: expert_lora: gate " + gate->shape().str() + " must hold one weight per assignment (" +
+                        std::to_string(plan->assignments()) + ")");
+  }
+
+  std::vector<T> coef_host(static_cast<std::size_t>(plan->assignments()));
+  {
+    const std::vector<T> g = gate ? gate->value().contiguous().to_vector() : std::vector<T>{};
+    for (std::size_t i = 0; i < coef_host.size(); ++i)
+      coef_host[i] = scale * static_cast<T>(plan->weight[i]) * (gate ? g[static_cast<std::size_t>(plan->source[i])] : T(1));
+  }
+  const Tensor<T, B> coef = Tensor<T, B>::from_vector({std::max<std::int64_t>(plan->assignments(), 1)},
+                                                      coef_host.empty() ? std::vector<T>{T(0)} : coef_host);
+  const Tensor<T, B> xv = x.value().contiguous();
+
+  std::vector<Tensor<T, B>> a_values, b_values, hidden(static_cast<std::size_t>(experts));
+  for (std::int64_t e = 0; e < experts; ++e) {
+    a_values.push_back(lora_a[static_cast<std::size_t>(e)].value().contiguous());
+    b_values.push_back(lora_b[static_cast<std::size_t>(e)].value().contiguous());
+  }
+  // An expert that serves every token as one run (a single LoRA, MoTE's shared expert) goes first:
+  // it writes y (and, in backward, x's gradient) outright, and the frozen product then adds into it
+  // inside its own compute-bound GEMM, which saves a pass over the output.
+  const std::int64_t cover = covering_expert(*plan);
+  std::vector<std::int64_t> order;
+  if (cover >= 0) order.push_back(cover);
+  for (std::int64_t e = 0; e < experts; ++e)
+    if (e != cover) order.push_back(e);
+
+  const bool in_out = proj && proj->weight_in_out;
+  const std::int64_t ldw = in_out ? out : in;
+  Tensor<T, B> y, weight_value, base_input;
+  bool projected = false;
+  auto write_projection = [&](T beta) {  // y = x_base W (+ bias) + beta * y
+    MOTE_CALL_KERNEL(B, gemm, false, !in_out, tokens, out, in, T(1), base_input.data(), in, weight_value.data(), ldw,
+                     beta, y.data(), out);
+    if (proj->bias.defined()) {
+      const Tensor<T, B> bias_value = proj->bias.value().contiguous();
+      MOTE_CALL_KERNEL(B, add_row_vector, y.data(), bias_value.data(), tokens, out);
+    }
+    projected = true;
+  };
+  if (proj) {
+    Shape out_shape = x.shape();
+    out_shape[out_shape.rank() - 1] = out;
+    y = Tensor<T, B>(out_shape);
+    weight_value = proj->weight.value().contiguous();
+    base_input = source.x->value().contiguous();
+    if (cover < 0) write_projection(T(0));
+  } else {
+    y = source.base->value().clone();
+  }
+  for (const std::int64_t e : order) {
+    const std::int64_t n = plan->count(e);
+    if (n == 0) continue;
+    const auto es = static_cast<std::size_t>(e);
+    const std::int64_t r = a_values[es].shape()[0];
+    Tensor<T, B> gathered;
+    const T* xe = expert_rows(*plan, e, xv.data(), in, gathered);
+    Tensor<T, B> h({n, r}), hs({n, r});
+    MOTE_CALL_KERNEL(B, gemm, false, true, n, r, in, T(1), xe, in, a_values[es].data(), in, T(0), h.data(), r);
+    MOTE_CALL_KERNEL(B, scale_rows, h.data(), coef.data() + plan->begin(e), n, r, hs.data());
+    if (plan->contiguous(e)) {
+      const T beta = proj && !projected && e == cover ? T(0) : T(1);  // y is still unwritten
+      T* ye = y.data() + static_cast<std::int64_t>(plan->token[static_cast<std::size_t>(plan->begin(e))]) * out;
+      MOTE_CALL_KERNEL(B, gemm, false, true, n, out, r, T(1), hs.data(), r, b_values[es].data(), r, beta, ye, out);
+    } else {
+      Tensor<T, B> delta({n, out});
+      MOTE_CALL_KERNEL(B, gemm, false, true, n, out, r, T(1), hs.data(), r, b_values[es].data(), r, T(0), delta.data(), out);
+      add_expert_rows<T, B>(*plan, e, delta.data(), out, y.data());
+    }
+    hidden[es] = std::move(h);  // unscaled x A^T, for the B and gate gradients
+  }
+  if (proj && !projected) write_projection(T(1));
+
+  // Inputs: x, every A, every B, the gate, then the base (or the projection's input, weight, bias).
+  std::vector<Var<T, B>> inputs{x};
+  inputs.insert(inputs.end(), lora_a.begin(), lora_a.end());
+  inputs.insert(inputs.end(), lora_b.begin(), lora_b.end());
+  if (gate) inputs.push_back(*gate);
+  const std::size_t tail = inputs.size();
+  if (proj) {
+    inputs.push_back(*source.x);
+    inputs.push_back(proj->weight);
+    if (proj->bias.defined()) inputs.push_back(proj->bias);
+  } else {
+    inputs.push_back(*source.base);
+  }
+  const bool has_gate = gate != nullptr, fused = proj != nullptr, has_bias = proj && proj->bias.defined();
+  // The weight gradient needs the projection's input; keep it only when the weight trains.
+  if (!(proj && proj->weight.requires_grad())) base_input = Tensor<T, B>();
+  // The experts read x_base itself when there is no dropout: then both gradients share one buffer.
+  const bool same_input = proj && source.x->node() == x.node();
+  auto backward = [plan, xv, a_values, b_values, hidden, coef, in, out, experts, order, cover, has_gate, scale, tail,
+                   fused, same_input, has_bias, in_out, ldw, weight_value, base_input](Node<T, B>& self) {
+    const T* g = self.grad.data();
+    const std::int64_t tokens = plan->tokens;
+    auto a_index = [](std::int64_t e) { return static_cast<std::size_t>(1 + e); };
+    auto b_index = [experts](std::int64_t e) { return static_cast<std::size_t>(1 + experts + e); };
+    auto project_back = [&](T* gxb, T beta) {  // gxb = g W^T (in the weight's layout) + beta * gxb
+      MOTE_CALL_KERNEL(B, gemm, false, in_out, tokens, in, out, T(1), g, out, weight_value.data(), ldw, beta, gxb, in);
+    };
+    // x's gradient: a new buffer is written first by the covering expert (beta 0), else by the
+    // frozen product's input gradient when x_base is x, else zero-filled.
+    GradSlot<T> gx = input_grad_slot(self, 0);
+    bool projected_back = false;
+    if (gx.data && gx.beta == T(0) && cover < 0) {
+      if (same_input) {
+        project_back(gx.data, T(0));
+        projected_back = true;
+      } else {
+        B::fill(gx.data, static_cast<std::size_t>(tokens * in), T(0));
+      }
+      gx.beta = T(1);
+    }
+    Tensor<T, B> coef_grad;  // d loss / d coef, grouped order, before the gate's own factor
+    if (has_gate) coef_grad = Tensor<T, B>::zeros({std::max<std::int64_t>(plan->assignments(), 1)});
+    for (const std::int64_t e : order) {
+      const std::int64_t n = plan->count(e);
+      if (n == 0) continue;
+      const auto es = static_cast<std::size_t>(e);
+      const std::int64_t r = a_values[es].shape()[0];
+      const T* coef_e = coef.data() + plan->begin(e);
+      Tensor<T, B> g_scratch, x_scratch;
+      const T* ge = expert_rows(*plan, e, g, out, g_scratch);
+      Tensor<T, B> gh({n, r});  // d loss / d (coef * h) = g B
+      MOTE_CALL_KERNEL(B, gemm, false, false, n, r, out, T(1), ge, out, b_values[es].data(), r, T(0), gh.data(), r);
+      if (const GradSlot<T> gb = input_grad_slot(self, b_index(e)); gb.data) {
+        Tensor<T, B> hs({n, r});
+        MOTE_CALL_KERNEL(B, scale_rows, hidden[es].data(), coef_e, n, r, hs.data());
+        MOTE_CALL_KERNEL(B, gemm, true, false, out, r, n, T(1), ge, out, hs.data(), r, gb.beta, gb.data, r);
+      }
+      if (has_gate) MOTE_CALL_KERNEL(B, row_dot, gh.data(), hidden[es].data(), n, r, coef_grad.data() + plan->begin(e));
+      MOTE_CALL_KERNEL(B, scale_rows, gh.data(), coef_e, n, r, gh.data());  // now d loss / d h
+      if (const GradSlot<T> ga = input_grad_slot(self, a_index(e)); ga.data) {
+        const T* xe = expert_rows(*plan, e, xv.data(), in, x_scratch);
+        MOTE_CALL_KERNEL(B, gemm, true, false, r, in, n, T(1), gh.data(), r, xe, in, ga.beta, ga.data, in);
+      }
+      if (gx.data) {
+        if (plan->contiguous(e)) {
+          T* gxe = gx.data + static_cast<std::int64_t>(plan->token[static_cast<std::size_t>(plan->begin(e))]) * in;
+          MOTE_CALL_KERNEL(B, gemm, false, false, n, in, r, T(1), gh.data(), r, a_values[es].data(), in, gx.beta, gxe, in);
+        } else {
+          Tensor<T, B> dx({n, in});
+          MOTE_CALL_KERNEL(B, gemm, false, false, n, in, r, T(1), gh.data(), r, a_values[es].data(), in, T(0), dx.data(), in);
+          add_expert_rows<T, B>(*plan, e, dx.data(), in, gx.data);
+        }
+        gx.beta = T(1);  // only the covering expert, first in order, meets beta 0 here
+      }
+    }
+    if (has_gate) {
+      if (T* ggate = input_grad(self, static_cast<std::size_t>(1 + 2 * experts))) {
+        const std::vector<T> cg = coef_grad.to_vector();
+        std::vector<T> host(static_cast<std::size_t>(plan->assignments()), T(0));
+        for (std::size_t i = 0; i < host.size(); ++i)
+          host[static_cast<std::size_t>(plan->source[i])] = scale * static_cast<T>(plan->weight[i]) * cg[i];
+        const Tensor<T, B> add = Tensor<T, B>::from_vector({static_cast<std::int64_t>(host.size())}, host);
+        MOTE_CALL_KERNEL(B, axpy, T(1), add.data(), ggate, static_cast<std::int64_t>(host.size()));
+      }
+    }
+    if (!fused) {
+      pass_grad(self, tail);  // d loss / d base is g itself; last use of g
+      return;
+    }
+    if (!projected_back) {
+      if (same_input) {
+        if (gx.data) project_back(gx.data, T(1));
+      } else if (const GradSlot<T> gxb = input_grad_slot(self, tail); gxb.data) {
+        project_back(gxb.data, gxb.beta);
+      }
+    }
+    if (const GradSlot<T> gw = base_input.defined() ? input_grad_slot(self, tail + 1) : GradSlot<T>{}; gw.data) {
+      if (in_out)
+        MOTE_CALL_KERNEL(B, gemm, true, false, in, out, tokens, T(1), base_input.data(), in, g, out, gw.beta, gw.data, out);
+      else
+        MOTE_CALL_KERNEL(B, gemm, true, false, out, in, tokens, T(1), g, out, base_input.data(), in, gw.beta, gw.data, in);
+    }
+    if (has_bias)
+      if (T* gbias = input_grad(self, tail + 2)) MOTE_CALL_KERNEL(B, sum_rows, g, tokens, out, gbias);
+  };
+  return make_result("expert_lora", std::move(y), inputs, std::move(backward));
+}
+
 }  // namespace expert_detail
 
 // base [..., out] plus, for every assignment m = (token t, expert e), coef_m * scale * B_e A_e x_t,
@@ -126,116 +361,18 @@ Var<T, B> expert_lora(const Var<T, B>& base, const Var<T, B>& x, const std::vect
                       const std::vector<Var<T, B>>& lora_b, std::shared_ptr<const ExpertPlan> plan,
                       std::type_identity_t<T> scale, const Var<T, B>* gate = nullptr) {
   expect_defined(base, "expert_lora", "base");
-  expect_defined(x, "expert_lora", "x");
-  if (!plan) throw value_error("mote: expert_lora: no routing plan was given");
-  const std::int64_t in = x.shape()[-1], out = base.shape()[-1];
-  const std::int64_t tokens = x.numel() / std::max<std::int64_t>(in, 1);
-  if (tokens != plan->tokens || base.numel() != tokens * out)
-    throw shape_error("mote: expert_lora: x " + x.shape().str() + " and base " + base.shape().str() +
-                      " must both have the plan's " + std::to_string(plan->tokens) + " token rows");
-  const std::int64_t experts = plan->experts;
-  expert_detail::expect_expert_shapes(lora_a, lora_b, in, out, experts);
-  if (gate) {
-    expect_defined(*gate, "expert_lora", "gate");
-    if (gate->numel() != plan->assignments())
-      throw shape_error("mote: expert_lora: gate " + gate->shape().str() + " must hold one weight per assignment (" +
-                        std::to_string(plan->assignments()) + ")");
-  }
+  return expert_detail::mix<T, B>({.base = &base}, x, lora_a, lora_b, std::move(plan), scale, gate);
+}
 
-  // coef in grouped order, each multiplied by scale: the factor on B_e A_e x_t.
-  std::vector<T> coef_host(static_cast<std::size_t>(plan->assignments()));
-  {
-    const std::vector<T> g = gate ? gate->value().contiguous().to_vector() : std::vector<T>{};
-    for (std::size_t i = 0; i < coef_host.size(); ++i)
-      coef_host[i] = scale * static_cast<T>(plan->weight[i]) * (gate ? g[static_cast<std::size_t>(plan->source[i])] : T(1));
-  }
-  const Tensor<T, B> coef = Tensor<T, B>::from_vector({std::max<std::int64_t>(plan->assignments(), 1)},
-                                                      coef_host.empty() ? std::vector<T>{T(0)} : coef_host);
-  const Tensor<T, B> xv = x.value().contiguous();
-  Tensor<T, B> y = base.value().clone();
-  std::vector<Tensor<T, B>> a_values, b_values, hidden(static_cast<std::size_t>(experts));
-  for (std::int64_t e = 0; e < experts; ++e) {
-    a_values.push_back(lora_a[static_cast<std::size_t>(e)].value().contiguous());
-    b_values.push_back(lora_b[static_cast<std::size_t>(e)].value().contiguous());
-  }
-  for (std::int64_t e = 0; e < experts; ++e) {
-    const std::int64_t n = plan->count(e);
-    if (n == 0) continue;
-    const auto es = static_cast<std::size_t>(e);
-    const std::int64_t r = a_values[es].shape()[0];
-    Tensor<T, B> gathered;
-    const T* xe = expert_detail::expert_rows(*plan, e, xv.data(), in, gathered);
-    Tensor<T, B> h({n, r}), hs({n, r});
-    MOTE_CALL_KERNEL(B, gemm, false, true, n, r, in, T(1), xe, in, a_values[es].data(), in, T(0), h.data(), r);
-    MOTE_CALL_KERNEL(B, scale_rows, h.data(), coef.data() + plan->begin(e), n, r, hs.data());
-    if (plan->contiguous(e)) {
-      T* ye = y.data() + static_cast<std::int64_t>(plan->token[static_cast<std::size_t>(plan->begin(e))]) * out;
-      MOTE_CALL_KERNEL(B, gemm, false, true, n, out, r, T(1), hs.data(), r, b_values[es].data(), r, T(1), ye, out);
-    } else {
-      Tensor<T, B> delta({n, out});
-      MOTE_CALL_KERNEL(B, gemm, false, true, n, out, r, T(1), hs.data(), r, b_values[es].data(), r, T(0), delta.data(), out);
-      expert_detail::add_expert_rows<T, B>(*plan, e, delta.data(), out, y.data());
-    }
-    hidden[es] = std::move(h);  // unscaled x A^T, for the B and gate gradients
-  }
-
-  std::vector<Var<T, B>> inputs{base, x};
-  inputs.insert(inputs.end(), lora_a.begin(), lora_a.end());
-  inputs.insert(inputs.end(), lora_b.begin(), lora_b.end());
-  if (gate) inputs.push_back(*gate);
-  const bool has_gate = gate != nullptr;
-  auto backward = [plan, xv, a_values, b_values, hidden, coef, in, out, experts, has_gate,
-                   scale](Node<T, B>& self) {
-    const T* g = self.grad.data();
-    if (T* gbase = input_grad(self, 0)) MOTE_CALL_KERNEL(B, axpy, T(1), g, gbase, plan->tokens * out);
-    T* gx = input_grad(self, 1);
-    Tensor<T, B> coef_grad;  // d loss / d coef, grouped order, before the gate's own factor
-    if (has_gate) coef_grad = Tensor<T, B>::zeros({std::max<std::int64_t>(plan->assignments(), 1)});
-    for (std::int64_t e = 0; e < experts; ++e) {
-      const std::int64_t n = plan->count(e);
-      if (n == 0) continue;
-      const auto es = static_cast<std::size_t>(e);
-      const std::int64_t r = a_values[es].shape()[0];
-      const T* coef_e = coef.data() + plan->begin(e);
-      Tensor<T, B> g_scratch, x_scratch;
-      const T* ge = expert_detail::expert_rows(*plan, e, g, out, g_scratch);
-      Tensor<T, B> gh({n, r});  // d loss / d (coef * h) = g B
-      MOTE_CALL_KERNEL(B, gemm, false, false, n, r, out, T(1), ge, out, b_values[es].data(), r, T(0), gh.data(), r);
-      if (T* gb = input_grad(self, static_cast<std::size_t>(2 + experts + e))) {
-        Tensor<T, B> hs({n, r});
-        MOTE_CALL_KERNEL(B, scale_rows, hidden[es].data(), coef_e, n, r, hs.data());
-        MOTE_CALL_KERNEL(B, gemm, true, false, out, r, n, T(1), ge, out, hs.data(), r, T(1), gb, r);
-      }
-      if (has_gate) MOTE_CALL_KERNEL(B, row_dot, gh.data(), hidden[es].data(), n, r, coef_grad.data() + plan->begin(e));
-      MOTE_CALL_KERNEL(B, scale_rows, gh.data(), coef_e, n, r, gh.data());  // now d loss / d h
-      if (T* ga = input_grad(self, static_cast<std::size_t>(2 + e))) {
-        const T* xe = expert_detail::expert_rows(*plan, e, xv.data(), in, x_scratch);
-        MOTE_CALL_KERNEL(B, gemm, true, false, r, in, n, T(1), gh.data(), r, xe, in, T(1), ga, in);
-      }
-      if (gx) {
-        if (plan->contiguous(e)) {
-          T* gxe = gx + static_cast<std::int64_t>(plan->token[static_cast<std::size_t>(plan->begin(e))]) * in;
-          MOTE_CALL_KERNEL(B, gemm, false, false, n, in, r, T(1), gh.data(), r, a_values[es].data(), in, T(1), gxe, in);
-        } else {
-          Tensor<T, B> dx({n, in});
-          MOTE_CALL_KERNEL(B, gemm, false, false, n, in, r, T(1), gh.data(), r, a_values[es].data(), in, T(0), dx.data(), in);
-          expert_detail::add_expert_rows<T, B>(*plan, e, dx.data(), in, gx);
-        }
-      }
-    }
-    if (has_gate) {
-      if (T* ggate = input_grad(self, static_cast<std::size_t>(2 + 2 * experts))) {
-        // coef = scale * weight * gate, so d/d gate = scale * weight * d/d coef.
-        const std::vector<T> cg = coef_grad.to_vector();
-        std::vector<T> host(static_cast<std::size_t>(plan->assignments()), T(0));
-        for (std::size_t i = 0; i < host.size(); ++i)
-          host[static_cast<std::size_t>(plan->source[i])] = scale * static_cast<T>(plan->weight[i]) * cg[i];
-        const Tensor<T, B> add = Tensor<T, B>::from_vector({static_cast<std::int64_t>(host.size())}, host);
-        MOTE_CALL_KERNEL(B, axpy, T(1), add.data(), ggate, static_cast<std::int64_t>(host.size()));
-      }
-    }
-  };
-  return make_result("expert_lora", std::move(y), inputs, std::move(backward));
+// The same mix added to projection(x_base), computed inside the op: no copy of the base output
+// and no separate gradient buffer for it. x (the experts' input) may be x_base after dropout.
+template <Real T, Backend B>
+Var<T, B> expert_lora(const Projection<T, B>& projection, const Var<T, B>& x_base, const Var<T, B>& x,
+                      const std::vector<Var<T, B>>& lora_a, const std::vector<Var<T, B>>& lora_b,
+                      std::shared_ptr<const ExpertPlan> plan, std::type_identity_t<T> scale,
+                      const Var<T, B>* gate = nullptr) {
+  return expert_detail::mix<T, B>({.projection = &projection, .x = &x_base}, x, lora_a, lora_b, std::move(plan),
+                                  scale, gate);
 }
 
 }  // namespace mote::autograd

@@ -75,22 +75,23 @@ inline Plan plan(const char* op, const Shape& a, const Shape& b, MatmulOptions o
   return p;
 }
 
-// c_i += op(a_i) * op(b_i) for every product i; a shared c (stride 0) is summed into sequentially.
+// c_i = op(a_i) * op(b_i) + beta * c_i for every product i; a shared c (stride 0) is summed into
+// sequentially, beta applying to the first product only.
 template <Real T, Backend B>
 void accumulate_products(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, const T* a,
                          std::int64_t lda, std::int64_t stride_a, const T* b, std::int64_t ldb, std::int64_t stride_b,
-                         T* c, std::int64_t ldc, std::int64_t stride_c, std::int64_t batch) {
+                         T* c, std::int64_t ldc, std::int64_t stride_c, std::int64_t batch, T beta) {
   const T one = T(1);
   if (batch == 1) {
-    MOTE_CALL_KERNEL(B, gemm, trans_a, trans_b, m, n, k, one, a, lda, b, ldb, one, c, ldc);
+    MOTE_CALL_KERNEL(B, gemm, trans_a, trans_b, m, n, k, one, a, lda, b, ldb, beta, c, ldc);
   } else if (stride_c != 0) {
-    MOTE_CALL_KERNEL(B, gemm_strided_batched, trans_a, trans_b, m, n, k, one, a, lda, stride_a, b, ldb, stride_b, one,
+    MOTE_CALL_KERNEL(B, gemm_strided_batched, trans_a, trans_b, m, n, k, one, a, lda, stride_a, b, ldb, stride_b, beta,
                      c, ldc, stride_c, batch);
   } else {
     for (std::int64_t i = 0; i < batch; ++i) {
       const T* a_i = a + i * stride_a;
       const T* b_i = b + i * stride_b;
-      MOTE_CALL_KERNEL(B, gemm, trans_a, trans_b, m, n, k, one, a_i, lda, b_i, ldb, one, c, ldc);
+      MOTE_CALL_KERNEL(B, gemm, trans_a, trans_b, m, n, k, one, a_i, lda, b_i, ldb, i == 0 ? beta : one, c, ldc);
     }
   }
 }
@@ -133,23 +134,24 @@ Var<T, B> matmul_impl(const char* op, const Var<T, B>& a, const Var<T, B>& b, co
     const T* g = self.grad.data();
     const std::int64_t stride_g = p.m * p.n;
     const bool ta = options.trans_a, tb = options.trans_b;
-    if (T* ga = input_grad(self, 0); ga && saved_b.defined()) {
+    // A new gradient buffer is written with beta 0 (each product covers all of it), not zero-filled first.
+    if (const GradSlot<T> ga = saved_b.defined() ? input_grad_slot(self, 0) : GradSlot<T>{}; ga.data) {
       const T* pb = saved_b.data();
       if (!ta)  // da += g * op(b)^T
-        accumulate_products<T, B>(false, !tb, p.m, p.k, p.n, g, p.n, stride_g, pb, p.ldb, p.stride_b, ga, p.lda,
-                                  p.stride_a, p.batch);
+        accumulate_products<T, B>(false, !tb, p.m, p.k, p.n, g, p.n, stride_g, pb, p.ldb, p.stride_b, ga.data, p.lda,
+                                  p.stride_a, p.batch, ga.beta);
       else  // stored a is op(a)^T: da += op(b) * g^T
-        accumulate_products<T, B>(tb, true, p.k, p.m, p.n, pb, p.ldb, p.stride_b, g, p.n, stride_g, ga, p.lda,
-                                  p.stride_a, p.batch);
+        accumulate_products<T, B>(tb, true, p.k, p.m, p.n, pb, p.ldb, p.stride_b, g, p.n, stride_g, ga.data, p.lda,
+                                  p.stride_a, p.batch, ga.beta);
     }
-    if (T* gb = input_grad(self, 1); gb && saved_a.defined()) {
+    if (const GradSlot<T> gb = saved_a.defined() ? input_grad_slot(self, 1) : GradSlot<T>{}; gb.data) {
       const T* pa = saved_a.data();
       if (!tb)  // db += op(a)^T * g
-        accumulate_products<T, B>(!ta, false, p.k, p.n, p.m, pa, p.lda, p.stride_a, g, p.n, stride_g, gb, p.ldb,
-                                  p.stride_b, p.batch);
+        accumulate_products<T, B>(!ta, false, p.k, p.n, p.m, pa, p.lda, p.stride_a, g, p.n, stride_g, gb.data, p.ldb,
+                                  p.stride_b, p.batch, gb.beta);
       else  // stored b is op(b)^T: db += g^T * op(a)
-        accumulate_products<T, B>(true, ta, p.n, p.k, p.m, g, p.n, stride_g, pa, p.lda, p.stride_a, gb, p.ldb,
-                                  p.stride_b, p.batch);
+        accumulate_products<T, B>(true, ta, p.n, p.k, p.m, g, p.n, stride_g, pa, p.lda, p.stride_a, gb.data, p.ldb,
+                                  p.stride_b, p.batch, gb.beta);
     }
     if (has_bias) {
       if (T* gbias = input_grad(self, 2)) {
@@ -206,10 +208,27 @@ Var<T, B> linear(const Var<T, B>& x, const Var<T, B>& weight, const Var<T, B>& b
   return matmul_detail::matmul_impl<T, B>("linear", x, weight, &bias, {.trans_b = true});
 }
 
+// A projection's weights as a value: y = x W (+ bias), W stored [out, in] (nn.Linear) or, when
+// `weight_in_out`, [in, out] (GPT-2's Conv1D). Adapters receive it to fold the base product in.
+template <Real T, Backend B = cpu>
+struct Projection {
+  Var<T, B> weight;
+  Var<T, B> bias;  // undefined: no bias
+  bool weight_in_out = false;
+
+  std::int64_t in_features() const { return weight.shape()[weight_in_out ? 0 : 1]; }
+  std::int64_t out_features() const { return weight.shape()[weight_in_out ? 1 : 0]; }
+  Var<T, B> operator()(const Var<T, B>& x) const {
+    if (weight_in_out) return bias.defined() ? matmul(x, weight, bias) : matmul(x, weight);
+    return bias.defined() ? linear(x, weight, bias) : linear(x, weight);
+  }
+};
+
 }  // namespace mote::autograd
 
 namespace mote {
 using autograd::linear;
 using autograd::matmul;
 using autograd::MatmulOptions;
+using autograd::Projection;
 }  // namespace mote

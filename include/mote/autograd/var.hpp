@@ -289,6 +289,41 @@ T* input_grad(Node<T, B>& self, std::size_t i) {
   return in.requires_grad ? in.grad_buffer().data() : nullptr;
 }
 
+// Where an op writes input i's gradient: `beta` is 0 when the buffer is new (uninitialized: the op
+// must overwrite every element, as a GEMM with beta 0 does) and 1 when it adds to what is there.
+// Saves the zero fill that input_grad does; data is null when the input needs no gradient.
+template <Real T>
+struct GradSlot {
+  T* data = nullptr;
+  T beta = T(1);
+};
+
+template <Real T, Backend B>
+GradSlot<T> input_grad_slot(Node<T, B>& self, std::size_t i) {
+  auto& in = *self.inputs[i];
+  if (!in.requires_grad) return {};
+  if (in.grad.defined()) return {in.grad.data(), T(1)};
+  in.grad = Tensor<T, B>(in.value.shape());
+  return {in.grad.data(), T(0)};
+}
+
+// Inside a backward closure, as its last use of self.grad: hands the output gradient to input i
+// unchanged. An input with no gradient yet takes the buffer itself (no allocation, fill or add).
+template <Real T, Backend B>
+void pass_grad(Node<T, B>& self, std::size_t i) {
+  auto& in = *self.inputs[i];
+  if (!in.requires_grad) return;
+  if (!in.grad.defined() && !self.retain_grad && self.grad.shape() == in.value.shape()) {
+    in.grad = std::move(self.grad);
+    self.grad = Tensor<T, B>();
+    return;
+  }
+  const T* g = self.grad.data();
+  T* gin = in.grad_buffer().data();
+  const std::int64_t n = self.grad.numel();
+  MOTE_CALL_KERNEL(B, axpy, T(1), g, gin, n);
+}
+
 // Throws autograd_error for an empty Var (ops reject empty handles up front).
 template <Real T, Backend B>
 void expect_defined(const Var<T, B>& v, const char* op, const char* arg) {

@@ -16,7 +16,7 @@ concept Backend = std::is_empty_v<B> && std::default_initializable<B> &&
                     { B::name } -> std::convertible_to<const char*>;
                     { B::host_accessible } -> std::convertible_to<bool>;
                     { B::template allocate<float>(n) } -> std::same_as<float*>;
-                    B::deallocate(p);
+                    B::deallocate(p, n);  // n: the count it was allocated with
                     B::copy_to_host(cp, p, n);
                     B::copy_from_host(cp, p, n);
                     B::copy(cp, p, n);

@@ -25,7 +25,7 @@ template <Element T, Backend B>
 class Storage {
  public:
   explicit Storage(std::size_t n) : data_(B::template allocate<T>(n)), size_(n) {}
-  ~Storage() { B::deallocate(data_); }
+  ~Storage() { B::deallocate(data_, size_); }
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
   T* data() const noexcept { return data_; }

@@ -68,34 +68,19 @@ class ExpertLinear final : public nn::LinearAdapter<T, B> {
 
   V apply(const V& x, const V& base, const nn::AdapterContext* context) const override {
     if (merged_) return base;  // the experts already live in W0
-    const auto* routing = dynamic_cast<const Routing*>(context);
-    if (context && !routing)
-      throw value_error("mote: lora: module '" + module_ + "' was given an adapter context that is not a lora::Routing");
-    const std::int64_t tokens = x.numel() / in_;
-    const V xa = adapter_input(x, routing);
-    const T scale = static_cast<T>(options_.scale(rank()));
-    std::vector<V> a, b;
-    for (const auto& ex : experts_) {
-      a.push_back(ex.lora_a);
-      b.push_back(ex.lora_b);
-    }
-    if constexpr (is_step_router<R>) {
-      if (!routing || !routing->plan)
-        throw value_error("mote: lora: StepRouter module '" + module_ +
-                          "' needs the batch's step ids: pass ForwardOptions{.adapter = experts.route(step_ids)}");
-      if (routing->plan->tokens != tokens)
-        throw shape_error("mote: lora: module '" + module_ + "': the routing covers " + std::to_string(routing->plan->tokens) +
-                          " tokens but this forward has " + std::to_string(tokens) + "; route() this batch's step ids");
-      return autograd::expert_lora(base, xa, a, b, routing->plan, scale);
-    } else if constexpr (is_single_lora<R>) {
-      std::vector<std::int32_t> token(static_cast<std::size_t>(tokens)), expert(static_cast<std::size_t>(tokens), 0);
-      for (std::int64_t t = 0; t < tokens; ++t) token[static_cast<std::size_t>(t)] = static_cast<std::int32_t>(t);
-      auto plan = std::make_shared<const autograd::ExpertPlan>(
-          autograd::ExpertPlan::group(tokens, 1, token, expert, std::vector<double>(static_cast<std::size_t>(tokens), 1.0)));
-      return autograd::expert_lora(base, xa, a, b, std::move(plan), scale);
-    } else {
-      return topk(x, xa, base, a, b, scale, tokens);
-    }
+    return adapted(x, context, [&](const V& xa, const std::vector<V>& a, const std::vector<V>& b,
+                                   std::shared_ptr<const autograd::ExpertPlan> plan, T scale, const V* gate) {
+      return autograd::expert_lora(base, xa, a, b, std::move(plan), scale, gate);
+    });
+  }
+
+  // The base product runs inside the expert op, so it costs no extra pass over its output.
+  V project(const V& x, const autograd::Projection<T, B>& base, const nn::AdapterContext* context) const override {
+    if (merged_) return base(x);
+    return adapted(x, context, [&](const V& xa, const std::vector<V>& a, const std::vector<V>& b,
+                                   std::shared_ptr<const autograd::ExpertPlan> plan, T scale, const V* gate) {
+      return autograd::expert_lora(base, x, xa, a, b, std::move(plan), scale, gate);
+    });
   }
 
   std::vector<V> parameters() const override {
@@ -128,6 +113,39 @@ class ExpertLinear final : public nn::LinearAdapter<T, B> {
   void set_options(const Options& options) { options_ = options; }
 
  private:
+  // Routes this forward pass and hands the experts to `mix` (which adds them to the base product).
+  template <class Mix>
+  V adapted(const V& x, const nn::AdapterContext* context, const Mix& mix) const {
+    const auto* routing = dynamic_cast<const Routing*>(context);
+    if (context && !routing)
+      throw value_error("mote: lora: module '" + module_ + "' was given an adapter context that is not a lora::Routing");
+    const std::int64_t tokens = x.numel() / in_;
+    const V xa = adapter_input(x, routing);
+    const T scale = static_cast<T>(options_.scale(rank()));
+    std::vector<V> a, b;
+    for (const auto& ex : experts_) {
+      a.push_back(ex.lora_a);
+      b.push_back(ex.lora_b);
+    }
+    if constexpr (is_step_router<R>) {
+      if (!routing || !routing->plan)
+        throw value_error("mote: lora: StepRouter module '" + module_ +
+                          "' needs the batch's step ids: pass ForwardOptions{.adapter = experts.route(step_ids)}");
+      if (routing->plan->tokens != tokens)
+        throw shape_error("mote: lora: module '" + module_ + "': the routing covers " + std::to_string(routing->plan->tokens) +
+                          " tokens but this forward has " + std::to_string(tokens) + "; route() this batch's step ids");
+      return mix(xa, a, b, routing->plan, scale, nullptr);
+    } else if constexpr (is_single_lora<R>) {
+      std::vector<std::int32_t> token(static_cast<std::size_t>(tokens)), expert(static_cast<std::size_t>(tokens), 0);
+      for (std::int64_t t = 0; t < tokens; ++t) token[static_cast<std::size_t>(t)] = static_cast<std::int32_t>(t);
+      auto plan = std::make_shared<const autograd::ExpertPlan>(
+          autograd::ExpertPlan::group(tokens, 1, token, expert, std::vector<double>(static_cast<std::size_t>(tokens), 1.0)));
+      return mix(xa, a, b, std::move(plan), scale, nullptr);
+    } else {
+      return topk(x, xa, a, b, scale, tokens, mix);
+    }
+  }
+
   V adapter_input(const V& x, const Routing* routing) const {
     if (options_.dropout == 0.0 || !training_) return x;
     // With a routing context the mask is a function of (routing seed, layer), so a recomputed
@@ -142,8 +160,9 @@ class ExpertLinear final : public nn::LinearAdapter<T, B> {
   // Softmax gate over the experts, top-k per token, weights renormalized over the chosen k
   // (softmax of the chosen logits, as Mixtral), and the Switch load-balancing loss
   // coef * E * sum_e f_e P_e (f_e: share of assignments to e; P_e: mean gate probability).
-  V topk(const V& x, const V& xa, const V& base, const std::vector<V>& a, const std::vector<V>& b, T scale,
-         std::int64_t tokens) const {
+  template <class Mix>
+  V topk(const V& x, const V& xa, const std::vector<V>& a, const std::vector<V>& b, T scale, std::int64_t tokens,
+         const Mix& mix) const {
     constexpr int E = R::experts, K = R::top_k;
     const V logits = autograd::linear(autograd::reshape(x, {tokens, in_}), gate_);
     const V probs = autograd::softmax(logits);
@@ -182,7 +201,7 @@ class ExpertLinear final : public nn::LinearAdapter<T, B> {
       const V c = contrastive_loss(xa, a, b, tokens);
       aux_loss_ = aux_loss_.defined() ? aux_loss_ + c : c;
     }
-    return autograd::expert_lora(base, xa, a, b, std::move(plan), scale, &weights);
+    return mix(xa, a, b, std::move(plan), scale, &weights);
   }
 
   // Supervised-contrastive (InfoNCE with several positives) loss over the unit-normalized outputs

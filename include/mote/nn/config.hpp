@@ -34,6 +34,12 @@ struct Config {
   constexpr bool gpt2_layout() const { return activation == Activation::GeluTanhMLP; }
 };
 
+// `c` with `vocab` token rows, for naming a model grown by resize_vocab: nn::with_vocab(C, C.vocab + 3).
+constexpr Config with_vocab(Config c, std::int64_t vocab) {
+  c.vocab = vocab;
+  return c;
+}
+
 // Compile-time checks of a Config; CausalLM and every block instantiate it.
 template <Config C>
 struct validate {

@@ -32,6 +32,12 @@ class LinearAdapter {
   virtual ~LinearAdapter() = default;
   virtual autograd::Var<T, B> apply(const autograd::Var<T, B>& x, const autograd::Var<T, B>& base,
                                     const AdapterContext* context) const = 0;
+  // The whole adapted projection of x. An adapter that can fold the base product into its own op
+  // overrides this; the default computes the base, then apply().
+  virtual autograd::Var<T, B> project(const autograd::Var<T, B>& x, const autograd::Projection<T, B>& base,
+                                      const AdapterContext* context) const {
+    return apply(x, base(x), context);
+  }
   // The adapter's own trainable tensors (recomputed blocks must list them as inputs).
   virtual std::vector<autograd::Var<T, B>> parameters() const = 0;
 };
@@ -69,10 +75,8 @@ struct Linear {
   }
 
   V operator()(const V& x, const AdapterContext* context = nullptr) const {
-    V y;
-    if constexpr (stores_in_out) y = bias.defined() ? autograd::matmul(x, weight, bias) : autograd::matmul(x, weight);
-    else y = bias.defined() ? autograd::linear(x, weight, bias) : autograd::linear(x, weight);
-    return adapter ? adapter->apply(x, y, context) : y;
+    const autograd::Projection<T, B> base{weight, bias, stores_in_out};
+    return adapter ? adapter->project(x, base, context) : base(x);
   }
 
   void for_each_parameter(const std::string& prefix, const ParamVisitor<T, B>& visit) {

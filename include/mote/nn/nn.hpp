@@ -1,8 +1,9 @@
 #pragma once
-// The nn room: Config and presets, blocks, CausalLM and generation.
+// The nn room: Config and presets, blocks, CausalLM, generation, checkpoints and vocabulary growth.
 #include "mote/nn/config.hpp"
 #include "mote/nn/linear.hpp"
 #include "mote/nn/layers.hpp"
 #include "mote/nn/causal_lm.hpp"
 #include "mote/nn/generate.hpp"
 #include "mote/nn/checkpoint.hpp"
+#include "mote/nn/resize.hpp"

@@ -9,27 +9,29 @@
 #include <type_traits>
 
 #include "mote/backend/concept.hpp"
+#include "mote/backend/cpu/block_cache.hpp"
 
 namespace mote::backend {
 
 struct cpu {
   static constexpr const char* name = "cpu";
   static constexpr bool host_accessible = true;
-  static constexpr std::size_t alignment = 64;  // one cache line, and AVX-512 friendly
+  static constexpr std::size_t alignment = BlockCache::alignment;  // one cache line, and AVX-512 friendly
 
   template <class T>
   static T* allocate(std::size_t n) {
     if (n == 0) return nullptr;
-    T* p = static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{alignment}));
+    T* p = static_cast<T*>(BlockCache::instance().allocate(n * sizeof(T)));
     if (::mote::debug::poison_allocations) {
       if constexpr (std::is_floating_point_v<T>) std::fill(p, p + n, std::numeric_limits<T>::quiet_NaN());
       else std::fill(p, p + n, std::numeric_limits<T>::min());
     }
     return p;
   }
+  // n: the element count the block was allocated with.
   template <class T>
-  static void deallocate(T* p) noexcept {
-    if (p) ::operator delete(p, std::align_val_t{alignment});
+  static void deallocate(T* p, std::size_t n) noexcept {
+    if (p) BlockCache::instance().deallocate(p, n * sizeof(T));
   }
   template <class T>
   static void copy_to_host(const T* src, T* dst, std::size_t n) {

@@ -78,7 +78,10 @@ void gemm(cpu, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::
   // Eigen threads any product above 50k multiply-adds and its threads busy-wait on each other;
   // below serial_gemm_macs that synchronisation costs more than the second core gives back.
   const double macs = double(m) * double(n) * double(k);
-  if (macs >= serial_gemm_macs || max_threads() == 1) {
+  // A matrix-vector product (decoding at batch 1) is bound by reading the matrix, and Eigen runs it
+  // on one thread at any size: from 1M multiply-adds it is split across the cores below instead.
+  const bool vector_like = std::min(m, n) <= 4;
+  if ((macs >= serial_gemm_macs && !vector_like) || max_threads() == 1) {
     run();
     return;
   }

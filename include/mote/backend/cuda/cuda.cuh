@@ -130,7 +130,7 @@ struct cuda {
   }
   // Called from destructors, so it cannot throw; a failure here is sticky and the next checked call reports it.
   template <class T>
-  static void deallocate(T* p) noexcept {
+  static void deallocate(T* p, std::size_t /*n*/) noexcept {
     if (p) (void)cudaFree(p);
   }
   // cudaMemcpy from device to pageable host memory returns only once the data has arrived.
