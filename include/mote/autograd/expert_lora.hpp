@@ -188,8 +188,9 @@ Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var
     b_values.push_back(lora_b[static_cast<std::size_t>(e)].value().contiguous());
   }
   // An expert that serves every token as one run (a single LoRA, MoTE's shared expert) goes first:
-  // it writes y (and, in backward, x's gradient) outright, and the frozen product then adds into it
-  // inside its own compute-bound GEMM, which saves a pass over the output.
+  // it writes y (and, in backward, x's gradient) outright, and the frozen product accumulates into
+  // it inside its compute-bound GEMM, where reading C again costs little; the memory-bound rank-r
+  // product is the one that writes.
   const std::int64_t cover = covering_expert(*plan);
   std::vector<std::int64_t> order;
   if (cover >= 0) order.push_back(cover);
