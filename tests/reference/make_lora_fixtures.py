@@ -321,6 +321,18 @@ def write_case(stem, c, forward, mods, adapters, folders, scale, attrs, step_ids
 BASE = {}
 
 
+def single_case(stem, family, c, forward, seed, targets, fan_in_fan_out, use_rslora):
+    """One PEFT single-LoRA adapter folder and its fixture; returns the adapted modules."""
+    mods = adapted_modules(family, c)
+    ad = draw_adapter(mods, seed)
+    scale = lora_scale(use_rslora)
+    write_adapter(os.path.join(OUT, stem), ad,
+                  adapter_config("model_tiny_" + family, targets, fan_in_fan_out, use_rslora))
+    write_case(stem, c, forward, mods, [ad], [None], scale,
+               dict(r=R, lora_alpha=ALPHA, scale=scale, use_rslora=int(use_rslora)))
+    return mods
+
+
 def main():
     torch.set_num_threads(1)  # keep the float64 sums in one fixed order
     os.makedirs(OUT, exist_ok=True)
@@ -329,20 +341,10 @@ def main():
     gpt2_c, llama_c = dict(gpt2_c, kind="gpt2"), dict(llama_c, kind="llama")
 
     # 1. lora_gpt2: Conv1D layers, fan_in_fan_out, alpha / r.
-    mods = adapted_modules("gpt2", gpt2_c)
-    ad = draw_adapter(mods, 301)
-    scale = lora_scale(False)
-    write_adapter(os.path.join(OUT, "lora_gpt2"), ad, adapter_config("model_tiny_gpt2", GPT2_TARGETS, True, False))
-    write_case("lora_gpt2", gpt2_c, gpt2_forward, mods, [ad], [None], scale,
-               dict(r=R, lora_alpha=ALPHA, scale=scale, use_rslora=0))
-
+    single_case("lora_gpt2", "gpt2", gpt2_c, gpt2_forward, 301, GPT2_TARGETS, fan_in_fan_out=True, use_rslora=False)
     # 2. lora_llama: rsLoRA, alpha / sqrt(r).
-    mods = adapted_modules("llama", llama_c)
-    ad = draw_adapter(mods, 302)
-    scale = lora_scale(True)
-    write_adapter(os.path.join(OUT, "lora_llama"), ad, adapter_config("model_tiny_llama", LLAMA_TARGETS, False, True))
-    write_case("lora_llama", llama_c, llama_forward, mods, [ad], [None], scale,
-               dict(r=R, lora_alpha=ALPHA, scale=scale, use_rslora=1))
+    mods = single_case("lora_llama", "llama", llama_c, llama_forward, 302, LLAMA_TARGETS, fan_in_fan_out=False,
+                       use_rslora=True)
 
     # 3. mote_llama: step_0, step_1, step_2 and shared, mixed per token by the step router.
     folders = MOTE["experts"]
