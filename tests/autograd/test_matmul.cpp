@@ -1,6 +1,7 @@
 // matmul, fused bias and linear through the generic op tester, checked against a naive product;
 // the GEMM kernels directly at sizes that reach Eigen's blocked and threaded paths.
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -192,10 +193,12 @@ BOOST_AUTO_TEST_CASE(errors_name_the_arguments_and_shapes) {
 
 BOOST_AUTO_TEST_CASE(gemm_kernel_beta_cases_and_padded_strides) {
   // Sizes past Eigen's small-product cutoff, so its blocked (and threaded) kernel runs; then
-  // matrix-vector shapes, which the kernel splits across threads by output columns or rows.
+  // matrix-vector shapes, which the kernel splits across threads by output columns or rows; then
+  // the few-row path: several left rows, a ragged last chunk, columns cut as well (k = 70), serial.
   const std::int64_t pad = 3;
   Rng rng(11);
-  for (const auto& [m, n, k] : std::vector<std::array<std::int64_t, 3>>{{67, 45, 83}, {1, 1100, 1000}, {1100, 1, 1000}})
+  for (const auto& [m, n, k] : std::vector<std::array<std::int64_t, 3>>{
+           {67, 45, 83}, {1, 1100, 1000}, {1100, 1, 1000}, {3, 700, 701}, {4, 2000, 70}, {2, 33, 9}})
   for (bool ta : {false, true})
     for (bool tb : {false, true}) {
       const std::int64_t a_rows = ta ? k : m, a_cols = ta ? m : k, b_rows = tb ? n : k, b_cols = tb ? k : n;
@@ -216,7 +219,13 @@ BOOST_AUTO_TEST_CASE(gemm_kernel_beta_cases_and_padded_strides) {
         std::vector<double> c(static_cast<std::size_t>(m * ldc),
                               beta == 0.0 ? std::numeric_limits<double>::quiet_NaN() : old);
         for (std::int64_t i = 0; i < m; ++i) c[static_cast<std::size_t>(i * ldc + n)] = 42.0;
+        const std::vector<double> c_before = c;
         backend::gemm(cpu{}, ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
+        // Threads claim chunks in any order; the sums must not depend on it.
+        std::vector<double> again = c_before;
+        backend::gemm(cpu{}, ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, again.data(), ldc);
+        for (std::size_t i = 0; i < c.size(); ++i)
+          if (!std::isnan(c[i])) BOOST_REQUIRE_EQUAL(c[i], again[i]);
         double err = 0;
         for (std::int64_t i = 0; i < m; ++i) {
           for (std::int64_t j = 0; j < n; ++j) {
@@ -229,6 +238,42 @@ BOOST_AUTO_TEST_CASE(gemm_kernel_beta_cases_and_padded_strides) {
                                         << ": max error " << err);
       }
     }
+}
+
+BOOST_AUTO_TEST_CASE(spin_team_runs_every_chunk_once_and_gemm_gives_the_same_bits) {
+  using backend::SpinTeam;
+  Rng rng(21);
+  const std::int64_t n = 700, k = 701;  // past the threshold where the few-row kernel uses threads
+  std::vector<float> a(static_cast<std::size_t>(k)), b(static_cast<std::size_t>(k * n)), outside(n), inside(n);
+  for (auto& x : a) x = static_cast<float>(rng.uniform(-1, 1));
+  for (auto& x : b) x = static_cast<float>(rng.uniform(-1, 1));
+  backend::gemm(cpu{}, false, false, 1, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, outside.data(), n);
+
+  bool active_inside = false, nested_ran = false;
+  std::int64_t wrong_counts = 0;
+  SpinTeam::hold([&] {
+    active_inside = SpinTeam::active();
+    for (std::int64_t job = 0; job < 300; ++job) {
+      const std::int64_t chunks = 1 + job % 37;
+      std::vector<std::atomic<int>> hits(static_cast<std::size_t>(chunks));
+      SpinTeam::run(chunks, [&](std::int64_t c) { hits[static_cast<std::size_t>(c)].fetch_add(1); });
+      for (const auto& h : hits) wrong_counts += h.load() != 1;
+    }
+    backend::gemm(cpu{}, false, false, 1, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, inside.data(), n);
+    SpinTeam::hold([&] { nested_ran = SpinTeam::active(); });  // nested: runs inline on the leader
+  });
+  const bool team = backend::gemm_detail::max_threads() > 1;  // with one thread, hold just calls the leader
+  BOOST_TEST(active_inside == team);
+  BOOST_TEST(nested_ran == team);
+  BOOST_TEST(!SpinTeam::active());
+  BOOST_TEST(wrong_counts == 0);
+  BOOST_TEST(inside == outside);  // same chunks, same order of partial sums
+
+  // An exception from the leader reaches the caller, and the team can be held again afterwards.
+  BOOST_CHECK_THROW(SpinTeam::hold([] { throw value_error("leader failed"); }), value_error);
+  int ran = 0;
+  SpinTeam::hold([&] { SpinTeam::run(5, [&](std::int64_t) {}), ++ran; });
+  BOOST_TEST(ran == 1);
 }
 
 BOOST_AUTO_TEST_CASE(strided_batched_gemm_matches_one_gemm_per_matrix) {

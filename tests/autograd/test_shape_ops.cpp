@@ -28,6 +28,21 @@ BOOST_AUTO_TEST_CASE(reshape_is_a_view_with_a_pass_through_gradient) {
     BOOST_TEST(ref.shape == to);
     BOOST_TEST(ref.output == drawn(spec, 0).to_vector(), boost::test_tools::per_element());
   }
+  // The gradient buffer is handed on; these are the cases where it must not be, or must be added to.
+  testing::check_op({.name = "reshape(x) * reshape(x)", .inputs = {{2, 3}}},
+                    [](auto& v) { return reshape(v[0], {3, 2}) * reshape(v[0], {3, 2}); });
+  testing::check_op({.name = "reshape(x) + reshape(x * x)", .inputs = {{2, 3}}},
+                    [](auto& v) { return reshape(v[0], {6}) + reshape(v[0] * v[0], {6}); });
+  Var<double> p = Var<double>::parameter(Tensor<double>::from_vector({2, 2}, {1.0, -2.0, 0.5, 3.0}));
+  Var<double> flat = reshape(p, {4});
+  flat.retain_grad();
+  sum(flat * flat).backward();
+  const std::vector<double> twice{2.0, -4.0, 1.0, 6.0};
+  BOOST_TEST(flat.grad().to_vector() == twice, boost::test_tools::per_element());
+  BOOST_TEST(p.grad().to_vector() == twice, boost::test_tools::per_element());
+  BOOST_TEST(p.grad().shape() == (Shape{2, 2}));
+  BOOST_TEST(!p.grad().shares_storage_with(flat.grad()));
+
   Var<float> x(Tensor<float>::zeros({2, 3}));
   BOOST_TEST(reshape(x, {3, 2}).value().shares_storage_with(x.value()));
   const auto msg = error_message<shape_error>([&] { (void)reshape(x, {4, 2}); });

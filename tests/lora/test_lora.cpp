@@ -4,6 +4,7 @@
 #include "op_harness.hpp"
 #include "test_files.hpp"
 
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstdint>
@@ -132,6 +133,49 @@ BOOST_AUTO_TEST_CASE(expert_lora_with_the_projection_inside_by_finite_difference
                       using T = value_of<decltype(v)>;
                       const Projection<T> base{v[5], v[6], false};
                       return expert_lora(base, v[0], v[0], {v[1], v[2]}, {v[3], v[4]}, covered, T(2));
+                    });
+}
+
+// MoTE's layout: two sequences of 40 tokens, two step experts each serving one long stretch of
+// both sequences (used in place, run by run), and a shared expert serving every token.
+std::shared_ptr<const ExpertPlan> step_plan_of_long_runs() {
+  std::vector<std::int32_t> token, expert;
+  std::vector<double> weight;
+  for (std::int32_t t = 0; t < 80; ++t) {
+    token.push_back(t);
+    expert.push_back((t % 40) < (t < 40 ? 18 : 20) ? 0 : 1);
+    weight.push_back(0.5);
+    token.push_back(t);
+    expert.push_back(2);
+    weight.push_back(0.5);
+  }
+  return std::make_shared<const ExpertPlan>(ExpertPlan::group(80, 3, token, expert, weight));
+}
+
+BOOST_AUTO_TEST_CASE(expert_lora_uses_long_runs_in_place) {
+  using autograd::expert_detail::in_place_runs;
+  using autograd::expert_detail::Run;
+  const auto plan = step_plan_of_long_runs();
+  auto as_tuples = [](const std::vector<Run>& runs) {
+    std::vector<std::array<std::int64_t, 3>> out;
+    for (const Run& r : runs) out.push_back({r.token, r.offset, r.length});
+    return out;
+  };
+  BOOST_TEST((as_tuples(in_place_runs(*plan, 0)) == std::vector<std::array<std::int64_t, 3>>{{0, 0, 18}, {40, 18, 20}}));
+  BOOST_TEST((as_tuples(in_place_runs(*plan, 1)) == std::vector<std::array<std::int64_t, 3>>{{18, 0, 22}, {60, 22, 20}}));
+  BOOST_TEST((as_tuples(in_place_runs(*plan, 2)) == std::vector<std::array<std::int64_t, 3>>{{0, 0, 80}}));
+  BOOST_TEST(in_place_runs(*small_plan(), 0).empty());  // tokens 0, 2, 5: gathered
+
+  const std::vector<Shape> shapes{{80, 3}, {80, 3}, {2, 3}, {2, 3}, {3, 3}, {4, 2}, {4, 2}, {4, 3}, {3, 4}, {4}, {160}};
+  testing::check_op({.name = "expert_lora fused, long runs in place, gate", .inputs = shapes}, [&](auto& v) {
+    using T = value_of<decltype(v)>;
+    const Projection<T> base{v[8], v[9], true};
+    return expert_lora(base, v[0], v[1], {v[2], v[3], v[4]}, {v[5], v[6], v[7]}, plan, T(1.5), &v[10]);
+  });
+  testing::check_op({.name = "expert_lora, long runs in place", .inputs = {{80, 4}, {80, 3}, {2, 3}, {2, 3}, {3, 3}, {4, 2}, {4, 2}, {4, 3}}},
+                    [&](auto& v) {
+                      using T = value_of<decltype(v)>;
+                      return expert_lora(v[0], v[1], {v[2], v[3], v[4]}, {v[5], v[6], v[7]}, plan, T(0.5));
                     });
 }
 

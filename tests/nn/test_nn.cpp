@@ -385,6 +385,8 @@ BOOST_AUTO_TEST_CASE(kv_cache_generation_equals_recomputation) {
     const auto c = nn::generate(llama, p, {.max_new_tokens = 8, .use_cache = true});
     const auto d = nn::generate(llama, p, {.max_new_tokens = 8, .use_cache = false});
     BOOST_TEST(c == d);
+    // Tokens after the prompt run inside a held spinning team unless told not to: same tokens.
+    BOOST_TEST(nn::generate(gpt, p, {.max_new_tokens = 8, .spin_threads = false}) == a);
   }
 }
 

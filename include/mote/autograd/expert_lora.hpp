@@ -95,12 +95,34 @@ void expect_expert_shapes(const std::vector<Var<T, B>>& lora_a, const std::vecto
   }
 }
 
-// Rows of `src` [tokens, cols] that expert e serves: a pointer into src when they are one run,
-// else a gathered copy in `scratch`.
+// Consecutive tokens one expert serves: rows token.. of x and y, rows offset.. of the expert's own
+// [n, r] arrays (offset counts from the expert's first assignment).
+struct Run {
+  std::int64_t token, offset, length;
+};
+
+// Runs this short or shorter on average are gathered instead: a GEMM per run would cost more in
+// calls than the gather and scatter save.
+inline constexpr std::int64_t min_mean_run = 16;
+
+// Expert e's runs when its rows are used in place (one run, or long ones such as a step's stretch
+// of every sequence); empty when they are gathered and scattered instead.
+inline std::vector<Run> in_place_runs(const ExpertPlan& plan, std::int64_t e) {
+  const std::int64_t n = plan.count(e), first = plan.begin(e);
+  std::vector<Run> runs;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t token = plan.token[static_cast<std::size_t>(first + i)];
+    if (!runs.empty() && runs.back().token + runs.back().length == token) ++runs.back().length;
+    else runs.push_back({token, i, 1});
+  }
+  if (runs.size() > 1 && n / static_cast<std::int64_t>(runs.size()) < min_mean_run) runs.clear();
+  return runs;
+}
+
+// Rows of `src` [tokens, cols] that expert e serves, gathered into `scratch`.
 template <Real T, Backend B>
 const T* expert_rows(const ExpertPlan& plan, std::int64_t e, const T* src, std::int64_t cols, Tensor<T, B>& scratch) {
   const std::int64_t n = plan.count(e), b = plan.begin(e);
-  if (plan.contiguous(e)) return src + static_cast<std::int64_t>(plan.token[static_cast<std::size_t>(b)]) * cols;
   scratch = Tensor<T, B>({n, cols});
   T* dst = scratch.data();
   const std::int32_t* index = plan.token.data() + b;
@@ -108,7 +130,7 @@ const T* expert_rows(const ExpertPlan& plan, std::int64_t e, const T* src, std::
   return scratch.data();
 }
 
-// dst rows of expert e += rows [n, cols]: in place for a run, else a scatter-add.
+// dst rows of expert e += rows [n, cols], by a scatter-add.
 template <Real T, Backend B>
 void add_expert_rows(const ExpertPlan& plan, std::int64_t e, const T* rows, std::int64_t cols, T* dst) {
   const std::int64_t n = plan.count(e), b = plan.begin(e);
@@ -220,20 +242,29 @@ Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var
   } else {
     y = source.base->value().clone();
   }
+  std::vector<std::vector<Run>> runs(static_cast<std::size_t>(experts));
+  for (std::int64_t e = 0; e < experts; ++e) runs[static_cast<std::size_t>(e)] = in_place_runs(*plan, e);
   for (const std::int64_t e : order) {
     const std::int64_t n = plan->count(e);
     if (n == 0) continue;
     const auto es = static_cast<std::size_t>(e);
     const std::int64_t r = a_values[es].shape()[0];
-    Tensor<T, B> gathered;
-    const T* xe = expert_rows(*plan, e, xv.data(), in, gathered);
     Tensor<T, B> h({n, r}), hs({n, r});
-    MOTE_CALL_KERNEL(B, gemm, false, true, n, r, in, T(1), xe, in, a_values[es].data(), in, T(0), h.data(), r);
+    if (!runs[es].empty()) {
+      for (const Run& run : runs[es])
+        MOTE_CALL_KERNEL(B, gemm, false, true, run.length, r, in, T(1), xv.data() + run.token * in, in,
+                         a_values[es].data(), in, T(0), h.data() + run.offset * r, r);
+    } else {
+      Tensor<T, B> gathered;
+      const T* xe = expert_rows(*plan, e, xv.data(), in, gathered);
+      MOTE_CALL_KERNEL(B, gemm, false, true, n, r, in, T(1), xe, in, a_values[es].data(), in, T(0), h.data(), r);
+    }
     MOTE_CALL_KERNEL(B, scale_rows, h.data(), coef.data() + plan->begin(e), n, r, hs.data());
-    if (plan->contiguous(e)) {
+    if (!runs[es].empty()) {
       const T beta = proj && !projected && e == cover ? T(0) : T(1);  // y is still unwritten
-      T* ye = y.data() + static_cast<std::int64_t>(plan->token[static_cast<std::size_t>(plan->begin(e))]) * out;
-      MOTE_CALL_KERNEL(B, gemm, false, true, n, out, r, T(1), hs.data(), r, b_values[es].data(), r, beta, ye, out);
+      for (const Run& run : runs[es])
+        MOTE_CALL_KERNEL(B, gemm, false, true, run.length, out, r, T(1), hs.data() + run.offset * r, r,
+                         b_values[es].data(), r, beta, y.data() + run.token * out, out);
     } else {
       Tensor<T, B> delta({n, out});
       MOTE_CALL_KERNEL(B, gemm, false, true, n, out, r, T(1), hs.data(), r, b_values[es].data(), r, T(0), delta.data(), out);
@@ -261,7 +292,7 @@ Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var
   if (!(proj && proj->weight.requires_grad())) base_input = Tensor<T, B>();
   // The experts read x_base itself when there is no dropout: then both gradients share one buffer.
   const bool same_input = proj && source.x->node() == x.node();
-  auto backward = [plan, xv, a_values, b_values, hidden, coef, in, out, experts, order, cover, has_gate, scale, tail,
+  auto backward = [plan, runs, xv, a_values, b_values, hidden, coef, in, out, experts, order, cover, has_gate, scale, tail,
                    fused, same_input, has_bias, in_out, ldw, weight_value, base_input](Node<T, B>& self) {
     const T* g = self.grad.data();
     const std::int64_t tokens = plan->tokens;
@@ -291,25 +322,43 @@ Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var
       const auto es = static_cast<std::size_t>(e);
       const std::int64_t r = a_values[es].shape()[0];
       const T* coef_e = coef.data() + plan->begin(e);
+      // In place, the expert's rows of g and x are read run by run at their own positions; the
+      // weight gradients then sum over the runs. Gathered, each is one run at token 0.
+      const bool in_place = !runs[es].empty();
       Tensor<T, B> g_scratch, x_scratch;
-      const T* ge = expert_rows(*plan, e, g, out, g_scratch);
+      const T* g_rows = in_place ? g : expert_rows(*plan, e, g, out, g_scratch);
+      const std::vector<Run> gathered_run{{0, 0, n}};
+      const std::vector<Run>& row_runs = in_place ? runs[es] : gathered_run;
       Tensor<T, B> gh({n, r});  // d loss / d (coef * h) = g B
-      MOTE_CALL_KERNEL(B, gemm, false, false, n, r, out, T(1), ge, out, b_values[es].data(), r, T(0), gh.data(), r);
+      for (const Run& run : row_runs)
+        MOTE_CALL_KERNEL(B, gemm, false, false, run.length, r, out, T(1), g_rows + run.token * out, out,
+                         b_values[es].data(), r, T(0), gh.data() + run.offset * r, r);
       if (const GradSlot<T> gb = input_grad_slot(self, b_index(e)); gb.data) {
         Tensor<T, B> hs({n, r});
         MOTE_CALL_KERNEL(B, scale_rows, hidden[es].data(), coef_e, n, r, hs.data());
-        MOTE_CALL_KERNEL(B, gemm, true, false, out, r, n, T(1), ge, out, hs.data(), r, gb.beta, gb.data, r);
+        T beta = gb.beta;
+        for (const Run& run : row_runs) {
+          MOTE_CALL_KERNEL(B, gemm, true, false, out, r, run.length, T(1), g_rows + run.token * out, out,
+                           hs.data() + run.offset * r, r, beta, gb.data, r);
+          beta = T(1);
+        }
       }
       if (has_gate) MOTE_CALL_KERNEL(B, row_dot, gh.data(), hidden[es].data(), n, r, coef_grad.data() + plan->begin(e));
       MOTE_CALL_KERNEL(B, scale_rows, gh.data(), coef_e, n, r, gh.data());  // now d loss / d h
       if (const GradSlot<T> ga = input_grad_slot(self, a_index(e)); ga.data) {
-        const T* xe = expert_rows(*plan, e, xv.data(), in, x_scratch);
-        MOTE_CALL_KERNEL(B, gemm, true, false, r, in, n, T(1), gh.data(), r, xe, in, ga.beta, ga.data, in);
+        const T* x_rows = in_place ? xv.data() : expert_rows(*plan, e, xv.data(), in, x_scratch);
+        T beta = ga.beta;
+        for (const Run& run : row_runs) {
+          MOTE_CALL_KERNEL(B, gemm, true, false, r, in, run.length, T(1), gh.data() + run.offset * r, r,
+                           x_rows + run.token * in, in, beta, ga.data, in);
+          beta = T(1);
+        }
       }
       if (gx.data) {
-        if (plan->contiguous(e)) {
-          T* gxe = gx.data + static_cast<std::int64_t>(plan->token[static_cast<std::size_t>(plan->begin(e))]) * in;
-          MOTE_CALL_KERNEL(B, gemm, false, false, n, in, r, T(1), gh.data(), r, a_values[es].data(), in, gx.beta, gxe, in);
+        if (in_place) {
+          for (const Run& run : runs[es])
+            MOTE_CALL_KERNEL(B, gemm, false, false, run.length, in, r, T(1), gh.data() + run.offset * r, r,
+                             a_values[es].data(), in, gx.beta, gx.data + run.token * in, in);
         } else {
           Tensor<T, B> dx({n, in});
           MOTE_CALL_KERNEL(B, gemm, false, false, n, in, r, T(1), gh.data(), r, a_values[es].data(), in, T(0), dx.data(), in);

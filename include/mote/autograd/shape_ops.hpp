@@ -91,13 +91,7 @@ Var<T, B> reshape(const Var<T, B>& x, const Shape& shape) {
     throw shape_error("mote: reshape: x " + x.shape().str() + " has " + std::to_string(x.numel()) +
                       " elements, but the requested shape " + shape.str() + " holds " + std::to_string(shape.numel()));
   Tensor<T, B> out = x.value().contiguous().reshape(shape);
-  return make_result("reshape", std::move(out), {x}, [](Node<T, B>& self) {
-    if (T* gx = input_grad(self, 0)) {
-      const T* g = self.grad.data();
-      const std::int64_t n = self.grad.numel();
-      MOTE_CALL_KERNEL(B, axpy, T(1), g, gx, n);
-    }
-  });
+  return make_result("reshape", std::move(out), {x}, [](Node<T, B>& self) { pass_grad(self, 0); });
 }
 
 // x with dims d0 and d1 swapped, as a packed copy.

@@ -308,13 +308,14 @@ GradSlot<T> input_grad_slot(Node<T, B>& self, std::size_t i) {
 }
 
 // Inside a backward closure, as its last use of self.grad: hands the output gradient to input i
-// unchanged. An input with no gradient yet takes the buffer itself (no allocation, fill or add).
+// unchanged, read in the input's shape (same element count). An input with no gradient yet takes
+// the buffer itself (no allocation, fill or add).
 template <Real T, Backend B>
 void pass_grad(Node<T, B>& self, std::size_t i) {
   auto& in = *self.inputs[i];
   if (!in.requires_grad) return;
-  if (!in.grad.defined() && !self.retain_grad && self.grad.shape() == in.value.shape()) {
-    in.grad = std::move(self.grad);
+  if (!in.grad.defined() && !self.retain_grad && self.grad.numel() == in.value.numel() && self.grad.is_contiguous()) {
+    in.grad = self.grad.reshape(in.value.shape());
     self.grad = Tensor<T, B>();
     return;
   }

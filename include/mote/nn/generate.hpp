@@ -8,9 +8,11 @@
 #include <functional>
 #include <numeric>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "mote/core/error.hpp"
+#include "mote/backend/cpu/gemv.hpp"
 #include "mote/core/rng.hpp"
 #include "mote/nn/causal_lm.hpp"
 
@@ -25,6 +27,9 @@ struct GenerateOptions {
   std::vector<std::int32_t> stop_tokens;  // a sequence ends after emitting one of these (it is kept)
   std::function<void(std::size_t sequence, std::int32_t token)> on_token;
   bool use_cache = true;     // false recomputes the whole sequence each step (for checking the cache)
+  // On the CPU with up to 4 sequences, keep the OpenMP threads spinning between the tokens after
+  // the prompt (backend::SpinTeam) instead of waking them for every matrix-vector product.
+  bool spin_threads = true;
   std::int32_t pad_token = 0;  // fills left padding and finished sequences' steps; never attended to
 };
 
@@ -149,7 +154,8 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
   KVCache<T, B> cache = model.make_cache();
   auto length = static_cast<std::int64_t>(longest);
   std::vector<std::vector<double>> rows;
-  for (std::int64_t step = 0; step < options.max_new_tokens; ++step) {
+  // One token for every sequence; false once all are done or the context is full.
+  auto advance = [&](std::int64_t step) {
     if (options.use_cache) rows = run(step == 0 ? 0 : length - 1, length, &cache);
     else rows = run(0, length, nullptr);
     bool all_done = true;
@@ -165,8 +171,21 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
       all_done = all_done && done[b];
     }
     ++length;
-    if (all_done || length > C.max_seq) break;  // the next step would feed more than max_seq tokens
-  }
+    return !all_done && length <= C.max_seq;  // the next step would feed more than max_seq tokens
+  };
+  if (options.max_new_tokens == 0 || !advance(0)) return generated;
+  auto rest = [&] {
+    for (std::int64_t step = 1; step < options.max_new_tokens; ++step)
+      if (!advance(step)) break;
+  };
+  // The prompt ran with every thread free for its large products; each later token is a handful of
+  // matrix-vector products, which a held team serves without a wake-up apiece.
+  if constexpr (std::is_same_v<B, cpu>)
+    if (options.spin_threads && options.use_cache && batch <= static_cast<std::size_t>(backend::gemv_detail::max_rows)) {
+      backend::SpinTeam::hold(rest);
+      return generated;
+    }
+  rest();
   return generated;
 }
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "mote/backend/cpu/cpu.hpp"
+#include "mote/backend/cpu/gemv.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -75,11 +76,16 @@ void gemm(cpu, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::
     else
       product(a_map.transpose(), b_map.transpose(), alpha, beta, c_map);
   };
+  if (!trans_a && m <= gemv_detail::max_rows) {  // decoding: a few tokens against a weight matrix
+    small_m_gemm(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
   // Eigen threads any product above 50k multiply-adds and its threads busy-wait on each other;
   // below serial_gemm_macs that synchronisation costs more than the second core gives back.
   const double macs = double(m) * double(n) * double(k);
-  // A matrix-vector product (decoding at batch 1) is bound by reading the matrix, and Eigen runs it
-  // on one thread at any size: from 1M multiply-adds it is split across the cores below instead.
+  // The other matrix-vector shapes (a few output columns, or a transposed A) are bound by reading
+  // a matrix too, and Eigen runs them on one thread at any size: from 1M multiply-adds they are
+  // split across the cores below instead.
   const bool vector_like = std::min(m, n) <= 4;
   if ((macs >= serial_gemm_macs && !vector_like) || max_threads() == 1) {
     run();
@@ -127,10 +133,18 @@ void gemm_strided_batched(cpu, bool trans_a, bool trans_b, std::int64_t m, std::
   const std::int64_t flops = m * n * k;
   const bool across_batch = batch > 1 && batch * flops > (1 << 15) &&
                             (flops < (std::int64_t{1} << 21) || batch >= gemm_detail::max_threads());
-#pragma omp parallel for schedule(static) if (across_batch)
-  for (std::int64_t i = 0; i < batch; ++i)
+  auto one = [&](std::int64_t i) {
     gemm(cpu{}, trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta, c + i * stride_c,
          ldc);
+  };
+  if (!across_batch) {
+    // No `parallel if(false)` region: inside even a one-thread team, gemm's own split would start
+    // a nested team, and libgomp creates fresh threads for every nested team.
+    for (std::int64_t i = 0; i < batch; ++i) one(i);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (std::int64_t i = 0; i < batch; ++i) one(i);
 }
 
 // c[r, :] += bias for every row r.
