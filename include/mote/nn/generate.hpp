@@ -11,8 +11,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "mote/core/error.hpp"
 #include "mote/backend/cpu/gemv.hpp"
+#include "mote/core/error.hpp"
 #include "mote/core/rng.hpp"
 #include "mote/nn/causal_lm.hpp"
 

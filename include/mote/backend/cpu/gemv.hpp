@@ -61,14 +61,16 @@ void rows_times_block(std::int64_t m, const T* a, std::int64_t lda, const T* b, 
   // Rows of a few KiB end before the hardware prefetcher gets going: when the block is one
   // contiguous run of memory, ask for the bytes prefetch_distance ahead explicitly.
   const bool contiguous = c0 == 0 && c1 == ldb;
-  const char* const end = reinterpret_cast<const char*>(b + r1 * ldb);
+  const auto* const block = reinterpret_cast<const char*>(b + r0 * ldb);
+  const auto block_bytes = static_cast<std::int64_t>(sizeof(T)) * (r1 - r0) * ldb;
   std::int64_t r = r0;
   for (; r + 4 <= r1; r += 4) {  // four weight rows per pass: one read of out per four of b
     const T *b0 = b + r * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
-    if (contiguous)
-      for (const char* p = reinterpret_cast<const char*>(b0) + prefetch_distance;
-           p < std::min(end, reinterpret_cast<const char*>(b0 + 4 * ldb) + prefetch_distance); p += 64)
-        __builtin_prefetch(p);
+    if (contiguous) {  // byte offsets within the block, so no pointer ever leaves it
+      const std::int64_t at = static_cast<std::int64_t>(sizeof(T)) * (r - r0) * ldb;
+      const std::int64_t to = std::min(block_bytes, at + static_cast<std::int64_t>(sizeof(T)) * 4 * ldb + prefetch_distance);
+      for (std::int64_t offset = at + prefetch_distance; offset < to; offset += 64) __builtin_prefetch(block + offset);
+    }
     for (std::int64_t i = 0; i < m; ++i) {
       const T* ai = a + i * lda + r;
       const T a0 = ai[0], a1 = ai[1], a2 = ai[2], a3 = ai[3];
