@@ -5,15 +5,10 @@
 // passive OpenMP wait policy) takes fewer chunks instead of holding everyone up. Partial sums are
 // kept per chunk and added in chunk order, so the result does not depend on which thread ran what.
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <vector>
 
 #include "mote/backend/cpu/spin_team.hpp"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace mote::backend::gemv_detail {
 
@@ -24,32 +19,14 @@ inline constexpr std::int64_t prefetch_distance = 4096;  // bytes; measured best
 // microseconds to wake, and the first thread then waits for it at the closing barrier.
 inline constexpr double parallel_macs = double(1 << 18);
 
-// Runs body(chunk) for chunk in [0, chunks) on every available thread, or inline when small.
+// Runs body(chunk) for chunk in [0, chunks) on every available thread, or inline when small: in
+// the held team when there is one, else in a team held for this one product.
 template <class Body>
 void for_chunks(std::int64_t chunks, bool parallel, const Body& body) {
-  if (parallel && chunks > 1 && SpinTeam::active()) {  // a held team is already awake
-    SpinTeam::run(chunks, body);
+  if (parallel && chunks > 1 && SpinTeam::can_share()) {
+    SpinTeam::hold([&] { SpinTeam::run(chunks, body); });
     return;
   }
-#ifdef _OPENMP
-  if (parallel && chunks > 1 && !omp_in_parallel() && omp_get_max_threads() > 1) {
-    std::atomic<std::int64_t> next{0}, done{0};
-#pragma omp parallel
-    {
-      for (std::int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
-        body(c);
-        done.fetch_add(1, std::memory_order_release);
-      }
-      // The first thread spins until every chunk is finished, so it reaches the closing barrier
-      // last and is never put to sleep there.
-      if (omp_get_thread_num() == 0)
-        while (done.load(std::memory_order_acquire) < chunks) {
-        }
-    }
-    return;
-  }
-#endif
-  (void)parallel;
   for (std::int64_t c = 0; c < chunks; ++c) body(c);
 }
 

@@ -32,6 +32,9 @@ class SpinTeam {
     if (!leading_ && !omp_in_parallel() && omp_get_max_threads() > 1) {
       Shared& s = shared();
       s.stop.store(false, std::memory_order_relaxed);
+      // Helpers start from the epoch before any job of this hold, so one that wakes late still
+      // joins the first job if it is open.
+      const std::uint64_t before = s.state.load(std::memory_order_relaxed) >> 32;
       std::exception_ptr failure;
 #pragma omp parallel
       {
@@ -45,7 +48,7 @@ class SpinTeam {
           leading_ = false;
           s.stop.store(true, std::memory_order_release);
         } else {
-          serve(s);
+          serve(s, before);
         }
       }
       if (failure) std::rethrow_exception(failure);
@@ -57,6 +60,16 @@ class SpinTeam {
 
   // True on the leader thread inside hold().
   static bool active() noexcept { return leading_; }
+
+  // Whether run() may be called inside hold() from here: on a held leader, or where hold() can
+  // start a team (not inside another parallel region, more than one thread).
+  static bool can_share() noexcept {
+#ifdef _OPENMP
+    return leading_ || (!omp_in_parallel() && omp_get_max_threads() > 1);
+#else
+    return false;
+#endif
+  }
 
   // On the leader inside hold(): runs body(c) for c in [0, chunks) across the team and returns
   // when all are done. Chunks must not throw.
@@ -111,8 +124,7 @@ class SpinTeam {
   }
 
   // A helper thread: joins each new job while it is open, leaves when the leader is finished.
-  static void serve(Shared& s) {
-    std::uint64_t seen = s.state.load(std::memory_order_acquire) >> 32;
+  static void serve(Shared& s, std::uint64_t seen) {
     for (;;) {
       std::uint64_t state = s.state.load(std::memory_order_acquire);
       if ((state >> 32) == seen) {
