@@ -25,37 +25,20 @@
 #include <string>
 #include <vector>
 
+#include "bench_common.hpp"
+
 namespace {
 
-using clock_type = std::chrono::steady_clock;
+using mote_bench::clock_type;
+using mote_bench::c2_config;
+using mote_bench::dense_weights;
+using mote_bench::fmt;
+using mote_bench::forward_flops_per_token;
+using mote_bench::info_row;
+using mote_bench::median_seconds;
+using mote_bench::row;
 
-// Median seconds per call of fn over `reps` timed runs after one warm-up.
-double median_seconds(const std::function<void()>& fn, int reps) {
-  fn();
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    const auto start = clock_type::now();
-    fn();
-    t.push_back(std::chrono::duration<double>(clock_type::now() - start).count());
-  }
-  std::nth_element(t.begin(), t.begin() + reps / 2, t.end());
-  return t[static_cast<std::size_t>(reps / 2)];
-}
 
-void row(const std::string& what, const std::string& figure, const std::string& ceiling, double ratio, const std::string& target) {
-  std::printf("| %-34s | %-18s | %-20s | %6.3f | %-10s |\n", what.c_str(), figure.c_str(), ceiling.c_str(), ratio, target.c_str());
-}
-
-// A figure with no ceiling of its own (a throughput shown beside the row that has one).
-void info_row(const std::string& what, const std::string& figure) {
-  std::printf("| %-34s | %-18s | %-20s | %6s | %-10s |\n", what.c_str(), figure.c_str(), "", "", "");
-}
-
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
 
 double gemm_benchmarks(int reps) {
   using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -196,13 +179,8 @@ void model_benchmark(const char* name, std::int64_t batch, std::int64_t seq, dou
   const auto ids = mote::Tensor<std::int32_t>::from_vector({batch, seq}, ids_host);
   const auto targets = mote::Tensor<std::int32_t>::from_vector({batch, seq}, target_host);
   mote::optim::AdamW<float> opt(model.parameters(), {.lr = 1e-4f});
-  const double params = double(model.num_parameters());
-  // Matmul FLOPs per token: 2 per weight of the blocks and the LM head (embeddings are gathers), plus attention.
-  const double position_table = C.positions == mote::nn::Positions::Learned ? double(C.max_seq * C.d_model) : 0.0;
-  const double input_table = C.tied_embeddings ? 0.0 : double(C.vocab * C.d_model);  // a tied table is also the head
-  const double dense = params - position_table - input_table;
-  const double attention = 2.0 * double(C.n_layers) * double(seq) * double(C.d_model);  // QK^T and PV, causal half of 4*L*T*d
-  const double fwd_flops_per_token = 2.0 * dense + attention;
+  const double dense = dense_weights<C>(double(model.num_parameters()));
+  const double fwd_flops_per_token = forward_flops_per_token<C>(dense, seq);
 
   const double train_s = median_seconds(
       [&] {
@@ -245,11 +223,6 @@ void model_benchmark(const char* name, std::int64_t batch, std::int64_t seq, dou
   info_row(std::string(name) + " peak RSS so far", fmt("%.0f MiB", peak_rss_mib()));
 }
 
-// The benchmark issue's two shapes.
-inline constexpr mote::nn::Config c2_config{
-    .vocab = 8192, .d_model = 384, .n_layers = 6, .n_heads = 6, .n_kv_heads = 6, .d_ff = 1536, .max_seq = 1024,
-    .norm = mote::nn::Norm::LayerNorm, .eps = 1e-5, .activation = mote::nn::Activation::GeluTanhMLP,
-    .positions = mote::nn::Positions::Learned, .rope_theta = 10000.0, .bias = true, .tied_embeddings = true};
 
 void model_benchmarks(double gemm_peak, int reps) {
   const Bandwidths bandwidth{copy_bandwidth(reps), read_bandwidth(reps)};

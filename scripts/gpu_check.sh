@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The one check to run on a machine with an NVIDIA GPU: configures with CUDA on, builds
 # everything, runs CTest (where cuda_backend must pass, not skip), the CUDA test under
-# compute-sanitizer when it is installed, and the benchmarks. Logs go to $OUT when it is set
+# compute-sanitizer when it is installed, and the GPU benchmark (mote_gpu_bench). Logs go to $OUT when it is set
 # (else to <build>/gpu-logs), at most six files; the exit status is non-zero when any step fails.
-# With MOTE_PREBUILT=DIR it builds nothing and runs DIR/mote_cuda_tests (and DIR/mote_bench when
+# With MOTE_PREBUILT=DIR it builds nothing and runs DIR/mote_cuda_tests (and DIR/mote_gpu_bench when
 # present): for a GPU machine without Eigen, Boost or a package mirror, given binaries built
 # elsewhere by `scripts/gpu_bundle.sh DIR`.
 set -uo pipefail
@@ -34,7 +34,7 @@ rm -f "$logs"/{build,ctest,cuda_backend,sanitizer,bench}.log
 
 if [ -n "$prebuilt" ]; then
   cuda_tests="$prebuilt/mote_cuda_tests"
-  bench="$prebuilt/mote_bench"
+  bench="$prebuilt/mote_gpu_bench"
   # The binaries link the CUDA 13 runtime and cuBLAS shared; find them where the loader does not.
   if ! ldconfig -p | grep -q 'libcublas.so.13 '; then
     cublas=$(find /usr/local /opt /usr/lib -name 'libcublas.so.13' 2>/dev/null | head -n 1)
@@ -55,26 +55,29 @@ else
   fi
   step ctest ctest ctest --test-dir "$build" --output-on-failure -j "$jobs"
   cuda_tests="$build/tests/mote_cuda_tests"
-  bench="$build/benchmarks/mote_bench"
+  bench="$build/benchmarks/mote_gpu_bench"
 fi
 
 # CTest counts exit code 77 (no device) as a skip; on this machine it is a failure.
 step cuda_backend cuda_backend "$cuda_tests"
 
+if [ -x "$bench" ]; then
+  step bench bench env OMP_WAIT_POLICY=PASSIVE "$bench" ${MOTE_BENCH_ARGS:-}
+else
+  echo "== no $bench: benchmarks skipped" | tee "$logs/bench.log"
+fi
+
 # Out-of-bounds accesses and shared-memory races in the kernels, which results alone can miss
-# (API errors are not reported: the test provokes a failing cudaMalloc on purpose).
-if command -v compute-sanitizer >/dev/null || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
+# (API errors are not reported: the test provokes a failing allocation on purpose).
+# They run last: they take longest, and MOTE_SANITIZE=0 skips them.
+if [ "${MOTE_SANITIZE:-1}" = 0 ]; then
+  echo "== MOTE_SANITIZE=0: memcheck and racecheck skipped" | tee "$logs/sanitizer.log"
+elif command -v compute-sanitizer >/dev/null || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
   sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   step memcheck sanitizer "$sanitizer" --tool memcheck --report-api-errors no --error-exitcode 1 "$cuda_tests"
   step racecheck sanitizer "$sanitizer" --tool racecheck --report-api-errors no --error-exitcode 1 "$cuda_tests"
 else
   echo "== compute-sanitizer not found: memcheck and racecheck skipped" | tee "$logs/sanitizer.log"
-fi
-
-if [ -x "$bench" ]; then
-  step bench bench env OMP_WAIT_POLICY=PASSIVE "$bench"
-else
-  echo "== no $bench: benchmarks skipped" | tee "$logs/bench.log"
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then

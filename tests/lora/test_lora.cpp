@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <set>
@@ -79,6 +80,31 @@ BOOST_AUTO_TEST_CASE(expert_plan_groups_by_expert) {
   BOOST_TEST(run.contiguous(1));
   expect_error<value_error>([] { ExpertPlan::group(2, 2, {0, 1}, {0, 2}, {1, 1}); }, {"expert 2", "0 <= expert < 2"});
   expect_error<value_error>([] { ExpertPlan::group(2, 2, {0, 5}, {0, 1}, {1, 1}); }, {"token 5"});
+  // A token served twice by one expert (but not once by each of two) makes the plan's scatters collide.
+  BOOST_TEST(plan->distinct_tokens);
+  BOOST_TEST(!ExpertPlan::group(3, 2, {0, 1, 1}, {1, 0, 0}, {1, 1, 1}).distinct_tokens);
+}
+
+// A repeated (token, expert) assignment adds up like one assignment of the summed weight, through
+// the general scatter-add; the distinct kernel agrees with the general one when nothing repeats.
+BOOST_AUTO_TEST_CASE(expert_lora_repeated_assignments_and_the_distinct_scatter) {
+  Rng rng(21);
+  const auto draw = [&](const Shape& s) { return Var<double>(Tensor<double>::normal(s, 0, 1, rng), true); };
+  const Var<double> base = draw({4, 3}), x = draw({4, 5}), a = draw({2, 5}), b = draw({3, 2});
+  auto repeated = std::make_shared<const ExpertPlan>(ExpertPlan::group(4, 1, {0, 2, 2, 3}, {0, 0, 0, 0}, {1, 0.25, 0.5, 1}));
+  auto merged = std::make_shared<const ExpertPlan>(ExpertPlan::group(4, 1, {0, 2, 3}, {0, 0, 0}, {1, 0.75, 1}));
+  BOOST_TEST(!repeated->distinct_tokens);
+  const auto y_repeated = autograd::expert_lora(base, x, {a}, {b}, repeated, 1.5).value().to_vector();
+  const auto y_merged = autograd::expert_lora(base, x, {a}, {b}, merged, 1.5).value().to_vector();
+  BOOST_REQUIRE(y_repeated.size() == y_merged.size());
+  for (std::size_t i = 0; i < y_merged.size(); ++i) BOOST_TEST(std::abs(y_repeated[i] - y_merged[i]) <= 1e-12);
+
+  const std::vector<std::int32_t> index{4, 0, 2};
+  std::vector<double> src(2 * 3 * 7), general(2 * 5 * 7, 1.0), distinct(general);
+  for (std::size_t i = 0; i < src.size(); ++i) src[i] = 0.5 * static_cast<double>(i) - 3.0;
+  backend::index_scatter_add(cpu{}, src.data(), 2, 3, 7, index.data(), 5, general.data());
+  backend::index_scatter_add_distinct(cpu{}, src.data(), 2, 3, 7, index.data(), 5, distinct.data());
+  BOOST_TEST(distinct == general, boost::test_tools::per_element());
 }
 
 BOOST_AUTO_TEST_CASE(expert_lora_gradients_by_finite_differences) {
@@ -152,6 +178,34 @@ std::shared_ptr<const ExpertPlan> step_plan_of_long_runs() {
   return std::make_shared<const ExpertPlan>(ExpertPlan::group(80, 3, token, expert, weight));
 }
 
+// Experts whose assignments share one coefficient are scaled by a scalar, with no per-row array.
+BOOST_AUTO_TEST_CASE(expert_coefficients_are_scalars_when_uniform) {
+  using Coefficients = autograd::expert_detail::Coefficients<double, cpu>;
+  const Coefficients mix(*step_plan_of_long_runs(), 2.0, {});
+  BOOST_TEST(!mix.per_assignment.defined());
+  for (const auto& c : mix.uniform) BOOST_TEST((c && *c == 1.0));  // 2 * 0.5
+
+  const auto plan = small_plan();
+  const Coefficients varied(*plan, 2.0, {});
+  BOOST_REQUIRE(varied.per_assignment.defined());
+  BOOST_TEST(!varied.uniform[0].has_value());
+  // Grouped order: expert 0 serves tokens 0, 2, 5 at weights 0.5, 0.7, 1.0.
+  const std::vector<double> expected_first{1.0, 1.4, 2.0};
+  const std::vector<double> all = varied.per_assignment.to_vector();
+  BOOST_TEST(std::vector<double>(all.begin(), all.begin() + 3) == expected_first, boost::test_tools::per_element());
+  std::vector<double> rows{1, 2, 3, 4, 5, 6}, scaled(6);
+  varied.apply(*plan, 0, rows.data(), 2, scaled.data());
+  BOOST_TEST(scaled == (std::vector<double>{1.0 * 1, 1.0 * 2, 1.4 * 3, 1.4 * 4, 2.0 * 5, 2.0 * 6}), boost::test_tools::per_element());
+
+  // A gate multiplies in per assignment, found through the caller-order `source` of each.
+  std::vector<double> gate(static_cast<std::size_t>(plan->assignments()), 1.0);
+  gate[2] = 3.0;  // caller's assignment 2: token 1, expert 1
+  const Coefficients gated(*step_plan_of_long_runs(), 1.0, std::vector<double>(160, 1.0));
+  BOOST_TEST(!gated.per_assignment.defined());
+  const Coefficients uneven(*plan, 1.0, gate);
+  BOOST_TEST(uneven.per_assignment.to_vector()[static_cast<std::size_t>(plan->begin(1))] == 3.0);
+}
+
 BOOST_AUTO_TEST_CASE(expert_lora_uses_long_runs_in_place) {
   using autograd::expert_detail::in_place_runs;
   using autograd::expert_detail::Run;
@@ -161,10 +215,15 @@ BOOST_AUTO_TEST_CASE(expert_lora_uses_long_runs_in_place) {
     for (const Run& r : runs) out.push_back({r.token, r.offset, r.length});
     return out;
   };
-  BOOST_TEST((as_tuples(in_place_runs(*plan, 0)) == std::vector<std::array<std::int64_t, 3>>{{0, 0, 18}, {40, 18, 20}}));
-  BOOST_TEST((as_tuples(in_place_runs(*plan, 1)) == std::vector<std::array<std::int64_t, 3>>{{18, 0, 22}, {60, 22, 20}}));
-  BOOST_TEST((as_tuples(in_place_runs(*plan, 2)) == std::vector<std::array<std::int64_t, 3>>{{0, 0, 80}}));
-  BOOST_TEST(in_place_runs(*small_plan(), 0).empty());  // tokens 0, 2, 5: gathered
+  const std::int64_t host_min = autograd::expert_detail::min_mean_run<cpu>;
+  BOOST_TEST((as_tuples(in_place_runs(*plan, 0, host_min)) == std::vector<std::array<std::int64_t, 3>>{{0, 0, 18}, {40, 18, 20}}));
+  BOOST_TEST((as_tuples(in_place_runs(*plan, 1, host_min)) == std::vector<std::array<std::int64_t, 3>>{{18, 0, 22}, {60, 22, 20}}));
+  BOOST_TEST((as_tuples(in_place_runs(*plan, 2, host_min)) == std::vector<std::array<std::int64_t, 3>>{{0, 0, 80}}));
+  BOOST_TEST(in_place_runs(*small_plan(), 0, host_min).empty());  // tokens 0, 2, 5: gathered
+  // A device backend's policy: only an expert that serves one run keeps its rows in place.
+  const std::int64_t device_min = std::numeric_limits<std::int64_t>::max();
+  BOOST_TEST(in_place_runs(*plan, 0, device_min).empty());
+  BOOST_TEST((as_tuples(in_place_runs(*plan, 2, device_min)) == std::vector<std::array<std::int64_t, 3>>{{0, 0, 80}}));
 
   const std::vector<Shape> shapes{{80, 3}, {80, 3}, {2, 3}, {2, 3}, {3, 3}, {4, 2}, {4, 2}, {4, 3}, {3, 4}, {4}, {160}};
   testing::check_op({.name = "expert_lora fused, long runs in place, gate", .inputs = shapes}, [&](auto& v) {

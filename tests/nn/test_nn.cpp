@@ -6,6 +6,7 @@
 #include "test_files.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
@@ -564,6 +565,29 @@ BOOST_AUTO_TEST_CASE(special_tokens_fit_after_resize_vocab) {
   const auto batch = Tensor<std::int32_t>::from_vector({1, static_cast<std::int64_t>(ids.size())}, ids);
   BOOST_TEST(resized.logits(batch).shape() == (Shape{1, static_cast<std::int64_t>(ids.size()), gpt2c.vocab + step_tokens}));
   expect_error<value_error>([&] { model.logits(batch); }, {"64"});
+}
+
+// copy_parameters: a double model's weights land, rounded, in a float model of the same architecture.
+BOOST_AUTO_TEST_CASE(copy_parameters_converts_across_element_types) {
+  nn::CausalLM<llamac, double> source(std::uint64_t{3});
+  nn::CausalLM<llamac, float> dest(std::uint64_t{4});
+  nn::copy_parameters(source, dest);
+  const auto from = source.named_parameters();
+  const auto to = dest.named_parameters();
+  BOOST_REQUIRE(from.size() == to.size());
+  for (std::size_t i = 0; i < from.size(); ++i) {
+    std::vector<double> rounded;
+    for (double v : from[i].second.value().to_vector()) rounded.push_back(static_cast<double>(static_cast<float>(v)));
+    BOOST_TEST(as_double(to[i].second.value()) == rounded, boost::test_tools::per_element());
+  }
+  const auto ids = Tensor<std::int32_t>::from_vector({1, 4}, {1, 5, 9, 2});
+  const std::vector<double> expected = source.logits(ids).value().to_vector();
+  const std::vector<double> got = as_double(dest.logits(ids).value());
+  BOOST_REQUIRE(got.size() == expected.size());
+  for (std::size_t i = 0; i < got.size(); ++i) BOOST_TEST(std::abs(got[i] - expected[i]) <= 1e-4 * (1 + std::abs(expected[i])));
+  // Another architecture: the first differing parameter is named.
+  nn::CausalLM<gpt2c, float> other(std::uint64_t{5});
+  expect_error<shape_error>([&] { nn::copy_parameters(source, other); }, {"copy_parameters", "model.embed_tokens.weight", "wte.weight"});
 }
 
 BOOST_AUTO_TEST_SUITE_END()

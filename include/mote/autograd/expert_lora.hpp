@@ -4,9 +4,13 @@
 // (token, expert) assignments, not the number of experts. Backward is grouped the same way.
 #include <algorithm>
 #include <cstdint>
+#include <limits>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
+#include <typeindex>
 #include <vector>
 
 #include "mote/autograd/matmul.hpp"
@@ -28,6 +32,11 @@ struct ExpertPlan {
   std::vector<std::int32_t> token;    // row of x, ascending within each expert
   std::vector<double> weight;
   std::vector<std::int32_t> source;
+  // No expert serves a token twice, so an expert's rows scatter back without colliding.
+  bool distinct_tokens = true;
+  // `token` in a device backend's memory, made by the first layer that gathers rows and shared by
+  // the rest of the step's layers: each upload waits for the device to drain its queue.
+  mutable std::map<std::type_index, std::shared_ptr<const void>> device_tokens;
 
   std::int64_t assignments() const { return static_cast<std::int64_t>(token.size()); }
   std::int64_t count(std::int64_t e) const { return offsets[static_cast<std::size_t>(e + 1)] - offsets[static_cast<std::size_t>(e)]; }
@@ -70,6 +79,13 @@ struct ExpertPlan {
       p.weight[at] = weight_of[i];
       p.source[at] = static_cast<std::int32_t>(i);
     }
+    std::vector<std::int64_t> seen_by(static_cast<std::size_t>(tokens), -1);  // the last expert that served each token
+    for (std::int64_t e = 0; e < experts && p.distinct_tokens; ++e)
+      for (std::int64_t i = p.begin(e); i < p.begin(e) + p.count(e); ++i) {
+        std::int64_t& seen = seen_by[static_cast<std::size_t>(p.token[static_cast<std::size_t>(i)])];
+        p.distinct_tokens = p.distinct_tokens && seen != e;
+        seen = e;
+      }
     return p;
   }
 };
@@ -102,12 +118,14 @@ struct Run {
 };
 
 // Runs this short or shorter on average are gathered instead: a GEMM per run would cost more in
-// calls than the gather and scatter save.
-inline constexpr std::int64_t min_mean_run = 16;
+// calls than the gather and scatter save. On a device backend each GEMM is a kernel launch, and a
+// step's runs (three per sequence) are many small launches, so only a single run stays in place.
+template <Backend B>
+inline constexpr std::int64_t min_mean_run = B::host_accessible ? 16 : std::numeric_limits<std::int64_t>::max();
 
 // Expert e's runs when its rows are used in place (one run, or long ones such as a step's stretch
 // of every sequence); empty when they are gathered and scattered instead.
-inline std::vector<Run> in_place_runs(const ExpertPlan& plan, std::int64_t e) {
+inline std::vector<Run> in_place_runs(const ExpertPlan& plan, std::int64_t e, std::int64_t min_mean_run) {
   const std::int64_t n = plan.count(e), first = plan.begin(e);
   std::vector<Run> runs;
   for (std::int64_t i = 0; i < n; ++i) {
@@ -119,23 +137,88 @@ inline std::vector<Run> in_place_runs(const ExpertPlan& plan, std::int64_t e) {
   return runs;
 }
 
+// The plan's token list where B's kernels can read it: the plan's own array on a host backend, a
+// copy in B's memory otherwise (made once per op and kept for its backward).
+template <Backend B>
+struct TokenIndex {
+  Tensor<std::int32_t, B> copy;
+  const std::int32_t* data = nullptr;
+
+  // `needed`: some expert gathers rows; otherwise nothing is copied.
+  TokenIndex(const ExpertPlan& plan, bool needed) {
+    if constexpr (B::host_accessible) {
+      data = plan.token.data();
+    } else if (needed && !plan.token.empty()) {
+      std::shared_ptr<const void>& cached = plan.device_tokens[std::type_index(typeid(B))];
+      if (!cached)
+        cached = std::make_shared<const Tensor<std::int32_t, B>>(
+            Tensor<std::int32_t, B>::from_vector({plan.assignments()}, plan.token));
+      copy = *static_cast<const Tensor<std::int32_t, B>*>(cached.get());
+      data = copy.data();
+    }
+  }
+};
+
+// Each assignment's coefficient, scale * weight * gate. An expert whose assignments share one value
+// (no gate: a single LoRA, MoTE's alpha mix) is scaled by that scalar, and the per-assignment array
+// is copied to B only when some expert's values differ.
+template <Real T, Backend B>
+struct Coefficients {
+  std::vector<std::optional<T>> uniform;  // per expert
+  Tensor<T, B> per_assignment;            // defined when some expert is not uniform
+
+  Coefficients(const ExpertPlan& plan, T scale, const std::vector<T>& gate_values) {
+    std::vector<T> host(static_cast<std::size_t>(plan.assignments()));
+    for (std::size_t i = 0; i < host.size(); ++i)
+      host[i] = scale * static_cast<T>(plan.weight[i]) *
+                (gate_values.empty() ? T(1) : gate_values[static_cast<std::size_t>(plan.source[i])]);
+    bool all_uniform = true;
+    for (std::int64_t e = 0; e < plan.experts; ++e) {
+      const auto first = host.begin() + plan.begin(e), last = first + plan.count(e);
+      const bool same = first == last || std::all_of(first, last, [&](T c) { return c == *first; });
+      uniform.push_back(same && first != last ? std::optional<T>(*first) : std::nullopt);
+      all_uniform = all_uniform && same;
+    }
+    if (!all_uniform) per_assignment = Tensor<T, B>::from_vector({plan.assignments()}, host);
+  }
+
+  // dst [n, cols] = the coefficient of each of expert e's n rows times src (src may be dst).
+  // (Not named scale_rows: a member of that name would hide the kernel from the call below.)
+  void apply(const ExpertPlan& plan, std::int64_t e, const T* src, std::int64_t cols, T* dst) const {
+    const std::int64_t n = plan.count(e);
+    if (const auto& c = uniform[static_cast<std::size_t>(e)]) {
+      const T factor = *c;
+      const std::int64_t count = n * cols;
+      MOTE_CALL_KERNEL(B, scale_forward, src, factor, dst, count);
+    } else {
+      const T* row_coef = per_assignment.data() + plan.begin(e);
+      MOTE_CALL_KERNEL(B, scale_rows, src, row_coef, n, cols, dst);
+    }
+  }
+};
+
 // Rows of `src` [tokens, cols] that expert e serves, gathered into `scratch`.
 template <Real T, Backend B>
-const T* expert_rows(const ExpertPlan& plan, std::int64_t e, const T* src, std::int64_t cols, Tensor<T, B>& scratch) {
-  const std::int64_t n = plan.count(e), b = plan.begin(e);
+const T* expert_rows(const ExpertPlan& plan, const TokenIndex<B>& tokens, std::int64_t e, const T* src,
+                     std::int64_t cols, Tensor<T, B>& scratch) {
+  const std::int64_t n = plan.count(e);
   scratch = Tensor<T, B>({n, cols});
   T* dst = scratch.data();
-  const std::int32_t* index = plan.token.data() + b;
+  const std::int32_t* index = tokens.data + plan.begin(e);
   MOTE_CALL_KERNEL(B, index_gather, src, std::int64_t{1}, plan.tokens, cols, index, n, dst);
   return scratch.data();
 }
 
-// dst rows of expert e += rows [n, cols], by a scatter-add.
+// dst rows of expert e += rows [n, cols], by a scatter-add (every element at once when no token repeats).
 template <Real T, Backend B>
-void add_expert_rows(const ExpertPlan& plan, std::int64_t e, const T* rows, std::int64_t cols, T* dst) {
-  const std::int64_t n = plan.count(e), b = plan.begin(e);
-  const std::int32_t* index = plan.token.data() + b;
-  MOTE_CALL_KERNEL(B, index_scatter_add, rows, std::int64_t{1}, n, cols, index, plan.tokens, dst);
+void add_expert_rows(const ExpertPlan& plan, const TokenIndex<B>& tokens, std::int64_t e, const T* rows,
+                     std::int64_t cols, T* dst) {
+  const std::int64_t n = plan.count(e);
+  const std::int32_t* index = tokens.data + plan.begin(e);
+  if (plan.distinct_tokens)
+    MOTE_CALL_KERNEL(B, index_scatter_add_distinct, rows, std::int64_t{1}, n, cols, index, plan.tokens, dst);
+  else
+    MOTE_CALL_KERNEL(B, index_scatter_add, rows, std::int64_t{1}, n, cols, index, plan.tokens, dst);
 }
 
 // The expert that serves every token as one run, or -1.
@@ -194,15 +277,15 @@ Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var
                         std::to_string(plan->assignments()) + ")");
   }
 
-  std::vector<T> coef_host(static_cast<std::size_t>(plan->assignments()));
-  {
-    const std::vector<T> g = gate ? gate->value().contiguous().to_vector() : std::vector<T>{};
-    for (std::size_t i = 0; i < coef_host.size(); ++i)
-      coef_host[i] = scale * static_cast<T>(plan->weight[i]) * (gate ? g[static_cast<std::size_t>(plan->source[i])] : T(1));
-  }
-  const Tensor<T, B> coef = Tensor<T, B>::from_vector({std::max<std::int64_t>(plan->assignments(), 1)},
-                                                      coef_host.empty() ? std::vector<T>{T(0)} : coef_host);
+  const Coefficients<T, B> coef(*plan, scale, gate ? gate->value().contiguous().to_vector() : std::vector<T>{});
   const Tensor<T, B> xv = x.value().contiguous();
+  std::vector<std::vector<Run>> runs(static_cast<std::size_t>(experts));
+  bool gathers = false;
+  for (std::int64_t e = 0; e < experts; ++e) {
+    runs[static_cast<std::size_t>(e)] = in_place_runs(*plan, e, min_mean_run<B>);
+    gathers = gathers || (plan->count(e) > 0 && runs[static_cast<std::size_t>(e)].empty());
+  }
+  const TokenIndex<B> token_index(*plan, gathers);
 
   std::vector<Tensor<T, B>> a_values, b_values, hidden(static_cast<std::size_t>(experts));
   for (std::int64_t e = 0; e < experts; ++e) {
@@ -242,8 +325,6 @@ Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var
   } else {
     y = source.base->value().clone();
   }
-  std::vector<std::vector<Run>> runs(static_cast<std::size_t>(experts));
-  for (std::int64_t e = 0; e < experts; ++e) runs[static_cast<std::size_t>(e)] = in_place_runs(*plan, e);
   for (const std::int64_t e : order) {
     const std::int64_t n = plan->count(e);
     if (n == 0) continue;
@@ -256,10 +337,10 @@ Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var
                          a_values[es].data(), in, T(0), h.data() + run.offset * r, r);
     } else {
       Tensor<T, B> gathered;
-      const T* xe = expert_rows(*plan, e, xv.data(), in, gathered);
+      const T* xe = expert_rows(*plan, token_index, e, xv.data(), in, gathered);
       MOTE_CALL_KERNEL(B, gemm, false, true, n, r, in, T(1), xe, in, a_values[es].data(), in, T(0), h.data(), r);
     }
-    MOTE_CALL_KERNEL(B, scale_rows, h.data(), coef.data() + plan->begin(e), n, r, hs.data());
+    coef.apply(*plan, e, h.data(), r, hs.data());
     if (!runs[es].empty()) {
       const T beta = proj && !projected && e == cover ? T(0) : T(1);  // y is still unwritten
       for (const Run& run : runs[es])
@@ -268,7 +349,7 @@ Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var
     } else {
       Tensor<T, B> delta({n, out});
       MOTE_CALL_KERNEL(B, gemm, false, true, n, out, r, T(1), hs.data(), r, b_values[es].data(), r, T(0), delta.data(), out);
-      add_expert_rows<T, B>(*plan, e, delta.data(), out, y.data());
+      add_expert_rows<T, B>(*plan, token_index, e, delta.data(), out, y.data());
     }
     hidden[es] = std::move(h);  // unscaled x A^T, for the B and gate gradients
   }
@@ -292,7 +373,7 @@ Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var
   if (!(proj && proj->weight.requires_grad())) base_input = Tensor<T, B>();
   // The experts read x_base itself when there is no dropout: then both gradients share one buffer.
   const bool same_input = proj && source.x->node() == x.node();
-  auto backward = [plan, runs, xv, a_values, b_values, hidden, coef, in, out, experts, order, cover, has_gate, scale, tail,
+  auto backward = [plan, token_index, runs, xv, a_values, b_values, hidden, coef, in, out, experts, order, cover, has_gate, scale, tail,
                    fused, same_input, has_bias, in_out, ldw, weight_value, base_input](Node<T, B>& self) {
     const T* g = self.grad.data();
     const std::int64_t tokens = plan->tokens;
@@ -321,12 +402,11 @@ Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var
       if (n == 0) continue;
       const auto es = static_cast<std::size_t>(e);
       const std::int64_t r = a_values[es].shape()[0];
-      const T* coef_e = coef.data() + plan->begin(e);
       // In place, the expert's rows of g and x are read run by run at their own positions; the
       // weight gradients then sum over the runs. Gathered, each is one run at token 0.
       const bool in_place = !runs[es].empty();
       Tensor<T, B> g_scratch, x_scratch;
-      const T* g_rows = in_place ? g : expert_rows(*plan, e, g, out, g_scratch);
+      const T* g_rows = in_place ? g : expert_rows(*plan, token_index, e, g, out, g_scratch);
       const std::vector<Run> gathered_run{{0, 0, n}};
       const std::vector<Run>& row_runs = in_place ? runs[es] : gathered_run;
       Tensor<T, B> gh({n, r});  // d loss / d (coef * h) = g B
@@ -335,7 +415,7 @@ Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var
                          b_values[es].data(), r, T(0), gh.data() + run.offset * r, r);
       if (const GradSlot<T> gb = input_grad_slot(self, b_index(e)); gb.data) {
         Tensor<T, B> hs({n, r});
-        MOTE_CALL_KERNEL(B, scale_rows, hidden[es].data(), coef_e, n, r, hs.data());
+        coef.apply(*plan, e, hidden[es].data(), r, hs.data());
         T beta = gb.beta;
         for (const Run& run : row_runs) {
           MOTE_CALL_KERNEL(B, gemm, true, false, out, r, run.length, T(1), g_rows + run.token * out, out,
@@ -344,9 +424,9 @@ Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var
         }
       }
       if (has_gate) MOTE_CALL_KERNEL(B, row_dot, gh.data(), hidden[es].data(), n, r, coef_grad.data() + plan->begin(e));
-      MOTE_CALL_KERNEL(B, scale_rows, gh.data(), coef_e, n, r, gh.data());  // now d loss / d h
+      coef.apply(*plan, e, gh.data(), r, gh.data());  // now d loss / d h
       if (const GradSlot<T> ga = input_grad_slot(self, a_index(e)); ga.data) {
-        const T* x_rows = in_place ? xv.data() : expert_rows(*plan, e, xv.data(), in, x_scratch);
+        const T* x_rows = in_place ? xv.data() : expert_rows(*plan, token_index, e, xv.data(), in, x_scratch);
         T beta = ga.beta;
         for (const Run& run : row_runs) {
           MOTE_CALL_KERNEL(B, gemm, true, false, r, in, run.length, T(1), gh.data() + run.offset * r, r,
@@ -362,7 +442,7 @@ Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var
         } else {
           Tensor<T, B> dx({n, in});
           MOTE_CALL_KERNEL(B, gemm, false, false, n, in, r, T(1), gh.data(), r, a_values[es].data(), in, T(0), dx.data(), in);
-          add_expert_rows<T, B>(*plan, e, dx.data(), in, gx.data);
+          add_expert_rows<T, B>(*plan, token_index, e, dx.data(), in, gx.data);
         }
         gx.beta = T(1);  // only the covering expert, first in order, meets beta 0 here
       }

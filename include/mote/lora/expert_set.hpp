@@ -29,10 +29,12 @@ struct ParameterCounts {
 };
 
 // PEFT's module-matching rule: the whole name, or its last dotted components, equal a target.
-inline bool module_matches(const std::string& module, const std::string& target) {
-  if (module == target) return true;
-  return module.size() > target.size() && module.compare(module.size() - target.size(), target.size(), target) == 0 &&
-         module[module.size() - target.size() - 1] == '.';
+// (`module_name`, not `module`: nvcc reads a line-leading `module` as the C++20 keyword and warns.)
+inline bool module_matches(const std::string& module_name, const std::string& target) {
+  if (module_name == target) return true;
+  return module_name.size() > target.size() &&
+         module_name.compare(module_name.size() - target.size(), target.size(), target) == 0 &&
+         module_name[module_name.size() - target.size() - 1] == '.';
 }
 
 template <Router R, class Model>

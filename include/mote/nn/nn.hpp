@@ -1,5 +1,6 @@
 #pragma once
-// The nn room: Config and presets, blocks, CausalLM, generation, checkpoints and vocabulary growth.
+// The nn room: Config and presets, blocks, CausalLM, generation, checkpoints, vocabulary growth and
+// parameter transfer across backends.
 #include "mote/nn/config.hpp"
 #include "mote/nn/linear.hpp"
 #include "mote/nn/layers.hpp"
@@ -7,3 +8,4 @@
 #include "mote/nn/generate.hpp"
 #include "mote/nn/checkpoint.hpp"
 #include "mote/nn/resize.hpp"
+#include "mote/nn/transfer.hpp"

@@ -59,4 +59,19 @@ void index_scatter_add(cpu, const T* src, std::int64_t outer, std::int64_t m, st
   }
 }
 
+// index_scatter_add for an index without repeats: rows never collide, so each is one task.
+template <class T>
+void index_scatter_add_distinct(cpu, const T* src, std::int64_t outer, std::int64_t m, std::int64_t inner,
+                                const std::int32_t* index, std::int64_t n, T* dst) {
+  const std::int64_t rows = outer * m;
+#pragma omp parallel for if (rows > 1 && rows * inner > (1 << 15))
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const std::int64_t o = r / m, j = r % m;
+    const T* s = src + r * inner;
+    T* d = dst + (o * n + index[j]) * inner;
+#pragma omp simd
+    for (std::int64_t i = 0; i < inner; ++i) d[i] += s[i];
+  }
+}
+
 }  // namespace mote::backend

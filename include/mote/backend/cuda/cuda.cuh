@@ -1,5 +1,5 @@
 #pragma once
-// The CUDA backend tag: device memory, copies and fills on the default stream, the error checks
+// The CUDA backend tag: pooled device memory, copies and fills on the default stream, the error checks
 // every CUDA kernel family shares, a launch helper for index-space kernels, and the cuBLAS handle.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -65,6 +65,9 @@ inline unsigned blocks_for(std::int64_t n) {
   return static_cast<unsigned>(std::min(blocks, max_blocks));
 }
 
+// One block per row for row kernels (grid-stride over rows beyond max_blocks).
+inline unsigned row_blocks(std::int64_t rows) { return static_cast<unsigned>(std::min(rows, max_blocks)); }
+
 template <class Fn>
 __global__ void for_each_index_kernel(std::int64_t n, Fn fn) {
   const std::int64_t step = static_cast<std::int64_t>(blockDim.x) * gridDim.x;
@@ -100,38 +103,58 @@ inline cublasHandle_t cublas_handle() {
   return handle;
 }
 
+// The default pool returns freed memory to the driver at each synchronization unless told to keep it.
+inline void keep_pool_memory() {
+  static const bool kept = [] {
+    int device = 0;
+    cudaMemPool_t pool = nullptr;
+    if (cudaGetDevice(&device) == cudaSuccess && cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess) {
+      std::uint64_t keep_all = std::numeric_limits<std::uint64_t>::max();
+      (void)cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep_all);
+    }
+    (void)cudaGetLastError();  // without a device this is a no-op; cudaMallocAsync then reports the error
+    return true;
+  }();
+  (void)kept;
+}
+
 }  // namespace cuda_detail
 
 struct cuda {
   static constexpr const char* name = "cuda";
   static constexpr bool host_accessible = false;
 
+  // Stream-ordered allocations from the device's default pool, which keeps freed memory for reuse:
+  // a training step allocates and frees the same sizes every time, and a plain cudaFree would
+  // synchronize the device each time.
   template <class T>
   static T* allocate(std::size_t n) {
     if (n == 0) return nullptr;
     if (n > std::numeric_limits<std::size_t>::max() / sizeof(T))
       throw backend_error("mote: cuda: cannot allocate " + std::to_string(n) + " elements: the byte count overflows");
+    cuda_detail::keep_pool_memory();
     const std::size_t bytes = n * sizeof(T);
     void* p = nullptr;
-    const cudaError_t status = cudaMalloc(&p, bytes);
+    const cudaError_t status = cudaMallocAsync(&p, bytes, cudaStream_t{0});
     if (status != cudaSuccess) {
       (void)cudaGetLastError();  // an allocation failure must not poison the next unrelated check
-      cuda_detail::check(status, ("cudaMalloc(" + std::to_string(bytes) + " bytes)").c_str());
+      cuda_detail::check(status, ("cudaMallocAsync(" + std::to_string(bytes) + " bytes)").c_str());
     }
     if (::mote::debug::poison_allocations) {
       // All-ones bytes are NaN in float and double, so an element an op forgot to write shows.
-      const cudaError_t fill_status = cudaMemset(p, 0xFF, bytes);
+      const cudaError_t fill_status = cudaMemsetAsync(p, 0xFF, bytes, cudaStream_t{0});
       if (fill_status != cudaSuccess) {
-        cudaFree(p);
-        cuda_detail::check(fill_status, "cudaMemset (poisoning a fresh allocation)");
+        (void)cudaFreeAsync(p, cudaStream_t{0});
+        cuda_detail::check(fill_status, "cudaMemsetAsync (poisoning a fresh allocation)");
       }
     }
     return static_cast<T*>(p);
   }
   // Called from destructors, so it cannot throw; a failure here is sticky and the next checked call reports it.
+  // Work already queued on the stream that reads p runs before the memory is reused.
   template <class T>
   static void deallocate(T* p, std::size_t /*n*/) noexcept {
-    if (p) (void)cudaFree(p);
+    if (p) (void)cudaFreeAsync(p, cudaStream_t{0});
   }
   // cudaMemcpy from device to pageable host memory returns only once the data has arrived.
   template <class T>
@@ -163,36 +186,62 @@ namespace cuda_detail {
 struct view4 {
   std::int64_t shape[4];
   std::int64_t strides[4];
+  // Where the element at packed index i of the view sits.
+  __device__ std::int64_t offset(std::int64_t i) const {
+    std::int64_t rest = i, at = 0;
+    for (int d = 3; d >= 0; --d) {
+      at += (rest % shape[d]) * strides[d];
+      rest /= shape[d];
+    }
+    return at;
+  }
 };
+
+// The view's extents and strides by value, for a kernel; n becomes the element count.
+inline view4 make_view4(const std::int64_t* shape4, const std::int64_t* strides4, std::int64_t& n) {
+  view4 view{};
+  n = 1;
+  for (int d = 0; d < 4; ++d) {
+    view.shape[d] = shape4[d];
+    view.strides[d] = strides4[d];
+    n *= shape4[d];
+  }
+  return view;
+}
 
 template <class T>
 struct strided_gather {
   const T* src;
   T* dst;
   view4 view;
-  __device__ void operator()(std::int64_t i) const {
-    std::int64_t rest = i, offset = 0;
-    for (int d = 3; d >= 0; --d) {
-      offset += (rest % view.shape[d]) * view.strides[d];
-      rest /= view.shape[d];
-    }
-    dst[i] = src[offset];
-  }
+  __device__ void operator()(std::int64_t i) const { dst[i] = src[view.offset(i)]; }
 };
 }  // namespace cuda_detail
 
 template <class T>
 void strided_copy(cuda, const T* src, const std::int64_t* shape4, const std::int64_t* strides4, T* dst) {
-  cuda_detail::view4 view{};
-  std::int64_t n = 1;
-  for (int d = 0; d < 4; ++d) {
-    view.shape[d] = shape4[d];
-    view.strides[d] = strides4[d];
-    n *= shape4[d];
-  }
+  std::int64_t n = 0;
+  const cuda_detail::view4 view = cuda_detail::make_view4(shape4, strides4, n);
   if (n == 0) return;  // an empty view also keeps the kernel's modulo away from a zero extent
   cuda_detail::for_each_index(n, cuda_detail::strided_gather<T>{src, dst, view}, "strided_copy kernel");
 }
+
+namespace cuda_detail {
+// Device scratch memory for one kernel call, returned to the pool on scope exit.
+template <class T>
+class scratch {
+ public:
+  explicit scratch(std::size_t n) : data_(cuda::allocate<T>(n)), size_(n) {}
+  ~scratch() { cuda::deallocate(data_, size_); }
+  scratch(const scratch&) = delete;
+  scratch& operator=(const scratch&) = delete;
+  T* data() const { return data_; }
+
+ private:
+  T* data_;
+  std::size_t size_;
+};
+}  // namespace cuda_detail
 
 }  // namespace mote::backend
 

@@ -1,5 +1,5 @@
 #pragma once
-// CUDA elementwise kernels: axpy, binary ops with leading-dim broadcasting, scale.
+// CUDA elementwise kernels: axpy, binary ops with leading-dim broadcasting, scale, per-row scale.
 // Same semantics as backend/cpu/elementwise.hpp: backward kernels add into their outputs and a
 // null gradient pointer means "not needed".
 #include <thrust/iterator/counting_iterator.h>
@@ -112,6 +112,15 @@ struct scale_op {
   __device__ T operator()(T x) const { return s * x; }
 };
 
+template <class T>
+struct scale_rows_at {
+  const T* x;
+  const T* s;
+  std::int64_t cols;
+  T* y;
+  __device__ void operator()(std::int64_t i) const { y[i] = s[i / cols] * x[i]; }
+};
+
 // Rejects operand lengths outside the repeat rule before a kernel could index out of range.
 inline void check_broadcast(std::int64_t na, std::int64_t nb, std::int64_t n, const char* kernel) {
   const auto fits = [n](std::int64_t m) { return m == n || (m > 0 && n % m == 0); };
@@ -174,6 +183,13 @@ void scale_forward(cuda, const T* x, T s, T* out, std::int64_t n) {
   cuda_detail::run_thrust("transform (scale)", [&] {
     thrust::transform(cuda_detail::thrust_policy(), x, x + n, out, cuda_detail::scale_op<T>{s});
   });
+}
+
+// y[r, :] = s[r] * x[r, :] for a packed [rows, cols] x (x and y may alias: each element is read, then written).
+template <Real T>
+void scale_rows(cuda, const T* x, const T* s, std::int64_t rows, std::int64_t cols, T* y) {
+  if (rows <= 0 || cols <= 0) return;
+  cuda_detail::for_each_index(rows * cols, cuda_detail::scale_rows_at<T>{x, s, cols, y}, "scale_rows kernel");
 }
 
 }  // namespace mote::backend

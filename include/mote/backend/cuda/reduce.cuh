@@ -108,8 +108,7 @@ void reduce_middle(std::int64_t outer, std::int64_t dim, std::int64_t inner, con
     throw shape_error(std::string("mote: cuda ") + kernel + ": negative extent");
   if (outer == 0 || inner == 0) return;
   if (inner == 1) {
-    const auto blocks = static_cast<unsigned>(std::min(outer, max_blocks));
-    reduce_rows_kernel<T><<<blocks, threads_per_block>>>(outer, dim, value, store);
+    reduce_rows_kernel<T><<<row_blocks(outer), threads_per_block>>>(outer, dim, value, store);
   } else {
     const std::int64_t tiles = (inner + column_tile - 1) / column_tile;
     if (tiles > std::numeric_limits<int>::max())
@@ -133,6 +132,15 @@ struct broadcast_add_at {
   }
 };
 
+// a[r, c] * b[r, c] of packed [rows, cols] a and b, as a row reduction's value.
+template <class T>
+struct product_value {
+  const T* a;
+  const T* b;
+  std::int64_t cols;
+  __device__ T operator()(std::int64_t r, std::int64_t c, std::int64_t) const { return a[r * cols + c] * b[r * cols + c]; }
+};
+
 }  // namespace cuda_detail
 
 // out[o, i] = scale * sum over d of x[o, d, i], for a packed [outer, dim, inner] x.
@@ -148,6 +156,13 @@ void broadcast_add(cuda, const T* g, std::int64_t outer, std::int64_t dim, std::
   if (outer <= 0 || dim <= 0 || inner <= 0) return;
   cuda_detail::for_each_index(outer * dim * inner, cuda_detail::broadcast_add_at<T>{g, dx, dim, inner, scale},
                               "broadcast_add kernel");
+}
+
+// out[r] = sum over c of a[r, c] * b[r, c] for packed [rows, cols] a and b.
+template <Real T>
+void row_dot(cuda, const T* a, const T* b, std::int64_t rows, std::int64_t cols, T* out) {
+  cuda_detail::reduce_middle(rows, cols, std::int64_t{1}, cuda_detail::product_value<T>{a, b, cols},
+                             cuda_detail::assign_into<T>{out, T(1)}, "row_dot kernel");
 }
 
 }  // namespace mote::backend

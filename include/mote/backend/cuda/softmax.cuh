@@ -7,15 +7,13 @@
 #include <cstdint>
 
 #include "mote/backend/cuda/cuda.cuh"
+#include "mote/backend/cuda/math.cuh"
 #include "mote/backend/cuda/reduce.cuh"
 #include "mote/core/dtype.hpp"
 
 namespace mote::backend {
 
 namespace cuda_detail {
-
-__device__ inline float device_exp(float x) { return expf(x); }
-__device__ inline double device_exp(double x) { return exp(x); }
 
 // y = exp(x - max) / sum exp(x - max); subtracting the row max keeps exp from overflowing.
 template <class T>
@@ -54,14 +52,45 @@ __global__ void softmax_backward_kernel(const T* y, const T* dy, std::int64_t ro
   }
 }
 
+// y = (x - max) - log(sum exp(x - max)); the difference first, so log(sum) is not rounded away.
+template <class T>
+__global__ void log_softmax_forward_kernel(const T* x, std::int64_t rows, std::int64_t cols, T* y) {
+  __shared__ T partial[threads_per_block];
+  for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const T* xr = x + row * cols;
+    T* yr = y + row * cols;
+    T row_max = -::cuda::std::numeric_limits<T>::infinity();
+    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) row_max = xr[c] > row_max ? xr[c] : row_max;
+    row_max = block_reduce(row_max, partial, max_op{});
+    T sum = T(0);
+    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) sum += device_exp(xr[c] - row_max);
+    const T log_sum = device_log(block_reduce(sum, partial, sum_op{}));
+    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) yr[c] = (xr[c] - row_max) - log_sum;
+  }
+}
+
+// dx += dy - exp(y) * sum(dy)
+template <class T>
+__global__ void log_softmax_backward_kernel(const T* y, const T* dy, std::int64_t rows, std::int64_t cols, T* dx) {
+  __shared__ T partial[threads_per_block];
+  for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const T* yr = y + row * cols;
+    const T* dyr = dy + row * cols;
+    T* dxr = dx + row * cols;
+    T sum = T(0);
+    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) sum += dyr[c];
+    sum = block_reduce(sum, partial, sum_op{});
+    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) dxr[c] += dyr[c] - device_exp(yr[c]) * sum;
+  }
+}
+
 }  // namespace cuda_detail
 
 // y[r, :] = softmax(x[r, :]) for packed [rows, cols] x and y.
 template <Real T>
 void softmax_forward(cuda, const T* x, std::int64_t rows, std::int64_t cols, T* y) {
   if (rows <= 0 || cols <= 0) return;
-  const auto blocks = static_cast<unsigned>(std::min(rows, cuda_detail::max_blocks));
-  cuda_detail::softmax_forward_kernel<<<blocks, cuda_detail::threads_per_block>>>(x, rows, cols, y);
+  cuda_detail::softmax_forward_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block>>>(x, rows, cols, y);
   cuda_detail::check_launch("softmax_forward kernel");
 }
 
@@ -69,9 +98,24 @@ void softmax_forward(cuda, const T* x, std::int64_t rows, std::int64_t cols, T* 
 template <Real T>
 void softmax_backward(cuda, const T* y, const T* dy, std::int64_t rows, std::int64_t cols, T* dx) {
   if (rows <= 0 || cols <= 0) return;
-  const auto blocks = static_cast<unsigned>(std::min(rows, cuda_detail::max_blocks));
-  cuda_detail::softmax_backward_kernel<<<blocks, cuda_detail::threads_per_block>>>(y, dy, rows, cols, dx);
+  cuda_detail::softmax_backward_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block>>>(y, dy, rows, cols, dx);
   cuda_detail::check_launch("softmax_backward kernel");
+}
+
+// y[r, :] = log_softmax(x[r, :]) for packed [rows, cols] x and y.
+template <Real T>
+void log_softmax_forward(cuda, const T* x, std::int64_t rows, std::int64_t cols, T* y) {
+  if (rows <= 0 || cols <= 0) return;
+  cuda_detail::log_softmax_forward_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block>>>(x, rows, cols, y);
+  cuda_detail::check_launch("log_softmax_forward kernel");
+}
+
+// dx += dy - exp(y) * sum over the row of dy, given the forward's output y.
+template <Real T>
+void log_softmax_backward(cuda, const T* y, const T* dy, std::int64_t rows, std::int64_t cols, T* dx) {
+  if (rows <= 0 || cols <= 0) return;
+  cuda_detail::log_softmax_backward_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block>>>(y, dy, rows, cols, dx);
+  cuda_detail::check_launch("log_softmax_backward kernel");
 }
 
 }  // namespace mote::backend
