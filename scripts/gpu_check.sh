@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The one check to run on a machine with an NVIDIA GPU: configures with CUDA on, builds
-# everything, runs CTest (where cuda_backend must pass, not skip), the CUDA test under
-# compute-sanitizer when it is installed, and the GPU benchmark (mote_gpu_bench). Logs go to $OUT when it is set
-# (else to <build>/gpu-logs), at most six files; the exit status is non-zero when any step fails.
-# With MOTE_PREBUILT=DIR it builds nothing and runs DIR/mote_cuda_tests (and DIR/mote_gpu_bench when
-# present): for a GPU machine without Eigen, Boost or a package mirror, given binaries built
-# elsewhere by `scripts/gpu_bundle.sh DIR`.
+# The one check to run on a machine with an NVIDIA GPU: configures with CUDA on, builds everything,
+# runs CTest (where cuda_backend must pass, not skip), the GPU example, the GPU benchmark
+# (mote_gpu_bench), and the CUDA tests under compute-sanitizer when it is installed. Logs go to $OUT
+# when it is set (else to <build>/gpu-logs), at most six files; the exit status is non-zero when any
+# step fails. With MOTE_PREBUILT=DIR it builds nothing and runs DIR/mote_cuda_tests (and
+# DIR/gpu_experts and DIR/mote_gpu_bench when present): for a GPU machine without Eigen, Boost or a
+# package mirror, given binaries built elsewhere by `scripts/gpu_bundle.sh DIR`.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 build=${MOTE_BUILD_DIR:-build/gpu}
@@ -35,6 +35,7 @@ rm -f "$logs"/{build,ctest,cuda_backend,sanitizer,bench}.log
 if [ -n "$prebuilt" ]; then
   cuda_tests="$prebuilt/mote_cuda_tests"
   bench="$prebuilt/mote_gpu_bench"
+  example="$prebuilt/gpu_experts"
   # The binaries link the CUDA 13 runtime and cuBLAS shared; find them where the loader does not.
   if ! ldconfig -p | grep -q 'libcublas.so.13 '; then
     cublas=$(find /usr/local /opt /usr/lib -name 'libcublas.so.13' 2>/dev/null | head -n 1)
@@ -56,10 +57,16 @@ else
   step ctest ctest ctest --test-dir "$build" --output-on-failure -j "$jobs"
   cuda_tests="$build/tests/mote_cuda_tests"
   bench="$build/benchmarks/mote_gpu_bench"
+  example="$build/examples/gpu_experts"
 fi
 
 # CTest counts exit code 77 (no device) as a skip; on this machine it is a failure.
 step cuda_backend cuda_backend "$cuda_tests"
+
+# The MoTE example end to end on the device (its output goes to the cuda_backend log).
+if [ -x "$example" ]; then
+  step example cuda_backend "$example"
+fi
 
 if [ -x "$bench" ]; then
   step bench bench env OMP_WAIT_POLICY=PASSIVE "$bench" ${MOTE_BENCH_ARGS:-}

@@ -355,6 +355,11 @@ void nn_op_checks(Report& report) {
   const std::vector<std::int32_t> ids = {3, 0, 3, 7, 1, 3};
   compare_op(report, "embedding [8, 33] at 6 ids with repeats", {{8, 33}},
              [&](auto& v) { return mote::embedding(v[0], ids_like(v, {2, 3}, ids)); });
+  // Many rows onto few destinations, in no order: long sorted segments, summed by one thread each.
+  std::vector<std::int32_t> many(2000);
+  for (std::size_t j = 0; j < many.size(); ++j) many[j] = static_cast<std::int32_t>((j * 5 + j / 7) % 7);
+  compare_op(report, "embedding [7, 40] at 2000 ids", {{7, 40}},
+             [&](auto& v) { return mote::embedding(v[0], ids_like(v, {4, 500}, many)); });
   compare_op(report, "index_select dim 1 of [2, 8, 5]", {{2, 8, 5}},
              [&](auto& v) { return mote::index_select(v[0], 1, ids_like(v, {6}, ids)); });
   compare_op(report, "index_add dim 0 of [8, 5]", {{8, 5}, {6, 5}},
@@ -575,6 +580,75 @@ void model_checks(Report& report, const std::string& name) {
   });
 }
 
+// MoTE experts (3 steps + shared) on a tiny Llama, double on the CPU and float on CUDA with the same
+// weights: the routed loss and every expert gradient, then merge_step against routing every token to
+// that step.
+void mote_layer_checks(Report& report) {
+  report.guarded("MoTE experts", [&] {
+    constexpr mote::nn::Config C = mote::presets::tiny_llama;
+    mote::nn::CausalLM<C, double, mote::cpu> ref(std::uint64_t{5});
+    mote::nn::CausalLM<C, float, gpu> dev(std::uint64_t{5});
+    mote::nn::copy_parameters(ref, dev);
+    const mote::lora::Options options{.rank = 4, .alpha = 8, .seed = 3};
+    auto ref_experts = mote::lora::attach<mote::lora::StepRouter<3>>(ref, options);
+    auto dev_experts = mote::lora::attach<mote::lora::StepRouter<3>>(dev, options);
+    auto ref_named = ref_experts.named_parameters();
+    auto dev_named = dev_experts.named_parameters();
+    report.expect(ref_named.size() == dev_named.size() && !ref_named.empty(), "MoTE: the same expert parameters on both");
+    mote::Rng rng(17);
+    for (std::size_t i = 0; i < ref_named.size() && i < dev_named.size(); ++i) {
+      auto& p = ref_named[i].second;
+      if (ref_named[i].first.find("lora_B") != std::string::npos)  // B starts at zero; make it count
+        p.mutable_value().copy_from(Tensor<double, mote::cpu>::normal(p.shape(), 0.0, 0.3, rng));
+      const std::vector<double> values = p.value().to_vector();
+      dev_named[i].second.mutable_value().copy_from(
+          Tensor<float, mote::cpu>::from_vector(p.shape(), std::vector<float>(values.begin(), values.end())).to<gpu>());
+    }
+    const std::int64_t batch = 2, len = 12;
+    std::vector<std::int32_t> ids, targets, steps;
+    for (std::int64_t b = 0; b < batch; ++b)
+      for (std::int64_t t = 0; t < len; ++t) {
+        ids.push_back(static_cast<std::int32_t>((7 * t + 3 * b + 1) % C.vocab));
+        targets.push_back(static_cast<std::int32_t>((5 * t + b + 2) % C.vocab));
+        steps.push_back(t < 3 ? mote::lora::question_step : static_cast<std::int32_t>((t - 3) / (3 + b)));
+      }
+    const auto on_cpu = [&](const std::vector<std::int32_t>& v) { return Tensor<std::int32_t, mote::cpu>::from_vector({batch, len}, v); };
+    const auto ids_cpu = on_cpu(ids), targets_cpu = on_cpu(targets), steps_cpu = on_cpu(steps);
+    const auto ids_gpu = ids_cpu.to<gpu>(), targets_gpu = targets_cpu.to<gpu>(), steps_gpu = steps_cpu.to<gpu>();
+    ref_experts.reseed(9);  // question tokens draw the same step expert on both
+    dev_experts.reseed(9);
+    auto ref_loss = ref.loss(ids_cpu, targets_cpu, {.adapter = ref_experts.route(steps_cpu)});
+    auto dev_loss = dev.loss(ids_gpu, targets_gpu, {.adapter = dev_experts.route(steps_gpu)});
+    report.check("MoTE: routed loss", relative_error(std::vector<double>{dev_loss.item()}, std::vector<double>{ref_loss.item()}),
+                 default_tolerance);
+    ref_loss.backward();
+    dev_loss.backward();
+    double worst = 0;
+    for (std::size_t i = 0; i < ref_named.size() && i < dev_named.size(); ++i) {
+      const auto& g = dev_named[i].second.grad();
+      const auto& rg = ref_named[i].second.grad();
+      const double e = g.defined() && rg.defined() ? relative_error(g.to_vector(), rg.to_vector())
+                                                   : std::numeric_limits<double>::infinity();
+      worst = std::max(worst, std::isnan(e) ? std::numeric_limits<double>::infinity() : e);
+    }
+    report.check("MoTE: every expert gradient", worst, default_tolerance);
+
+    mote::no_grad off;
+    dev_experts.eval();
+    const std::vector<std::int32_t> all_answer(static_cast<std::size_t>(batch * len), 2);
+    const auto answer_gpu = Tensor<std::int32_t, gpu>::from_vector({batch, len}, all_answer);
+    const auto routed = dev.logits(ids_gpu, {.adapter = dev_experts.route(answer_gpu)}).value().to_vector();
+    dev_experts.merge_step(2);
+    const auto merged = dev.logits(ids_gpu).value().to_vector();
+    report.check("MoTE: merge_step(2) on cuda equals routing every token to step 2", relative_error(merged, routed), 1e-5);
+    dev_experts.unmerge();
+    report.check("MoTE: unmerge restores the base",
+                 relative_error(dev.named_parameters().front().second.value().to_vector(),
+                                ref.named_parameters().front().second.value().to_vector()),
+                 1e-7);
+  });
+}
+
 }  // namespace
 
 int main() {
@@ -604,6 +678,7 @@ int main() {
   optimizer_checks(report);
   model_checks<mote::presets::tiny_gpt2>(report, "tiny GPT-2");
   model_checks<mote::presets::tiny_llama>(report, "tiny Llama");
+  mote_layer_checks(report);
   report.guarded("final synchronize", [] { gpu::synchronize(); });
 
   std::printf("%d of %d checks passed\n", report.checks - report.failures, report.checks);
