@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -137,6 +138,23 @@ void compare_op(Report& report, const std::string& name, const std::vector<Shape
       report.check(what, relative_error(gpu_inputs[i].grad().to_vector(), ref_inputs[i].grad().to_vector()), tolerance);
     }
   });
+}
+
+// The largest relative error over matching (name, Var) lists' gradients, and where it is; a missing
+// gradient or a NaN counts as infinite, so it cannot hide behind a later finite error.
+template <class DevParams, class RefParams>
+std::pair<double, std::string> worst_gradient(const DevParams& dev, const RefParams& ref) {
+  if (dev.size() != ref.size()) return {std::numeric_limits<double>::infinity(), "the parameter count"};
+  std::pair<double, std::string> worst{0.0, "none"};
+  for (std::size_t i = 0; i < dev.size(); ++i) {
+    const auto& g = dev[i].second.grad();
+    const auto& rg = ref[i].second.grad();
+    double e = g.defined() && rg.defined() ? relative_error(g.to_vector(), rg.to_vector())
+                                           : std::numeric_limits<double>::infinity();
+    if (std::isnan(e)) e = std::numeric_limits<double>::infinity();
+    if (e >= worst.first) worst = {e, dev[i].first};
+  }
+  return worst;
 }
 
 std::vector<float> iota_values(std::int64_t n) {
@@ -531,19 +549,7 @@ void model_checks(Report& report, const std::string& name) {
                  default_tolerance);
     ref_loss.backward();
     dev_loss.backward();
-    std::size_t at = 0;
-    double worst = 0;
-    std::string worst_name;
-    dev.for_each_parameter([&](const std::string& n, Var<float, gpu>& p) {
-      const auto& ref_p = ref_params[at++].second;
-      const double e = p.grad().defined() && ref_p.grad().defined()
-                           ? relative_error(p.grad().to_vector(), ref_p.grad().to_vector())
-                           : std::numeric_limits<double>::infinity();
-      if (!(e <= worst)) {
-        worst = e;
-        worst_name = n;
-      }
-    });
+    const auto [worst, worst_name] = worst_gradient(dev.named_parameters(), ref_params);
     report.check(name + ": every parameter gradient (worst: " + worst_name + ")", worst, default_tolerance);
 
     mote::optim::AdamW<double, mote::cpu> ref_opt(ref.parameters(), {.lr = 1e-2});
@@ -623,15 +629,8 @@ void mote_layer_checks(Report& report) {
                  default_tolerance);
     ref_loss.backward();
     dev_loss.backward();
-    double worst = 0;
-    for (std::size_t i = 0; i < ref_named.size() && i < dev_named.size(); ++i) {
-      const auto& g = dev_named[i].second.grad();
-      const auto& rg = ref_named[i].second.grad();
-      const double e = g.defined() && rg.defined() ? relative_error(g.to_vector(), rg.to_vector())
-                                                   : std::numeric_limits<double>::infinity();
-      worst = std::max(worst, std::isnan(e) ? std::numeric_limits<double>::infinity() : e);
-    }
-    report.check("MoTE: every expert gradient", worst, default_tolerance);
+    const auto [worst, worst_name] = worst_gradient(dev_named, ref_named);
+    report.check("MoTE: every expert gradient (worst: " + worst_name + ")", worst, default_tolerance);
 
     mote::no_grad off;
     dev_experts.eval();

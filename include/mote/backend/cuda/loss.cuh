@@ -3,13 +3,12 @@
 // targets [rows] (ignore_index or in [0, vocab), checked by the caller), an optional per-row weight.
 // The forward's per-row statistics let backward skip a second reduction; the loss is summed by one
 // block in double, in a fixed order, so it repeats exactly.
-#include <cuda/std/limits>
-
 #include <cstdint>
 
 #include "mote/backend/cuda/cuda.cuh"
 #include "mote/backend/cuda/math.cuh"
 #include "mote/backend/cuda/reduce.cuh"
+#include "mote/backend/cuda/softmax.cuh"
 #include "mote/core/dtype.hpp"
 
 namespace mote::backend {
@@ -21,16 +20,10 @@ __global__ void cross_entropy_rows_kernel(const T* logits, std::int64_t rows, st
                                           T* row_log_sum) {
   __shared__ T partial[threads_per_block];
   for (std::int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const T* x = logits + r * vocab;
-    T max = -::cuda::std::numeric_limits<T>::infinity();
-    for (std::int64_t j = threadIdx.x; j < vocab; j += blockDim.x) max = x[j] > max ? x[j] : max;
-    max = block_reduce(max, partial, max_op{});
-    T sum = T(0);
-    for (std::int64_t j = threadIdx.x; j < vocab; j += blockDim.x) sum += device_exp(x[j] - max);
-    const T log_sum = device_log(block_reduce(sum, partial, sum_op{}));
+    const row_log_sum_exp<T> lse = block_log_sum_exp(logits + r * vocab, vocab, partial);
     if (threadIdx.x == 0) {
-      row_max[r] = max;
-      row_log_sum[r] = log_sum;
+      row_max[r] = lse.max;
+      row_log_sum[r] = lse.log_sum;
     }
   }
 }

@@ -52,6 +52,22 @@ __global__ void softmax_backward_kernel(const T* y, const T* dy, std::int64_t ro
   }
 }
 
+// A row's max and log(sum exp(x - max)), combined across the block: every thread gets both.
+template <class T>
+struct row_log_sum_exp {
+  T max;
+  T log_sum;
+};
+template <class T>
+__device__ row_log_sum_exp<T> block_log_sum_exp(const T* xr, std::int64_t cols, T* partial) {
+  T max = -::cuda::std::numeric_limits<T>::infinity();
+  for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) max = xr[c] > max ? xr[c] : max;
+  max = block_reduce(max, partial, max_op{});
+  T sum = T(0);
+  for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) sum += device_exp(xr[c] - max);
+  return {max, device_log(block_reduce(sum, partial, sum_op{}))};
+}
+
 // y = (x - max) - log(sum exp(x - max)); the difference first, so log(sum) is not rounded away.
 template <class T>
 __global__ void log_softmax_forward_kernel(const T* x, std::int64_t rows, std::int64_t cols, T* y) {
@@ -59,13 +75,8 @@ __global__ void log_softmax_forward_kernel(const T* x, std::int64_t rows, std::i
   for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const T* xr = x + row * cols;
     T* yr = y + row * cols;
-    T row_max = -::cuda::std::numeric_limits<T>::infinity();
-    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) row_max = xr[c] > row_max ? xr[c] : row_max;
-    row_max = block_reduce(row_max, partial, max_op{});
-    T sum = T(0);
-    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) sum += device_exp(xr[c] - row_max);
-    const T log_sum = device_log(block_reduce(sum, partial, sum_op{}));
-    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) yr[c] = (xr[c] - row_max) - log_sum;
+    const row_log_sum_exp<T> lse = block_log_sum_exp(xr, cols, partial);
+    for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) yr[c] = (xr[c] - lse.max) - lse.log_sum;
   }
 }
 
