@@ -7,11 +7,17 @@
 //   lora       at C2, rank 16 on every linear layer: LoRA, MoTE (3 step experts + shared) and
 //              rank-32 single-LoRA training steps against the full training step of the same run, and
 //              a frozen-base step with no adapter work (the ceiling of any adapter step)
-// Usage: mote_bench [--quick] [--models] [--lora]   (--models / --lora run only those benchmarks)
+//   peaks      the cores' register-only fp32 FMA and bf16 dot-product rates: the hardware ceilings
+// Usage: mote_bench [--quick] [--models] [--lora] [--bf16]
+//   --models / --lora run only those benchmarks; --bf16 runs them under matmul_precision::bf16
+//   against the bf16 GEMM peak of the same run
 #include <mote/mote.hpp>
 
 #include <Eigen/Core>
 #include <sys/resource.h>
+#if MOTE_BF16_KERNEL
+#include <immintrin.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -38,13 +44,83 @@ using mote_bench::info_row;
 using mote_bench::median_seconds;
 using mote_bench::row;
 
+// " bf16" on every model and adapter row when the run multiplies in bf16.
+std::string precision_tag;
 
+#if MOTE_BF16_KERNEL
+// Independent accumulator chains only (no memory traffic): the cores' multiply-add ceilings.
+__attribute__((target("avx512f"))) float fma_chains(long iterations) {
+  __m512 acc[12];
+  for (auto& a : acc) a = _mm512_setzero_ps();
+  __m512 x = _mm512_set1_ps(1e-7f);
+  for (long it = 0; it < iterations; ++it) {
+    for (auto& a : acc) a = _mm512_fmadd_ps(x, x, a);
+    __asm__ volatile("" : "+v"(x));  // keeps the product inside the loop
+  }
+  float total = 0;
+  for (auto& a : acc) total += _mm512_reduce_add_ps(a);
+  return total;
+}
 
-double gemm_benchmarks(int reps) {
+__attribute__((target("avx512f,avx512bf16"))) float bf16_dot_chains(long iterations) {
+  __m512 acc[12];
+  for (auto& a : acc) a = _mm512_setzero_ps();
+  __m512bh x = (__m512bh)_mm512_set1_epi32(0x33d633d6);
+  for (long it = 0; it < iterations; ++it) {
+    for (auto& a : acc) a = _mm512_dpbf16_ps(a, x, x);
+    __asm__ volatile("" : "+v"(x));
+  }
+  float total = 0;
+  for (auto& a : acc) total += _mm512_reduce_add_ps(a);
+  return total;
+}
+#endif
+
+// GFLOP/s of twelve chains of 16-lane multiply-adds on every thread, `macs_per_op` each (16 for
+// an fp32 FMA, 32 for vdpbf16ps); 0 where the CPU lacks the instruction.
+double chain_peak_gflops(float (*chains)(long), double macs_per_op, int reps) {
+  const long iterations = 20'000'000;
+  float sink = 0;
+  const double s = median_seconds(
+      [&] {
+        float total = 0;
+#pragma omp parallel reduction(+ : total)
+        total += chains(iterations);
+        sink += total;
+      },
+      std::max(3, reps / 5));
+  if (sink < 0) std::puts("");
+  return 2.0 * macs_per_op * 12 * double(iterations) * mote::backend::gemm_detail::max_threads() / s * 1e-9;
+}
+
+double fma_peak_gflops(int reps) {
+#if MOTE_BF16_KERNEL
+  if (__builtin_cpu_supports("avx512f")) return chain_peak_gflops(fma_chains, 16, reps);
+#endif
+  (void)reps;
+  return 0;
+}
+
+double bf16_dot_peak_gflops(int reps) {
+#if MOTE_BF16_KERNEL
+  if (mote::backend::bf16_kernel_available()) return chain_peak_gflops(bf16_dot_chains, 32, reps);
+#endif
+  (void)reps;
+  return 0;
+}
+
+struct GemmPeaks {
+  double eigen, bf16;  // best raw Eigen fp32 product; best bf16 backend product (0 without it)
+};
+
+GemmPeaks gemm_benchmarks(int reps) {
   using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   struct GemmShape { std::int64_t m, n, k; };
   const GemmShape shapes[] = {{768, 768, 2048}, {2048, 768, 768}, {64, 3072, 768}};
-  double peak = 0;
+  const double fma_peak = fma_peak_gflops(reps), bf16_peak = bf16_dot_peak_gflops(reps);
+  if (fma_peak > 0) info_row("fp32 FMA peak (registers only)", fmt("%.1f GFLOP/s", fma_peak));
+  if (bf16_peak > 0) info_row("bf16 dot peak (registers only)", fmt("%.1f GFLOP/s", bf16_peak));
+  GemmPeaks peaks{0, 0};
   for (const auto& s : shapes) {
     Mat a = Mat::Random(s.m, s.k), b = Mat::Random(s.k, s.n), c(s.m, s.n);
     const double flops = 2.0 * double(s.m) * double(s.n) * double(s.k);
@@ -60,12 +136,24 @@ double gemm_benchmarks(int reps) {
     mote::Var<float> vb(mote::Tensor<float>::uniform({s.k, s.n}, -1, 1, rng));
     const double op_s = median_seconds([&] { auto y = mote::matmul(va, vb); }, reps);
     const double eigen_gf = flops / eigen_s * 1e-9, backend_gf = flops / backend_s * 1e-9, op_gf = flops / op_s * 1e-9;
-    peak = std::max(peak, eigen_gf);
+    peaks.eigen = std::max(peaks.eigen, eigen_gf);
     const std::string name = "GEMM " + std::to_string(s.m) + "x" + std::to_string(s.n) + "x" + std::to_string(s.k);
     row(name + " backend", fmt("%.1f GFLOP/s", backend_gf), fmt("Eigen %.1f GFLOP/s", eigen_gf), backend_gf / eigen_gf, ">= 0.95");
     row(name + " matmul op", fmt("%.1f GFLOP/s", op_gf), fmt("Eigen %.1f GFLOP/s", eigen_gf), op_gf / eigen_gf, "");
+    if (fma_peak > 0)
+      row(name + " Eigen", fmt("%.1f GFLOP/s", eigen_gf), fmt("FMA peak %.1f", fma_peak), eigen_gf / fma_peak, "");
+    if (bf16_peak <= 0) continue;
+    const mote::backend::scoped_matmul_precision bf16(mote::backend::matmul_precision::bf16);
+    const double bf16_s = median_seconds(
+        [&] {
+          mote::backend::gemm(mote::cpu{}, false, false, s.m, s.n, s.k, 1.0f, a.data(), s.k, b.data(), s.n, 0.0f, c.data(), s.n);
+        },
+        reps);
+    const double bf16_gf = flops / bf16_s * 1e-9;
+    peaks.bf16 = std::max(peaks.bf16, bf16_gf);
+    row(name + " bf16", fmt("%.1f GFLOP/s", bf16_gf), fmt("bf16 peak %.1f", bf16_peak), bf16_gf / bf16_peak, "");
   }
-  return peak;
+  return peaks;
 }
 
 void tape_benchmark(int reps) {
@@ -169,7 +257,8 @@ double peak_rss_mib() {
 }
 
 template <mote::nn::Config C>
-void model_benchmark(const char* name, std::int64_t batch, std::int64_t seq, double gemm_peak, Bandwidths bandwidth, int reps) {
+void model_benchmark(const char* name, std::int64_t batch, std::int64_t seq, double gemm_peak, const char* peak_name,
+                     Bandwidths bandwidth, int reps) {
   using Model = mote::nn::CausalLM<C, float>;
   Model model(std::uint64_t{1});
   mote::Rng rng(3);
@@ -191,7 +280,7 @@ void model_benchmark(const char* name, std::int64_t batch, std::int64_t seq, dou
       std::max(3, reps / 3));
   const double tokens = double(batch * seq);
   const double train_gf = 3.0 * fwd_flops_per_token * tokens / train_s * 1e-9;
-  row(std::string(name) + " train step", fmt("%.0f tok/s", tokens / train_s), fmt("GEMM peak %.1f GF/s", gemm_peak),
+  row(std::string(name) + " train step" + precision_tag, fmt("%.0f tok/s", tokens / train_s), std::string(peak_name) + fmt(" %.1f GF/s", gemm_peak),
       train_gf / gemm_peak, "");
   const double fwd_s = median_seconds(
       [&] {
@@ -200,7 +289,7 @@ void model_benchmark(const char* name, std::int64_t batch, std::int64_t seq, dou
       },
       std::max(3, reps / 3));
   const double fwd_gf = fwd_flops_per_token * tokens / fwd_s * 1e-9;
-  row(std::string(name) + " forward", fmt("%.0f tok/s", tokens / fwd_s), fmt("GEMM peak %.1f GF/s", gemm_peak),
+  row(std::string(name) + " forward" + precision_tag, fmt("%.0f tok/s", tokens / fwd_s), std::string(peak_name) + fmt(" %.1f GF/s", gemm_peak),
       fwd_gf / gemm_peak, "");
 
   // Decode at batch 1: a 32-token prompt, then 128 greedy tokens through the KV cache.
@@ -216,7 +305,7 @@ void model_benchmark(const char* name, std::int64_t batch, std::int64_t seq, dou
   // Each decoded token reads every weight once; the bound is weight bytes over copy bandwidth.
   const double weight_bytes = dense * sizeof(float);
   const double bound_tps = bandwidth.copy / weight_bytes, read_bound_tps = bandwidth.read / weight_bytes;
-  row(std::string(name) + " decode b1 (32+128)", fmt("%.0f tok/s", decode_tps), fmt("bound %.0f tok/s", bound_tps),
+  row(std::string(name) + " decode b1 (32+128)" + precision_tag, fmt("%.0f tok/s", decode_tps), fmt("bound %.0f tok/s", bound_tps),
       decode_tps / bound_tps, ">= 0.8");
   row(std::string(name) + " decode, read bound", fmt("%.0f tok/s", decode_tps), fmt("bound %.0f tok/s", read_bound_tps),
       decode_tps / read_bound_tps, "");
@@ -224,12 +313,12 @@ void model_benchmark(const char* name, std::int64_t batch, std::int64_t seq, dou
 }
 
 
-void model_benchmarks(double gemm_peak, int reps) {
+void model_benchmarks(double gemm_peak, const char* peak_name, int reps) {
   const Bandwidths bandwidth{copy_bandwidth(reps), read_bandwidth(reps)};
   info_row("copy bandwidth (read + write)", fmt("%.1f GB/s", bandwidth.copy * 1e-9));
   info_row("read bandwidth (all threads)", fmt("%.1f GB/s", bandwidth.read * 1e-9));
-  model_benchmark<c2_config>("C2", 8, 128, gemm_peak, bandwidth, reps);
-  model_benchmark<mote::presets::gpt2>("C1 gpt2", 4, 64, gemm_peak, bandwidth, reps);
+  model_benchmark<c2_config>("C2", 8, 128, gemm_peak, peak_name, bandwidth, reps);
+  model_benchmark<mote::presets::gpt2>("C1 gpt2", 4, 64, gemm_peak, peak_name, bandwidth, reps);
 }
 
 // Training steps of one adapter configuration at C2: forward, backward and AdamW over what trains.
@@ -321,38 +410,49 @@ void lora_benchmarks(int reps) {
   const double full = median(t_full), frozen = median(t_frozen), lo = median(t_lora), mo = median(t_mote),
                two = median(t_2r);
   const double tokens = double(batch * seq);
-  info_row("C2 full train step", fmt("%.0f tok/s", tokens / full));
-  row("C2 frozen base, no adapters", fmt("%.0f tok/s", tokens / frozen), "full step, same run", full / frozen, "");
-  row("C2 LoRA r16 step (speedup)", fmt("%.0f tok/s", tokens / lo), "full step, same run", full / lo, ">= 1.4");
-  row("C2 MoTE 3+shared step (cost)", fmt("%.0f tok/s", tokens / mo), "LoRA step, same run", mo / lo, "<= 1.2");
-  row("C2 single LoRA r32 step (cost)", fmt("%.0f tok/s", tokens / two), "LoRA step, same run", two / lo, "");
+  info_row(std::string("C2 full train step") + precision_tag, fmt("%.0f tok/s", tokens / full));
+  row(std::string("C2 frozen base, no adapters") + precision_tag, fmt("%.0f tok/s", tokens / frozen), "full step, same run", full / frozen, "");
+  row(std::string("C2 LoRA r16 step (speedup)") + precision_tag, fmt("%.0f tok/s", tokens / lo), "full step, same run", full / lo, ">= 1.4");
+  row(std::string("C2 MoTE 3+shared step (cost)") + precision_tag, fmt("%.0f tok/s", tokens / mo), "LoRA step, same run", mo / lo, "<= 1.2");
+  row(std::string("C2 single LoRA r32 step (cost)") + precision_tag, fmt("%.0f tok/s", tokens / two), "LoRA step, same run", two / lo, "");
   std::printf("\n%s\n", mote_step.experts.trainable_parameters_line().c_str());
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, models_only = false, lora_only = false;
+  bool quick = false, models_only = false, lora_only = false, bf16 = false;
   for (int i = 1; i < argc; ++i) {
     quick = quick || std::strcmp(argv[i], "--quick") == 0;
     models_only = models_only || std::strcmp(argv[i], "--models") == 0;
     lora_only = lora_only || std::strcmp(argv[i], "--lora") == 0;
+    bf16 = bf16 || std::strcmp(argv[i], "--bf16") == 0;
   }
   const int reps = quick ? 3 : 15;
-  std::printf("mote benchmarks (Eigen %d.%d.%d, %d OpenMP threads)\n\n", EIGEN_WORLD_VERSION, EIGEN_MAJOR_VERSION,
-              EIGEN_MINOR_VERSION, Eigen::nbThreads());
+  std::printf("mote benchmarks (Eigen %d.%d.%d, %d OpenMP threads, bf16 kernel %s)\n\n", EIGEN_WORLD_VERSION,
+              EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION, Eigen::nbThreads(),
+              mote::backend::bf16_kernel_available() ? "yes" : "no");
   std::printf("| %-34s | %-18s | %-20s | %6s | %-10s |\n", "what", "figure", "ceiling (same run)", "ratio", "target");
   std::printf("|%s|%s|%s|%s|%s|\n", std::string(36, '-').c_str(), std::string(20, '-').c_str(), std::string(22, '-').c_str(),
               std::string(8, '-').c_str(), std::string(12, '-').c_str());
+  const auto select_precision = [&] {
+    if (!bf16) return;
+    mote::backend::set_matmul_precision(mote::backend::matmul_precision::bf16);
+    precision_tag = " bf16";
+  };
   if (lora_only) {
+    select_precision();
     lora_benchmarks(reps);
     return 0;
   }
-  const double peak = gemm_benchmarks(reps);
+  const GemmPeaks peaks = gemm_benchmarks(reps);
   if (!models_only) {
     tape_benchmark(reps);
-    mlp_benchmark(peak, reps);
+    mlp_benchmark(peaks.eigen, reps);
   }
-  model_benchmarks(peak, reps);
+  select_precision();
+  // Model rows compare against the GEMM peak of the precision they multiply in.
+  const bool bf16_peak = bf16 && peaks.bf16 > 0;
+  model_benchmarks(bf16_peak ? peaks.bf16 : peaks.eigen, bf16_peak ? "bf16 GEMM" : "GEMM peak", reps);
   if (!models_only) lora_benchmarks(reps);
 }

@@ -1,8 +1,10 @@
 // matmul, fused bias and linear through the generic op tester, checked against a naive product;
 // the GEMM kernels directly at sizes that reach Eigen's blocked and threaded paths.
 #include <array>
+#include <bit>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
@@ -319,3 +321,123 @@ BOOST_AUTO_TEST_CASE(bias_kernels) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_CASE(bf16_rounding_is_nearest_even_and_keeps_infinities_and_nans) {
+  using backend::bf16_detail::from_bf16;
+  using backend::bf16_detail::to_bf16;
+  auto bits = [](std::uint32_t b) { return std::bit_cast<float>(b); };
+  BOOST_TEST(to_bf16(1.0f) == 0x3f80u);
+  BOOST_TEST(to_bf16(-2.5f) == 0xc020u);
+  BOOST_TEST(to_bf16(bits(0x3f808000u)) == 0x3f80u);  // a tie rounds to the even 0x3f80
+  BOOST_TEST(to_bf16(bits(0x3f818000u)) == 0x3f82u);  // a tie rounds to the even 0x3f82
+  BOOST_TEST(to_bf16(bits(0x3f808001u)) == 0x3f81u);  // just past the tie rounds up
+  BOOST_TEST(to_bf16(bits(0x3f807fffu)) == 0x3f80u);  // just short of it rounds down
+  BOOST_TEST(to_bf16(bits(0x7f7fffffu)) == 0x7f80u);  // float's largest rounds to infinity
+  BOOST_TEST(to_bf16(std::numeric_limits<float>::infinity()) == 0x7f80u);
+  BOOST_TEST(std::isnan(from_bf16(to_bf16(bits(0x7f800001u)))));  // payload only in the low half
+  BOOST_TEST(from_bf16(to_bf16(0.15625f)) == 0.15625f);            // exactly representable
+}
+
+// Both bf16 paths (the AVX512-BF16 kernel where the CPU has it, and the portable rounding) against
+// a double product of the rounded operands: shapes with odd depths, several k, row and column
+// blocks, short tiles, padded strides, both threads' bands, and every transpose and beta case.
+BOOST_AUTO_TEST_CASE(bf16_gemm_matches_a_double_product_of_rounded_operands) {
+  using backend::bf16_detail::round_to_bf16;
+  const bool kernel = backend::bf16_kernel_available();
+  BOOST_TEST_MESSAGE("AVX512-BF16 kernel on this CPU: " << kernel);
+  const backend::scoped_matmul_precision bf16(backend::matmul_precision::bf16);
+  const std::int64_t pad = 5;
+  Rng rng(31);
+  for (bool use_kernel : {true, false}) {
+    if (use_kernel && !kernel) continue;
+    backend::bf16_detail::use_kernel().store(use_kernel);
+    for (const auto& [m, n, k] : std::vector<std::array<std::int64_t, 3>>{
+             {13, 40, 131}, {37, 70, 301}, {200, 45, 601}, {9, 2100, 40}, {300, 29, 17}})
+      for (bool ta : {false, true})
+        for (bool tb : {false, true}) {
+          const std::int64_t a_rows = ta ? k : m, a_cols = ta ? m : k, b_rows = tb ? n : k, b_cols = tb ? k : n;
+          const std::int64_t lda = a_cols + pad, ldb = b_cols + pad, ldc = n + pad;
+          std::vector<float> a(static_cast<std::size_t>(a_rows * lda)), b(static_cast<std::size_t>(b_rows * ldb));
+          for (auto& x : a) x = static_cast<float>(rng.uniform(-1, 1));
+          for (auto& x : b) x = static_cast<float>(rng.uniform(-1, 1));
+          // Every seventh operand sits exactly halfway between two bf16 values (both tie parities).
+          const float ties[] = {std::bit_cast<float>(0x3f808000u), std::bit_cast<float>(0xbf818000u)};
+          for (std::size_t i = 0; i < a.size(); i += 7) a[i] = ties[(i / 7) % 2];
+          for (std::size_t i = 3; i < b.size(); i += 7) b[i] = ties[(i / 7) % 2];
+          for (float beta : {0.0f, 1.0f, -0.5f}) {
+            const float old = 2.0f, alpha = 1.5f;
+            std::vector<float> c(static_cast<std::size_t>(m * ldc),
+                                 beta == 0.0f ? std::numeric_limits<float>::quiet_NaN() : old);
+            for (std::int64_t i = 0; i < m; ++i) c[static_cast<std::size_t>(i * ldc + n)] = 42.0f;
+            backend::gemm(cpu{}, ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
+            double worst = 0;
+            for (std::int64_t i = 0; i < m; ++i) {
+              for (std::int64_t j = 0; j < n; ++j) {
+                double sum = 0, magnitude = 0;
+                for (std::int64_t q = 0; q < k; ++q) {
+                  const float x = ta ? a[static_cast<std::size_t>(q * lda + i)] : a[static_cast<std::size_t>(i * lda + q)];
+                  const float y = tb ? b[static_cast<std::size_t>(j * ldb + q)] : b[static_cast<std::size_t>(q * ldb + j)];
+                  const double term = double(round_to_bf16(x)) * double(round_to_bf16(y));
+                  sum += term;
+                  magnitude += std::abs(term);
+                }
+                const double want = alpha * sum + (beta == 0.0f ? 0.0 : double(beta) * old);
+                const double got = c[static_cast<std::size_t>(i * ldc + j)];
+                worst = std::max(worst, std::isnan(got) ? 1.0 : std::abs(got - want) / (alpha * magnitude + 1));
+              }
+              BOOST_TEST(c[static_cast<std::size_t>(i * ldc + n)] == 42.0f);
+            }
+            // Float sums of k exact bf16 products: a few float epsilons of the summed magnitudes.
+            BOOST_TEST(worst < 1e-6, (use_kernel ? "kernel " : "portable ")
+                                         << m << "x" << n << "x" << k << " ta=" << ta << " tb=" << tb
+                                         << " beta=" << beta << ": relative error " << worst);
+          }
+        }
+  }
+  backend::bf16_detail::use_kernel().store(kernel);
+}
+
+BOOST_AUTO_TEST_CASE(bf16_precision_is_opt_in_scoped_and_leaves_decode_products_in_fp32) {
+  using backend::bf16_detail::round_to_bf16;
+  Rng rng(37);
+  const std::int64_t m = 64, n = 48, k = 96;
+  std::vector<float> a(static_cast<std::size_t>(m * k)), b(static_cast<std::size_t>(k * n));
+  for (auto& x : a) x = static_cast<float>(rng.uniform(-1, 1));
+  for (auto& x : b) x = static_cast<float>(rng.uniform(-1, 1));
+  // Element (i, j) of a rows x n product, in double, from full or rounded operands.
+  auto reference = [&](std::int64_t i, std::int64_t j, bool rounded) {
+    double s = 0;
+    for (std::int64_t q = 0; q < k; ++q) {
+      const float x = a[static_cast<std::size_t>(i * k + q)], y = b[static_cast<std::size_t>(q * n + j)];
+      s += rounded ? double(round_to_bf16(x)) * round_to_bf16(y) : double(x) * y;
+    }
+    return s;
+  };
+  // Largest distance of C[rows, n] from either reference.
+  auto distance = [&](const std::vector<float>& c, std::int64_t rows, bool rounded) {
+    double worst = 0;
+    for (std::int64_t i = 0; i < rows; ++i)
+      for (std::int64_t j = 0; j < n; ++j)
+        worst = std::max(worst, std::abs(c[static_cast<std::size_t>(i * n + j)] - reference(i, j, rounded)));
+    return worst;
+  };
+  auto product = [&](std::int64_t rows) {
+    std::vector<float> c(static_cast<std::size_t>(rows * n));
+    backend::gemm(cpu{}, false, false, rows, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, c.data(), n);
+    return c;
+  };
+  BOOST_TEST((backend::get_matmul_precision() == backend::matmul_precision::fp32));
+  const auto fp32 = product(m);
+  BOOST_TEST(distance(fp32, m, false) < 1e-5);
+  BOOST_TEST(distance(fp32, m, true) > 1e-3);  // rounding the operands moves the result visibly
+  {
+    const backend::scoped_matmul_precision bf16(backend::matmul_precision::bf16);
+    BOOST_TEST((backend::get_matmul_precision() == backend::matmul_precision::bf16));
+    const auto mixed = product(m);
+    BOOST_TEST(distance(mixed, m, true) < 1e-5);
+    BOOST_TEST(distance(mixed, m, false) > 1e-3);
+    // Two rows against a weight matrix is decode's shape: it stays fp32.
+    BOOST_TEST(distance(product(2), 2, false) < 1e-5);
+  }
+  BOOST_TEST((backend::get_matmul_precision() == backend::matmul_precision::fp32));
+}

@@ -476,6 +476,57 @@ BOOST_AUTO_TEST_CASE(training_steps_lower_the_loss) {
   BOOST_TEST(last < 0.5f * first);
 }
 
+// Large enough that every projection passes the bf16 size cutoff (128 tokens x 64 wide).
+constexpr nn::Config bf16_llama{.vocab = 128, .d_model = 64, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2,
+                                .d_ff = 128, .max_seq = 32, .norm = nn::Norm::RMSNorm, .eps = 1e-5,
+                                .activation = nn::Activation::SwiGLU, .positions = nn::Positions::RoPE,
+                                .rope_theta = 10000.0, .bias = false, .tied_embeddings = false};
+
+BOOST_AUTO_TEST_CASE(bf16_matmul_precision_trains_close_to_fp32) {
+  nn::CausalLM<bf16_llama, float> model(61);
+  Rng rng(5);
+  std::vector<std::int32_t> id_values(4 * 32), target_values(4 * 32);
+  for (auto& v : id_values) v = static_cast<std::int32_t>(rng.below(bf16_llama.vocab));
+  for (std::size_t i = 0; i < target_values.size(); ++i) target_values[i] = (id_values[i] * 7 + 3) % 128;
+  const auto ids = Tensor<std::int32_t>::from_vector({4, 32}, id_values);
+  const auto targets = Tensor<std::int32_t>::from_vector({4, 32}, target_values);
+  // Loss and every gradient of one pass, under the precision currently set.
+  auto pass = [&] {
+    model.zero_grad();
+    auto loss = model.loss(ids, targets);
+    loss.backward();
+    std::map<std::string, std::vector<float>> grads;
+    model.for_each_parameter([&](const std::string& name, Var<float>& p) { grads[name] = p.grad().to_vector(); });
+    return std::make_pair(double(loss.item()), grads);
+  };
+  const auto [fp32_loss, fp32_grads] = pass();
+  backend::scoped_matmul_precision bf16(backend::matmul_precision::bf16);
+  const auto [bf16_loss, bf16_grads] = pass();
+  // bf16 keeps 8 significant bits: close, but not the fp32 numbers.
+  BOOST_TEST(std::abs(bf16_loss - fp32_loss) < 1e-2 * fp32_loss);
+  BOOST_TEST(bf16_loss != fp32_loss);
+  for (const auto& [name, want] : fp32_grads) {
+    const auto& got = bf16_grads.at(name);
+    double diff = 0, norm = 0;
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      diff += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+      norm += double(want[i]) * want[i];
+    }
+    BOOST_TEST(std::sqrt(diff) < 0.05 * std::sqrt(norm) + 1e-12, name << ": relative gradient error "
+                                                                      << std::sqrt(diff / std::max(norm, 1e-300)));
+  }
+  optim::AdamW<float> opt(model.parameters(), {.lr = 1e-2f, .weight_decay = 0.0f});
+  double first = 0, last = 0;
+  for (int step = 0; step < 30; ++step) {
+    opt.zero_grad();
+    auto loss = model.loss(ids, targets);
+    loss.backward();
+    opt.step();
+    (step == 0 ? first : last) = loss.item();
+  }
+  BOOST_TEST(last < 0.3 * first);
+}
+
 BOOST_AUTO_TEST_CASE(resize_vocab_keeps_old_logits_and_starts_new_rows_at_the_mean) {
   check_resize_keeps_the_model<gpt2c, double>(1e-12);  // tied
   check_resize_keeps_the_model<llamac, double>(1e-12);  // untied

@@ -1,0 +1,295 @@
+#pragma once
+// Mixed-precision float GEMM: operands rounded to bfloat16, products summed in float, as
+// PyTorch's set_float32_matmul_precision("medium") permits. On CPUs with AVX512-BF16 (AMD Zen 4,
+// Intel Sapphire Rapids) one vdpbf16ps does twice the multiply-adds of an fp32 FMA; elsewhere the
+// same rounding runs ahead of an fp32 product, so both paths compute the same rounded operands.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
+#define MOTE_BF16_KERNEL 1
+#include <cpuid.h>
+#include <immintrin.h>
+#else
+#define MOTE_BF16_KERNEL 0
+#endif
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace mote::backend {
+
+// What a float matrix product on the CPU may compute in: fp32 (the default, exact to float), or
+// bf16 operands with float sums for products large enough to profit. Decode's matrix-vector
+// products stay fp32: they are bound by reading the weights, not by multiply-adds.
+enum class matmul_precision { fp32, bf16 };
+
+namespace bf16_detail {
+inline std::atomic<matmul_precision>& precision_setting() noexcept {
+  static std::atomic<matmul_precision> setting{matmul_precision::fp32};
+  return setting;
+}
+}  // namespace bf16_detail
+
+// Process-wide, like PyTorch's setting: OpenMP workers must see what their caller chose.
+inline void set_matmul_precision(matmul_precision precision) noexcept {
+  bf16_detail::precision_setting().store(precision, std::memory_order_relaxed);
+}
+inline matmul_precision get_matmul_precision() noexcept {
+  return bf16_detail::precision_setting().load(std::memory_order_relaxed);
+}
+
+// Sets a precision for a scope and restores the previous one on exit.
+class scoped_matmul_precision {
+ public:
+  explicit scoped_matmul_precision(matmul_precision precision) : previous_(get_matmul_precision()) {
+    set_matmul_precision(precision);
+  }
+  ~scoped_matmul_precision() { set_matmul_precision(previous_); }
+  scoped_matmul_precision(const scoped_matmul_precision&) = delete;
+  scoped_matmul_precision& operator=(const scoped_matmul_precision&) = delete;
+
+ private:
+  matmul_precision previous_;
+};
+
+namespace bf16_detail {
+
+// Round to nearest, ties to even. A NaN is kept quiet: one whose payload sits only in the low
+// half would otherwise round to infinity.
+inline std::uint16_t to_bf16(float x) noexcept {
+  std::uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  const std::uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  const std::uint32_t quiet_nan = (bits >> 16) | 0x40u;
+  return static_cast<std::uint16_t>((bits & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
+}
+inline float from_bf16(std::uint16_t half) noexcept {
+  const std::uint32_t bits = std::uint32_t(half) << 16;
+  float x;
+  std::memcpy(&x, &bits, sizeof x);
+  return x;
+}
+inline float round_to_bf16(float x) noexcept { return from_bf16(to_bf16(x)); }
+
+// Register tile: 12 rows x 32 columns is 24 zmm accumulators, plus two B vectors and a broadcast.
+inline constexpr std::int64_t tile_rows = 12;
+inline constexpr std::int64_t tile_cols = 32;
+// Cache blocks: a 128-pair B micro-panel (16 KiB) stays in L1 while an A block of 192 rows
+// (96 KiB) streams from L2.
+inline constexpr std::int64_t block_k = 256;
+inline constexpr std::int64_t block_rows = 192;
+inline constexpr std::int64_t block_cols = 2048;
+
+// A strided view of an operand: element (i, j) at data[i * row_stride + j * col_stride], so a
+// transposed operand is the same view with its strides swapped. One stride is always 1.
+struct Operand {
+  const float* data;
+  std::int64_t row_stride, col_stride;
+  const float* ptr(std::int64_t i, std::int64_t j) const noexcept { return data + i * row_stride + j * col_stride; }
+  float at(std::int64_t i, std::int64_t j) const noexcept { return *ptr(i, j); }
+};
+
+// Per-thread packing buffers, grown on demand and 64-byte aligned for the vector loads.
+class PackBuffer {
+ public:
+  std::uint32_t* get(std::size_t words) {
+    if (words > capacity_) {
+      storage_.reset(new std::uint32_t[words + 16]);
+      capacity_ = words;
+    }
+    auto address = reinterpret_cast<std::uintptr_t>(storage_.get());
+    return reinterpret_cast<std::uint32_t*>((address + 63) & ~std::uintptr_t(63));
+  }
+
+ private:
+  std::unique_ptr<std::uint32_t[]> storage_;
+  std::size_t capacity_ = 0;
+};
+
+#if MOTE_BF16_KERNEL
+// AVX512-F and -BF16, and an OS that saves the zmm state.
+inline bool cpu_has_bf16_dot() noexcept {
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 27))) return false;  // OSXSAVE
+  unsigned xcr0_low, xcr0_high;
+  __asm__("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
+  if ((xcr0_low & 0xe6u) != 0xe6u) return false;  // SSE, AVX and the three AVX-512 states
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || !(ebx & (1u << 16))) return false;  // AVX512F
+  return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 5));              // AVX512_BF16
+}
+
+#define MOTE_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+// GCC 12's _mm512_undefined_* self-initialise, which -O1 reports once inlined here.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+// The first `count` of 16 lanes.
+MOTE_BF16_TARGET inline __mmask16 first_lanes(std::int64_t count) noexcept {
+  return count >= 16 ? __mmask16(0xffff) : count <= 0 ? __mmask16(0) : __mmask16((1u << count) - 1);
+}
+
+// to_bf16 on 16 lanes at once, left in each lane's high half (the low half is not cleared).
+MOTE_BF16_TARGET inline __m512i round_to_high_half(__m512i bits) noexcept {
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd));
+  const __mmask16 nan =
+      _mm512_cmpgt_epu32_mask(_mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+  return _mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(bits, _mm512_set1_epi32(0x00400000)));
+}
+
+// dst[j] = pair(lower[j], upper[j]) for j < count and 0 up to width; upper may be null (an odd
+// depth's last pair). For operands contiguous along the non-k side: B, or a transposed A.
+MOTE_BF16_TARGET inline void pack_row_pair(const float* lower, const float* upper, std::int64_t count,
+                                           std::uint32_t* dst, std::int64_t width) noexcept {
+  const __m512i high_half = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+  for (std::int64_t j = 0; j < width; j += 16) {
+    const __mmask16 valid = first_lanes(count - j);
+    const __m512i low_k = round_to_high_half(_mm512_maskz_loadu_epi32(valid, lower + j));
+    const __m512i high_k =
+        upper ? round_to_high_half(_mm512_maskz_loadu_epi32(valid, upper + j)) : _mm512_setzero_si512();
+    const __m512i words = _mm512_or_si512(_mm512_srli_epi32(low_k, 16), _mm512_and_si512(high_k, high_half));
+    _mm512_mask_storeu_epi32(dst + j, first_lanes(width - j), _mm512_maskz_mov_epi32(valid, words));
+  }
+}
+
+// `depth` consecutive-k floats into (depth + 1) / 2 pairs at dst[q * stride]: for operands
+// contiguous along k (A, or a transposed B). vcvtne2ps2bf16 rounds as to_bf16 does, except that it
+// flushes subnormals, which vdpbf16ps treats as zero anyway.
+MOTE_BF16_TARGET inline void pack_along_k(const float* src, std::int64_t depth, std::uint32_t* dst,
+                                          std::int64_t stride) noexcept {
+  alignas(64) std::uint32_t words[16];
+  for (std::int64_t k = 0; k < depth; k += 32) {
+    const __m512 low = _mm512_maskz_loadu_ps(first_lanes(depth - k), src + k);
+    const __m512 high = _mm512_maskz_loadu_ps(first_lanes(depth - k - 16), src + k + 16);
+    _mm512_store_si512(words, (__m512i)_mm512_cvtne2ps_pbh(high, low));
+    const std::int64_t pairs = std::min<std::int64_t>(16, (depth - k + 1) / 2);
+    for (std::int64_t q = 0; q < pairs; ++q) dst[(k / 2 + q) * stride] = words[q];
+  }
+}
+
+// A[rows, k-range] into tile_rows-row panels, each [pair][row]; short panels are zero-padded.
+MOTE_BF16_TARGET inline void pack_a(const Operand& a, std::int64_t row0, std::int64_t rows, std::int64_t k0,
+                                    std::int64_t depth, std::uint32_t* out) noexcept {
+  const std::int64_t pairs = (depth + 1) / 2;
+  for (std::int64_t panel = 0; panel < rows; panel += tile_rows, out += pairs * tile_rows) {
+    const std::int64_t height = std::min(tile_rows, rows - panel);
+    if (a.col_stride == 1) {
+      for (std::int64_t r = 0; r < height; ++r) pack_along_k(a.ptr(row0 + panel + r, k0), depth, out + r, tile_rows);
+      for (std::int64_t r = height; r < tile_rows; ++r)
+        for (std::int64_t p = 0; p < pairs; ++p) out[p * tile_rows + r] = 0;
+    } else {
+      for (std::int64_t p = 0; p < pairs; ++p)
+        pack_row_pair(a.ptr(row0 + panel, k0 + 2 * p),
+                      2 * p + 1 < depth ? a.ptr(row0 + panel, k0 + 2 * p + 1) : nullptr, height,
+                      out + p * tile_rows, tile_rows);
+    }
+  }
+}
+
+// B[k-range, cols] into tile_cols-column panels, each [pair][column]; short panels are zero-padded.
+MOTE_BF16_TARGET inline void pack_b(const Operand& b, std::int64_t k0, std::int64_t depth, std::int64_t col0,
+                                    std::int64_t cols, std::uint32_t* out) noexcept {
+  const std::int64_t pairs = (depth + 1) / 2;
+  for (std::int64_t panel = 0; panel < cols; panel += tile_cols, out += pairs * tile_cols) {
+    const std::int64_t width = std::min(tile_cols, cols - panel);
+    if (b.col_stride == 1) {
+      for (std::int64_t p = 0; p < pairs; ++p)
+        pack_row_pair(b.ptr(k0 + 2 * p, col0 + panel), 2 * p + 1 < depth ? b.ptr(k0 + 2 * p + 1, col0 + panel) : nullptr,
+                      width, out + p * tile_cols, tile_cols);
+    } else {
+      for (std::int64_t j = 0; j < width; ++j) pack_along_k(b.ptr(k0, col0 + panel + j), depth, out + j, tile_cols);
+      for (std::int64_t j = width; j < tile_cols; ++j)
+        for (std::int64_t p = 0; p < pairs; ++p) out[p * tile_cols + j] = 0;
+    }
+  }
+}
+
+// C[rows<=12, cols<=32] = alpha * (packed A panel . packed B panel) + beta * C.
+MOTE_BF16_TARGET inline void tile_kernel(std::int64_t pairs, const std::uint32_t* a,
+                                                                       const std::uint32_t* b, float alpha, float beta,
+                                                                       float* c, std::int64_t ldc, std::int64_t rows,
+                                                                       std::int64_t cols) {
+  __m512 acc[tile_rows][2];
+#pragma GCC unroll 12
+  for (int r = 0; r < tile_rows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (std::int64_t p = 0; p < pairs; ++p, a += tile_rows, b += tile_cols) {
+    const __m512bh b_low = (__m512bh)_mm512_load_si512(b);
+    const __m512bh b_high = (__m512bh)_mm512_load_si512(b + 16);
+#pragma GCC unroll 12
+    for (int r = 0; r < tile_rows; ++r) {
+      const __m512bh a_pair = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[r]));
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], a_pair, b_low);
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], a_pair, b_high);
+    }
+  }
+  const __m512 alpha_v = _mm512_set1_ps(alpha), beta_v = _mm512_set1_ps(beta);
+  const __mmask16 mask_low = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
+  const __mmask16 mask_high = cols >= 32 ? __mmask16(0xffff) : cols <= 16 ? __mmask16(0) : __mmask16((1u << (cols - 16)) - 1);
+  for (int r = 0; r < rows; ++r) {
+    float* row = c + r * ldc;
+    __m512 low = _mm512_mul_ps(alpha_v, acc[r][0]), high = _mm512_mul_ps(alpha_v, acc[r][1]);
+    if (beta != 0.0f) {  // beta 0 never reads C, which may hold poison
+      low = _mm512_fmadd_ps(beta_v, _mm512_maskz_loadu_ps(mask_low, row), low);
+      high = _mm512_fmadd_ps(beta_v, _mm512_maskz_loadu_ps(mask_high, row + 16), high);
+    }
+    _mm512_mask_storeu_ps(row, mask_low, low);
+    _mm512_mask_storeu_ps(row + 16, mask_high, high);
+  }
+}
+
+// One thread's share: C[m, n] = alpha * A . B + beta * C through the packed blocks.
+MOTE_BF16_TARGET inline void blocked_gemm(std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const Operand& a,
+                         const Operand& b, float beta, float* c, std::int64_t ldc) {
+  thread_local PackBuffer a_buffer, b_buffer;
+  const std::int64_t max_pairs = (std::min(block_k, k) + 1) / 2;
+  const std::int64_t b_panels = (std::min(block_cols, n) + tile_cols - 1) / tile_cols;
+  const std::int64_t a_panels = (std::min(block_rows, m) + tile_rows - 1) / tile_rows;
+  std::uint32_t* packed_b = b_buffer.get(std::size_t(b_panels * tile_cols * max_pairs));
+  std::uint32_t* packed_a = a_buffer.get(std::size_t(a_panels * tile_rows * max_pairs));
+  for (std::int64_t col0 = 0; col0 < n; col0 += block_cols) {
+    const std::int64_t cols = std::min(block_cols, n - col0);
+    for (std::int64_t k0 = 0; k0 < k; k0 += block_k) {
+      const std::int64_t depth = std::min(block_k, k - k0), pairs = (depth + 1) / 2;
+      const float block_beta = k0 == 0 ? beta : 1.0f;  // later k blocks accumulate onto the first
+      pack_b(b, k0, depth, col0, cols, packed_b);
+      for (std::int64_t row0 = 0; row0 < m; row0 += block_rows) {
+        const std::int64_t rows = std::min(block_rows, m - row0);
+        pack_a(a, row0, rows, k0, depth, packed_a);
+        for (std::int64_t jc = 0; jc < cols; jc += tile_cols)
+          for (std::int64_t ir = 0; ir < rows; ir += tile_rows)
+            tile_kernel(pairs, packed_a + ir * pairs, packed_b + jc * pairs, alpha, block_beta,
+                        c + (row0 + ir) * ldc + col0 + jc, ldc, std::min(tile_rows, rows - ir),
+                        std::min(tile_cols, cols - jc));
+      }
+    }
+  }
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#undef MOTE_BF16_TARGET
+#endif
+
+// Tests clear this to run the portable path on a machine that has the kernel.
+inline std::atomic<bool>& use_kernel() noexcept {
+#if MOTE_BF16_KERNEL
+  static std::atomic<bool> enabled{cpu_has_bf16_dot()};
+#else
+  static std::atomic<bool> enabled{false};
+#endif
+  return enabled;
+}
+
+}  // namespace bf16_detail
+
+// Whether bf16 products run on the AVX512-BF16 kernel here (otherwise they round, then run fp32).
+inline bool bf16_kernel_available() noexcept { return bf16_detail::use_kernel().load(std::memory_order_relaxed); }
+
+}  // namespace mote::backend
