@@ -7,11 +7,15 @@ It prints tokens/s for the training step (forward, backward, AdamW), the forward
 decode at batch 1 (32-token prompt, 128 new tokens), for C1 = GPT-2 124M at batch 4 x 64 and
 C2 = 6 layers, 6 heads, d 384, vocab 8192 at batch 8 x 128, plus peak resident memory.
 
+With --bf16 the training step and the forward pass run under torch.autocast("cpu", dtype=torch.bfloat16),
+PyTorch's counterpart of mote's matmul_precision::bf16 (decode stays float32 in both).
+
 Debian's python3-torch does its matrix products through the libblas.so.3 that Debian's alternatives
 system selects. Install an optimized one first (`apt-get install libopenblas0-openmp`, which makes
 itself the preferred alternative; check with `update-alternatives --display libblas.so.3-x86_64-linux-gnu`):
 with the reference BLAS torch runs at about 6 GFLOP/s instead of about 170 on a 2-vCPU EPYC.
 """
+import contextlib
 import math
 import os
 import resource
@@ -20,6 +24,13 @@ import time
 
 import torch
 import torch.nn.functional as F
+
+
+def precision():
+    """Mixed bf16 under --bf16 (autocast), float32 otherwise."""
+    if "--bf16" in sys.argv:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 class Block(torch.nn.Module):
@@ -90,12 +101,13 @@ def bench(name, vocab, d, layers, heads, batch, seq, reps):
 
     def train_step():
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(ids).view(-1, vocab), targets.view(-1))
+        with precision():
+            loss = F.cross_entropy(model(ids).view(-1, vocab), targets.view(-1))
         loss.backward()
         opt.step()
 
     def forward():
-        with torch.no_grad():
+        with torch.no_grad(), precision():
             model(ids)
 
     prompt = torch.randint(0, vocab, (1, 32))
@@ -118,7 +130,8 @@ def bench(name, vocab, d, layers, heads, batch, seq, reps):
 def main():
     torch.set_num_threads(os.cpu_count())
     reps = 3 if "--quick" in sys.argv else 7
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    mode = "bf16 autocast" if "--bf16" in sys.argv else "float32"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {mode}")
     bench("C1 gpt2-124M b4x64 ", 50257, 768, 12, 12, 4, 64, reps)
     bench("C2 6L d384 b8x128  ", 8192, 384, 6, 6, 8, 128, reps)
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")

@@ -29,7 +29,7 @@ prints the cost of mote relative to lora (time per step ratio), the speedup of l
 Before timing it always runs a small self-check on a tiny shape: the MoTE layer's output (and its
 gradients) equal a dense mask-based reference to 1e-5, the LoRA layer equals the base layer when B is
 zero, and the step-id layout is three contiguous runs per sequence. `--check` runs only the self-check;
-`--quick` uses 3 timed rounds instead of 7.
+`--quick` uses 3 timed rounds instead of 7; `--bf16` runs forward and loss under bf16 autocast.
 
 Run it in PyTorch's fastest configuration on this machine, in its own command:
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 benchmarks/pytorch_lora.py
@@ -50,6 +50,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pytorch_gpt2  # noqa: E402  (GPT, Block)
+from pytorch_gpt2 import precision  # noqa: E402  (autocast under --bf16)
 
 LINEARS = ("c_attn", "c_proj", "c_fc", "mlp_proj")  # mlp_proj is GPT-2's mlp.c_proj
 RANK, ALPHA = 16, 32.0
@@ -218,7 +219,8 @@ def self_check():
 
 def main():
     torch.set_num_threads(os.cpu_count())
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    mode = "bf16 autocast" if "--bf16" in sys.argv else "float32"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {mode}")
     self_check()
     if "--check" in sys.argv:
         return
@@ -240,7 +242,8 @@ def main():
             opt.zero_grad(set_to_none=True)
             if routing is not None:
                 routing.set(step_ids)  # per-batch expert index lists, inside the timed step
-            loss = F.cross_entropy(model(ids).view(-1, vocab), targets.view(-1))
+            with precision():
+                loss = F.cross_entropy(model(ids).view(-1, vocab), targets.view(-1))
             loss.backward()
             opt.step()
 
