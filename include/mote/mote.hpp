@@ -8,6 +8,7 @@
 #include "mote/core/tensor.hpp"
 
 #include "mote/backend/concept.hpp"
+#include "mote/backend/precision.hpp"
 #include "mote/backend/kernel_ops.hpp"
 #include "mote/backend/cpu/cpu.hpp"
 #include "mote/backend/cpu/eigen.hpp"

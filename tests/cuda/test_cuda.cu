@@ -6,6 +6,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -478,6 +479,62 @@ void scatter_checks(Report& report) {
   });
 }
 
+// matmul_precision::bf16 on the device: cuBLAS's tensor cores on bf16-rounded operands with float
+// sums, against a double product of the same rounded operands; fp32 again once the scope ends.
+void bf16_gemm_checks(Report& report) {
+  report.guarded("gemm under matmul_precision::bf16", [&] {
+    using mote::backend::bf16_detail::round_to_bf16;
+    const std::int64_t m = 96, n = 80, k = 200;
+    for (const bool ta : {false, true})
+      for (const bool tb : {false, true}) {
+        const auto values = draw_inputs({{m, k}, {k, n}}, 83);
+        const std::vector<float> a(values[0].begin(), values[0].end()), b(values[1].begin(), values[1].end());
+        // Stored layouts for the transposes; op(A)[i, q] and op(B)[q, j] are the same values.
+        std::vector<float> a_stored(a.size()), b_stored(b.size());
+        for (std::int64_t i = 0; i < m; ++i)
+          for (std::int64_t q = 0; q < k; ++q) a_stored[ta ? q * m + i : i * k + q] = a[i * k + q];
+        for (std::int64_t q = 0; q < k; ++q)
+          for (std::int64_t j = 0; j < n; ++j) b_stored[tb ? j * k + q : q * n + j] = b[q * n + j];
+        std::vector<double> rounded(m * n), exact(m * n);
+        double magnitude = 0;
+        for (std::int64_t i = 0; i < m; ++i)
+          for (std::int64_t j = 0; j < n; ++j) {
+            double r = 0, e = 0;
+            for (std::int64_t q = 0; q < k; ++q) {
+              r += double(round_to_bf16(a[i * k + q])) * round_to_bf16(b[q * n + j]);
+              e += double(a[i * k + q]) * b[q * n + j];
+              magnitude = std::max(magnitude, std::abs(double(a[i * k + q]) * b[q * n + j]) * k);
+            }
+            rounded[i * n + j] = r;
+            exact[i * n + j] = e;
+          }
+        const auto a_gpu = Tensor<float, gpu>::from_vector({m * k}, a_stored);
+        const auto b_gpu = Tensor<float, gpu>::from_vector({k * n}, b_stored);
+        auto product = [&] {
+          auto c = Tensor<float, gpu>::zeros({m * n});
+          mote::backend::gemm(gpu{}, ta, tb, m, n, k, 1.0f, a_gpu.data(), ta ? m : k, b_gpu.data(), tb ? k : n, 0.0f,
+                              c.data(), n);
+          return c.to_vector();
+        };
+        // Largest |c - want| over the largest possible |term| * k: errors of the sum, not of a term.
+        auto distance = [&](const std::vector<float>& c, const std::vector<double>& want) {
+          double worst = 0;
+          for (std::size_t i = 0; i < c.size(); ++i) worst = std::max(worst, std::abs(c[i] - want[i]));
+          return worst / magnitude;
+        };
+        const std::string flags = std::string(" trans_a=") + (ta ? "1" : "0") + " trans_b=" + (tb ? "1" : "0");
+        std::vector<float> mixed;
+        {
+          const mote::scoped_matmul_precision bf16(mote::matmul_precision::bf16);
+          mixed = product();
+        }
+        report.check("gemm bf16: equals the product of rounded operands" + flags, distance(mixed, rounded), 1e-6);
+        report.expect(distance(mixed, exact) > 1e-5, "gemm bf16: differs from the fp32 product" + flags);
+        report.check("gemm fp32 after the scope: the exact product" + flags, distance(product(), exact), 1e-6);
+      }
+  });
+}
+
 void optimizer_checks(Report& report) {
   report.guarded("adamw_update kernel", [&] {
     const std::int64_t n = 5000;
@@ -674,6 +731,7 @@ int main() {
   attention_checks(report);
   expert_lora_checks(report);
   scatter_checks(report);
+  bf16_gemm_checks(report);
   optimizer_checks(report);
   model_checks<mote::presets::tiny_gpt2>(report, "tiny GPT-2");
   model_checks<mote::presets::tiny_llama>(report, "tiny Llama");

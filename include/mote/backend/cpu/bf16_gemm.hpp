@@ -1,6 +1,6 @@
 #pragma once
-// Mixed-precision float GEMM: operands rounded to bfloat16, products summed in float, as
-// PyTorch's set_float32_matmul_precision("medium") permits. On CPUs with AVX512-BF16 (AMD Zen 4,
+// The CPU's float GEMM under matmul_precision::bf16: operands rounded to bfloat16, products
+// summed in float. On CPUs with AVX512-BF16 (AMD Zen 4,
 // Intel Sapphire Rapids) one vdpbf16ps does twice the multiply-adds of an fp32 FMA; elsewhere the
 // same rounding runs ahead of an fp32 product, so both paths compute the same rounded operands.
 #include <algorithm>
@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+
+#include "mote/backend/precision.hpp"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
 #define MOTE_BF16_KERNEL 1
@@ -22,40 +24,6 @@
 #endif
 
 namespace mote::backend {
-
-// What a float matrix product on the CPU may compute in: fp32 (the default, exact to float), or
-// bf16 operands with float sums for products large enough to profit. Decode's matrix-vector
-// products stay fp32: they are bound by reading the weights, not by multiply-adds.
-enum class matmul_precision { fp32, bf16 };
-
-namespace bf16_detail {
-inline std::atomic<matmul_precision>& precision_setting() noexcept {
-  static std::atomic<matmul_precision> setting{matmul_precision::fp32};
-  return setting;
-}
-}  // namespace bf16_detail
-
-// Process-wide, like PyTorch's setting: OpenMP workers must see what their caller chose.
-inline void set_matmul_precision(matmul_precision precision) noexcept {
-  bf16_detail::precision_setting().store(precision, std::memory_order_relaxed);
-}
-inline matmul_precision get_matmul_precision() noexcept {
-  return bf16_detail::precision_setting().load(std::memory_order_relaxed);
-}
-
-// Sets a precision for a scope and restores the previous one on exit.
-class scoped_matmul_precision {
- public:
-  explicit scoped_matmul_precision(matmul_precision precision) : previous_(get_matmul_precision()) {
-    set_matmul_precision(precision);
-  }
-  ~scoped_matmul_precision() { set_matmul_precision(previous_); }
-  scoped_matmul_precision(const scoped_matmul_precision&) = delete;
-  scoped_matmul_precision& operator=(const scoped_matmul_precision&) = delete;
-
- private:
-  matmul_precision previous_;
-};
 
 namespace bf16_detail {
 

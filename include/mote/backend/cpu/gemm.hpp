@@ -121,13 +121,14 @@ void full_precision_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_
 #endif
 }
 
-// Products below this many multiply-adds, and matrix-vector shapes, stay fp32 under bf16
-// precision: packing would cost more than the faster multiply-adds return.
+// Under bf16 precision, products below this many multiply-adds or with a side of at most
+// `max_fp32_side` (decode's few rows, LoRA ranks) stay fp32: they are bound by reading an operand
+// or by packing, and measured no faster (or slower) through the bf16 kernel.
 inline constexpr double min_bf16_macs = double(1 << 16);
+inline constexpr std::int64_t max_fp32_side = 32;
 
-inline bool bf16_worthwhile(bool trans_a, std::int64_t m, std::int64_t n, std::int64_t k) {
-  const bool decode_shape = !trans_a && m <= gemv_detail::max_rows;
-  return !decode_shape && std::min(m, n) > 4 && k >= 8 && double(m) * double(n) * double(k) >= min_bf16_macs;
+inline bool bf16_worthwhile(std::int64_t m, std::int64_t n, std::int64_t k) {
+  return std::min({m, n, k}) > max_fp32_side && double(m) * double(n) * double(k) >= min_bf16_macs;
 }
 
 // C = alpha * round(op(A)) . round(op(B)) + beta * C, operands rounded to bf16, sums in float.
@@ -190,7 +191,7 @@ void gemm(cpu, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::
           std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
   if constexpr (std::is_same_v<T, float>) {
     if (m > 0 && n > 0 && k > 0 && get_matmul_precision() == matmul_precision::bf16 &&
-        gemm_detail::bf16_worthwhile(trans_a, m, n, k)) {
+        gemm_detail::bf16_worthwhile(m, n, k)) {
       gemm_detail::bf16_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
       return;
     }

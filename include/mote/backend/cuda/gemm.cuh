@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "mote/backend/cuda/cuda.cuh"
+#include "mote/backend/precision.hpp"
 #include "mote/backend/cuda/reduce.cuh"
 #include "mote/core/dtype.hpp"
 
@@ -17,8 +18,15 @@ namespace cuda_detail {
 
 inline cublasOperation_t cublas_op(bool transpose) { return transpose ? CUBLAS_OP_T : CUBLAS_OP_N; }
 
+// Under matmul_precision::bf16 cuBLAS may round float operands to bf16 for the tensor cores and
+// sum in float (CUBLAS_COMPUTE_32F_FAST_16BF); otherwise SGEMM proper.
+inline bool bf16_products() { return get_matmul_precision() == matmul_precision::bf16; }
+
 inline cublasStatus_t cublas_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* alpha,
                                   const float* a, int lda, const float* b, int ldb, const float* beta, float* c, int ldc) {
+  if (bf16_products())
+    return cublasGemmEx(cublas_handle(), ta, tb, m, n, k, alpha, a, CUDA_R_32F, lda, b, CUDA_R_32F, ldb, beta, c,
+                        CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT);
   return cublasSgemm(cublas_handle(), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 inline cublasStatus_t cublas_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const double* alpha,
@@ -29,6 +37,10 @@ inline cublasStatus_t cublas_gemm_strided_batched(cublasOperation_t ta, cublasOp
                                                   const float* alpha, const float* a, int lda, long long stride_a,
                                                   const float* b, int ldb, long long stride_b, const float* beta, float* c,
                                                   int ldc, long long stride_c, int batch) {
+  if (bf16_products())
+    return cublasGemmStridedBatchedEx(cublas_handle(), ta, tb, m, n, k, alpha, a, CUDA_R_32F, lda, stride_a, b,
+                                      CUDA_R_32F, ldb, stride_b, beta, c, CUDA_R_32F, ldc, stride_c, batch,
+                                      CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT);
   return cublasSgemmStridedBatched(cublas_handle(), ta, tb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c,
                                    ldc, stride_c, batch);
 }
