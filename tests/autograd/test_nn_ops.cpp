@@ -2,10 +2,12 @@
 // through the generic op tester, plus their properties and their errors on bad input.
 #include "op_harness.hpp"
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -278,6 +280,54 @@ BOOST_AUTO_TEST_CASE(attention_grouped_heads_equal_repeated_heads) {
 }
 
 // ---------------------------------------------------------------- cross-entropy
+
+// Under matmul_precision::bf16 the four backward products and the two forward ones of a head
+// run through the bf16 kernel: close to fp32 (bf16 keeps 8 significant bits), not equal to it.
+BOOST_AUTO_TEST_CASE(attention_under_bf16_precision_stays_close_to_fp32) {
+  const std::int64_t batch = 2, heads = 4, kv_heads = 2, len = 48, dim = 40;
+  Rng rng(41);
+  auto draw = [&](std::int64_t n) {
+    std::vector<float> v(static_cast<std::size_t>(n));
+    for (auto& x : v) x = static_cast<float>(rng.uniform(-1, 1));
+    return v;
+  };
+  const auto q = draw(batch * heads * len * dim), k = draw(batch * kv_heads * len * dim),
+             v = draw(batch * kv_heads * len * dim), dout = draw(batch * heads * len * dim);
+  struct Result {
+    std::vector<float> out, dq, dk, dv;
+  };
+  auto run = [&] {
+    Result r{std::vector<float>(q.size()), std::vector<float>(q.size()), std::vector<float>(k.size()),
+             std::vector<float>(v.size())};
+    std::vector<float> probs(static_cast<std::size_t>(batch * heads * len * len));
+    const float scale = 1.0f / std::sqrt(float(dim));
+    backend::attention_forward(cpu{}, q.data(), k.data(), v.data(), nullptr, 0, batch, heads, kv_heads, len, len, dim,
+                               true, scale, r.out.data(), probs.data());
+    backend::attention_backward(cpu{}, q.data(), k.data(), v.data(), probs.data(), dout.data(), batch, heads, kv_heads,
+                                len, len, dim, scale, r.dq.data(), r.dk.data(), r.dv.data());
+    return r;
+  };
+  auto relative = [](const std::vector<float>& got, const std::vector<float>& want) {
+    double diff = 0, norm = 0;
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      diff += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+      norm += double(want[i]) * want[i];
+    }
+    return std::sqrt(diff / norm);
+  };
+  const Result fp32 = run();
+  Result mixed;
+  {
+    const scoped_matmul_precision bf16(matmul_precision::bf16);
+    mixed = run();
+  }
+  for (const auto& [name, got, want] : {std::tuple{"out", &mixed.out, &fp32.out}, std::tuple{"dq", &mixed.dq, &fp32.dq},
+                                        std::tuple{"dk", &mixed.dk, &fp32.dk}, std::tuple{"dv", &mixed.dv, &fp32.dv}}) {
+    const double error = relative(*got, *want);
+    BOOST_TEST(error < 2e-2, name << ": relative error " << error);
+    BOOST_TEST(error > 1e-5, name << ": bf16 products left no trace (" << error << ")");
+  }
+}
 
 BOOST_AUTO_TEST_CASE(cross_entropy_op) {
   const auto targets = Tensor<std::int32_t>::from_vector({6}, {0, 4, -100, 2, 2, 1});

@@ -12,8 +12,10 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "mote/backend/cpu/cpu.hpp"
+#include "mote/backend/cpu/gemm.hpp"
 
 namespace mote::backend {
 
@@ -24,6 +26,20 @@ template <class T>
 using ConstMatrixMap = Eigen::Map<const RowMatrix<T>>;
 template <class T>
 using MatrixMap = Eigen::Map<RowMatrix<T>>;
+
+// Under matmul_precision::bf16, a head's float product large enough for the bf16 kernel runs
+// there (one thread: heads are already spread over the cores); returns false to leave it to Eigen.
+template <class T>
+bool bf16_product(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
+                  std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (get_matmul_precision() == matmul_precision::bf16 && gemm_detail::bf16_worthwhile(m, n, k)) {
+      gemm_detail::bf16_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, /*threads=*/1);
+      return true;
+    }
+  }
+  return false;
+}
 }  // namespace attention_detail
 
 // Writes probs = masked softmax(scale * q k^T) and out = probs v.
@@ -48,7 +64,9 @@ void attention_forward(cpu, const T* q, const T* k, const T* v, const std::uint8
       O.setZero();
       continue;
     }
-    P.noalias() = scale * (Q * K.transpose());
+    if (!attention_detail::bf16_product(false, true, q_len, kv_len, head_dim, scale, Q.data(), head_dim, K.data(),
+                                        head_dim, T(0), P.data(), kv_len))
+      P.noalias() = scale * (Q * K.transpose());
     const std::uint8_t* mask_rows = mask ? mask + b * mask_batch_stride : nullptr;
     for (std::int64_t t = 0; t < q_len; ++t) {
       T* row = probs + (bh * q_len + t) * kv_len;
@@ -70,7 +88,9 @@ void attention_forward(cpu, const T* q, const T* k, const T* v, const std::uint8
       for (std::int64_t s = 0; s < visible; ++s) row[s] *= inv;
       std::fill(row + visible, row + kv_len, T(0));
     }
-    O.noalias() = P * V;
+    if (!attention_detail::bf16_product(false, false, q_len, head_dim, kv_len, T(1), P.data(), kv_len, V.data(),
+                                        head_dim, T(0), O.data(), head_dim))
+      O.noalias() = P * V;
   }
 }
 
@@ -94,15 +114,24 @@ void attention_backward(cpu, const T* q, const T* k, const T* v, const T* probs,
       const ConstMap Q(q + bh * q_len * head_dim, q_len, head_dim);
       const ConstMap P(probs + bh * q_len * kv_len, q_len, kv_len);
       const ConstMap dO(dout + bh * q_len * head_dim, q_len, head_dim);
-      if (dv) Map(dv + bkv * kv_len * head_dim, kv_len, head_dim).noalias() += P.transpose() * dO;
+      using attention_detail::bf16_product;
+      if (dv && !bf16_product(true, false, kv_len, head_dim, q_len, T(1), P.data(), kv_len, dO.data(), head_dim, T(1),
+                              dv + bkv * kv_len * head_dim, head_dim))
+        Map(dv + bkv * kv_len * head_dim, kv_len, head_dim).noalias() += P.transpose() * dO;
       if (!dq && !dk) continue;
-      dS.noalias() = dO * V.transpose();
+      if (!bf16_product(false, true, q_len, kv_len, head_dim, T(1), dO.data(), head_dim, V.data(), head_dim, T(0),
+                        dS.data(), kv_len))
+        dS.noalias() = dO * V.transpose();
       for (std::int64_t t = 0; t < q_len; ++t) {
         const T dot = dS.row(t).dot(P.row(t));
         dS.row(t) = P.row(t).cwiseProduct((dS.row(t).array() - dot).matrix());
       }
-      if (dq) Map(dq + bh * q_len * head_dim, q_len, head_dim).noalias() += scale * (dS * K);
-      if (dk) Map(dk + bkv * kv_len * head_dim, kv_len, head_dim).noalias() += scale * (dS.transpose() * Q);
+      if (dq && !bf16_product(false, false, q_len, head_dim, kv_len, scale, dS.data(), kv_len, K.data(), head_dim, T(1),
+                              dq + bh * q_len * head_dim, head_dim))
+        Map(dq + bh * q_len * head_dim, q_len, head_dim).noalias() += scale * (dS * K);
+      if (dk && !bf16_product(true, false, kv_len, head_dim, q_len, scale, dS.data(), kv_len, Q.data(), head_dim, T(1),
+                              dk + bkv * kv_len * head_dim, head_dim))
+        Map(dk + bkv * kv_len * head_dim, kv_len, head_dim).noalias() += scale * (dS.transpose() * Q);
     }
   }
 }
