@@ -1,8 +1,8 @@
 #pragma once
-// The CPU's float GEMM under matmul_precision::bf16: operands rounded to bfloat16, products
-// summed in float. On CPUs with AVX512-BF16 (AMD Zen 4,
-// Intel Sapphire Rapids) one vdpbf16ps does twice the multiply-adds of an fp32 FMA; elsewhere the
-// same rounding runs ahead of an fp32 product, so both paths compute the same rounded operands.
+// The CPU's float GEMM under matmul_precision::bf16: operands rounded to bfloat16, products summed
+// in float. On CPUs with AVX512-BF16 (AMD Zen 4, Intel Sapphire Rapids) one vdpbf16ps does twice
+// the multiply-adds of an fp32 FMA; elsewhere the same rounding runs ahead of an fp32 product, so
+// both paths multiply the same rounded operands.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -180,10 +180,9 @@ MOTE_BF16_TARGET inline void pack_b(const Operand& b, std::int64_t k0, std::int6
 }
 
 // C[rows<=12, cols<=32] = alpha * (packed A panel . packed B panel) + beta * C.
-MOTE_BF16_TARGET inline void tile_kernel(std::int64_t pairs, const std::uint32_t* a,
-                                                                       const std::uint32_t* b, float alpha, float beta,
-                                                                       float* c, std::int64_t ldc, std::int64_t rows,
-                                                                       std::int64_t cols) {
+MOTE_BF16_TARGET inline void tile_kernel(std::int64_t pairs, const std::uint32_t* a, const std::uint32_t* b,
+                                         float alpha, float beta, float* c, std::int64_t ldc, std::int64_t rows,
+                                         std::int64_t cols) {
   __m512 acc[tile_rows][2];
 #pragma GCC unroll 12
   for (int r = 0; r < tile_rows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
@@ -198,8 +197,7 @@ MOTE_BF16_TARGET inline void tile_kernel(std::int64_t pairs, const std::uint32_t
     }
   }
   const __m512 alpha_v = _mm512_set1_ps(alpha), beta_v = _mm512_set1_ps(beta);
-  const __mmask16 mask_low = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
-  const __mmask16 mask_high = cols >= 32 ? __mmask16(0xffff) : cols <= 16 ? __mmask16(0) : __mmask16((1u << (cols - 16)) - 1);
+  const __mmask16 mask_low = first_lanes(cols), mask_high = first_lanes(cols - 16);
   for (int r = 0; r < rows; ++r) {
     float* row = c + r * ldc;
     __m512 low = _mm512_mul_ps(alpha_v, acc[r][0]), high = _mm512_mul_ps(alpha_v, acc[r][1]);
@@ -213,8 +211,8 @@ MOTE_BF16_TARGET inline void tile_kernel(std::int64_t pairs, const std::uint32_t
 }
 
 // One thread's share: C[m, n] = alpha * A . B + beta * C through the packed blocks.
-MOTE_BF16_TARGET inline void blocked_gemm(std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const Operand& a,
-                         const Operand& b, float beta, float* c, std::int64_t ldc) {
+MOTE_BF16_TARGET inline void blocked_gemm(std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                                          const Operand& a, const Operand& b, float beta, float* c, std::int64_t ldc) {
   thread_local PackBuffer a_buffer, b_buffer;
   const std::int64_t max_pairs = (std::min(block_k, k) + 1) / 2;
   const std::int64_t b_panels = (std::min(block_cols, n) + tile_cols - 1) / tile_cols;
