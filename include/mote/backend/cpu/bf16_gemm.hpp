@@ -112,8 +112,9 @@ MOTE_BF16_TARGET inline __m512i round_to_high_half(__m512i bits) noexcept {
   return _mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(bits, _mm512_set1_epi32(0x00400000)));
 }
 
-// dst[j] = pair(lower[j], upper[j]) for j < count and 0 up to width; upper may be null (an odd
-// depth's last pair). For operands contiguous along the non-k side: B, or a transposed A.
+// dst[j] = the bf16 pair (lower[j], upper[j]) for j < count and 0 up to width; upper may be null (an odd
+// depth's last pair). For operands contiguous along the non-k side: B, or a transposed A. The
+// pair word holds the lower k's bf16 in its low half, as vdpbf16ps expects.
 MOTE_BF16_TARGET inline void pack_row_pair(const float* lower, const float* upper, std::int64_t count,
                                            std::uint32_t* dst, std::int64_t width) noexcept {
   const __m512i high_half = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
@@ -142,39 +143,24 @@ MOTE_BF16_TARGET inline void pack_along_k(const float* src, std::int64_t depth, 
   }
 }
 
-// A[rows, k-range] into tile_rows-row panels, each [pair][row]; short panels are zero-padded.
-MOTE_BF16_TARGET inline void pack_a(const Operand& a, std::int64_t row0, std::int64_t rows, std::int64_t k0,
-                                    std::int64_t depth, std::uint32_t* out) noexcept {
+// Rows [row0, row0 + rows) of `x` (indexed [row, k]) over a k-range, into panels of `width` rows,
+// each [pair][row]; a short last panel is zero-padded. A packs its rows this way, and B its
+// columns, as the rows of its transposed view.
+template <std::int64_t width>
+MOTE_BF16_TARGET inline void pack_panels(const Operand& x, std::int64_t row0, std::int64_t rows, std::int64_t k0,
+                                         std::int64_t depth, std::uint32_t* out) noexcept {
   const std::int64_t pairs = (depth + 1) / 2;
-  for (std::int64_t panel = 0; panel < rows; panel += tile_rows, out += pairs * tile_rows) {
-    const std::int64_t height = std::min(tile_rows, rows - panel);
-    if (a.col_stride == 1) {
-      for (std::int64_t r = 0; r < height; ++r) pack_along_k(a.ptr(row0 + panel + r, k0), depth, out + r, tile_rows);
-      for (std::int64_t r = height; r < tile_rows; ++r)
-        for (std::int64_t p = 0; p < pairs; ++p) out[p * tile_rows + r] = 0;
+  for (std::int64_t panel = 0; panel < rows; panel += width, out += pairs * width) {
+    const std::int64_t height = std::min(width, rows - panel);
+    if (x.col_stride == 1) {
+      for (std::int64_t r = 0; r < height; ++r) pack_along_k(x.ptr(row0 + panel + r, k0), depth, out + r, width);
+      for (std::int64_t r = height; r < width; ++r)
+        for (std::int64_t p = 0; p < pairs; ++p) out[p * width + r] = 0;
     } else {
       for (std::int64_t p = 0; p < pairs; ++p)
-        pack_row_pair(a.ptr(row0 + panel, k0 + 2 * p),
-                      2 * p + 1 < depth ? a.ptr(row0 + panel, k0 + 2 * p + 1) : nullptr, height,
-                      out + p * tile_rows, tile_rows);
-    }
-  }
-}
-
-// B[k-range, cols] into tile_cols-column panels, each [pair][column]; short panels are zero-padded.
-MOTE_BF16_TARGET inline void pack_b(const Operand& b, std::int64_t k0, std::int64_t depth, std::int64_t col0,
-                                    std::int64_t cols, std::uint32_t* out) noexcept {
-  const std::int64_t pairs = (depth + 1) / 2;
-  for (std::int64_t panel = 0; panel < cols; panel += tile_cols, out += pairs * tile_cols) {
-    const std::int64_t width = std::min(tile_cols, cols - panel);
-    if (b.col_stride == 1) {
-      for (std::int64_t p = 0; p < pairs; ++p)
-        pack_row_pair(b.ptr(k0 + 2 * p, col0 + panel), 2 * p + 1 < depth ? b.ptr(k0 + 2 * p + 1, col0 + panel) : nullptr,
-                      width, out + p * tile_cols, tile_cols);
-    } else {
-      for (std::int64_t j = 0; j < width; ++j) pack_along_k(b.ptr(k0, col0 + panel + j), depth, out + j, tile_cols);
-      for (std::int64_t j = width; j < tile_cols; ++j)
-        for (std::int64_t p = 0; p < pairs; ++p) out[p * tile_cols + j] = 0;
+        pack_row_pair(x.ptr(row0 + panel, k0 + 2 * p),
+                      2 * p + 1 < depth ? x.ptr(row0 + panel, k0 + 2 * p + 1) : nullptr, height, out + p * width,
+                      width);
     }
   }
 }
@@ -219,15 +205,16 @@ MOTE_BF16_TARGET inline void blocked_gemm(std::int64_t m, std::int64_t n, std::i
   const std::int64_t a_panels = (std::min(block_rows, m) + tile_rows - 1) / tile_rows;
   std::uint32_t* packed_b = b_buffer.get(std::size_t(b_panels * tile_cols * max_pairs));
   std::uint32_t* packed_a = a_buffer.get(std::size_t(a_panels * tile_rows * max_pairs));
+  const Operand b_columns{b.data, b.col_stride, b.row_stride};  // B's columns as rows indexed by k
   for (std::int64_t col0 = 0; col0 < n; col0 += block_cols) {
     const std::int64_t cols = std::min(block_cols, n - col0);
     for (std::int64_t k0 = 0; k0 < k; k0 += block_k) {
       const std::int64_t depth = std::min(block_k, k - k0), pairs = (depth + 1) / 2;
       const float block_beta = k0 == 0 ? beta : 1.0f;  // later k blocks accumulate onto the first
-      pack_b(b, k0, depth, col0, cols, packed_b);
+      pack_panels<tile_cols>(b_columns, col0, cols, k0, depth, packed_b);
       for (std::int64_t row0 = 0; row0 < m; row0 += block_rows) {
         const std::int64_t rows = std::min(block_rows, m - row0);
-        pack_a(a, row0, rows, k0, depth, packed_a);
+        pack_panels<tile_rows>(a, row0, rows, k0, depth, packed_a);
         for (std::int64_t jc = 0; jc < cols; jc += tile_cols)
           for (std::int64_t ir = 0; ir < rows; ir += tile_rows)
             tile_kernel(pairs, packed_a + ir * pairs, packed_b + jc * pairs, alpha, block_beta,
