@@ -28,13 +28,13 @@ template <class T>
 using MatrixMap = Eigen::Map<RowMatrix<T>>;
 
 // Under matmul_precision::bf16, a head's float product large enough for the bf16 kernel runs
-// there (one thread: heads are already spread over the cores); returns false to leave it to Eigen.
+// there (on one thread, inside the loop over heads); returns false to leave it to Eigen.
 template <class T>
 bool bf16_product(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
                   std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
   if constexpr (std::is_same_v<T, float>) {
     if (get_matmul_precision() == matmul_precision::bf16 && gemm_detail::bf16_worthwhile(m, n, k)) {
-      gemm_detail::bf16_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, /*threads=*/1);
+      gemm_detail::bf16_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
       return true;
     }
   }

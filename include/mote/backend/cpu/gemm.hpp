@@ -132,10 +132,10 @@ inline bool bf16_worthwhile(std::int64_t m, std::int64_t n, std::int64_t k) {
 }
 
 // C = alpha * round(op(A)) . round(op(B)) + beta * C, operands rounded to bf16, sums in float.
-// `threads`: 0 for every core outside a parallel region (one inside), or a fixed count.
+// Every core outside a parallel region, one thread inside one.
 inline void bf16_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
                       const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
-                      std::int64_t ldc, int threads = 0) {
+                      std::int64_t ldc) {
   using bf16_detail::Operand;
   const Operand op_a = trans_a ? Operand{a, 1, lda} : Operand{a, lda, 1};
   const Operand op_b = trans_b ? Operand{b, 1, ldb} : Operand{b, ldb, 1};
@@ -144,9 +144,9 @@ inline void bf16_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n
     using bf16_detail::tile_cols;
     using bf16_detail::tile_rows;
 #ifdef _OPENMP
-    if (threads == 0) threads = omp_in_parallel() ? 1 : max_threads();
+    const int threads = omp_in_parallel() ? 1 : max_threads();
 #else
-    threads = 1;
+    const int threads = 1;
 #endif
     if (threads == 1 || double(m) * double(n) * double(k) < double(1 << 21)) {
       bf16_detail::blocked_gemm(m, n, k, alpha, op_a, op_b, beta, c, ldc);
