@@ -341,16 +341,40 @@ BOOST_AUTO_TEST_CASE(block_cache_rounds_reuses_and_evicts) {
   BOOST_TEST(cache.allocate(310000) == grown);
   cache.deallocate(grown, 310000);
   BOOST_TEST(cache.cached_bytes() == 311296u);  // 310000 rounded up to 19 x 16 KiB
-  // A miss first frees as many cached bytes, so the cache adds nothing to the peak footprint.
-  void* q = cache.allocate(block);
-  BOOST_TEST(cache.cached_bytes() == 0u);
-  cache.deallocate(q, block);
-  BOOST_TEST(cache.cached_bytes() == block);
   cache.set_limit(0);  // off: what is cached goes now, and nothing more is kept
   BOOST_TEST(cache.cached_bytes() == 0u);
-  q = cache.allocate(block);
+  void* q = cache.allocate(block);
   cache.deallocate(q, block);
   BOOST_TEST(cache.cached_bytes() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(block_cache_keeps_its_footprint_within_a_quarter_of_the_live_peak) {
+  using backend::BlockCache;
+  if constexpr (!BlockCache::enabled) return;
+  constexpr std::size_t kib = 1024, block = 256 * kib;
+  BlockCache cache(64 * block);
+  std::vector<void*> eight;
+  for (int i = 0; i < 8; ++i) eight.push_back(cache.allocate(block));  // the live peak: 8 blocks
+  BOOST_TEST(cache.live_bytes() == 8 * block);
+  for (void* p : eight) cache.deallocate(p, block);
+  BOOST_TEST(cache.live_bytes() == 0u);
+  BOOST_TEST(cache.cached_bytes() == 8 * block);
+  // A miss of another size class within the bound (8 blocks plus a quarter) evicts nothing.
+  void* other = cache.allocate(block + 1);  // 272 KiB
+  BOOST_TEST(cache.live_bytes() == 272 * kib);
+  BOOST_TEST(cache.cached_bytes() == 8 * block);
+  // One past it evicts the least recently freed blocks, only as many as the bound needs:
+  // 272 KiB + 512 KiB live and 6 of 8 cached blocks are 2,320 KiB, under the 2,560 KiB bound.
+  void* larger = cache.allocate(2 * block);
+  BOOST_TEST(cache.live_bytes() == 784 * kib);
+  BOOST_TEST(cache.cached_bytes() == 6 * block);
+  BOOST_TEST(cache.allocate(block) == eight[7]);  // the most recently freed is still there
+  for (int i = 6; i >= 2; --i) BOOST_TEST(cache.allocate(block) == eight[static_cast<std::size_t>(i)]);
+  BOOST_TEST(cache.cached_bytes() == 0u);  // eight[0] and eight[1] went back to the system
+  for (std::size_t i = 2; i < 8; ++i) cache.deallocate(eight[i], block);
+  cache.deallocate(other, block + 1);
+  cache.deallocate(larger, 2 * block);
+  BOOST_TEST(cache.live_bytes() == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(tensors_reuse_freed_blocks_and_still_poison_them) {

@@ -9,13 +9,13 @@
 #include <Eigen/Core>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
 
 #include "mote/backend/cpu/cpu.hpp"
 #include "mote/backend/cpu/gemm.hpp"
+#include "mote/backend/cpu/row_exp.hpp"
 
 namespace mote::backend {
 
@@ -72,19 +72,15 @@ void attention_forward(cpu, const T* q, const T* k, const T* v, const std::uint8
       T* row = probs + (bh * q_len + t) * kv_len;
       const std::uint8_t* mask_row = mask_rows ? mask_rows + t * kv_len : nullptr;
       const std::int64_t visible = causal ? std::clamp<std::int64_t>(causal_offset + t + 1, 0, kv_len) : kv_len;
-      T max = -std::numeric_limits<T>::infinity();
-      for (std::int64_t s = 0; s < visible; ++s)
-        if (!mask_row || mask_row[s]) max = std::max(max, row[s]);
+      if (mask_row)  // a masked score of -inf gets exactly zero weight
+        for (std::int64_t s = 0; s < visible; ++s)
+          if (!mask_row[s]) row[s] = -std::numeric_limits<T>::infinity();
+      const T max = row_exp::max(row, visible);
       if (max == -std::numeric_limits<T>::infinity()) {  // every key masked: the row stays zero
         std::fill(row, row + kv_len, T(0));
         continue;
       }
-      T sum = 0;
-      for (std::int64_t s = 0; s < visible; ++s) {
-        row[s] = (!mask_row || mask_row[s]) ? std::exp(row[s] - max) : T(0);
-        sum += row[s];
-      }
-      const T inv = T(1) / sum;
+      const T inv = T(1) / row_exp::exp_into(row, max, visible, row);
       for (std::int64_t s = 0; s < visible; ++s) row[s] *= inv;
       std::fill(row + visible, row + kv_len, T(0));
     }

@@ -3,8 +3,10 @@
 // a freed block back skips the page faults and kernel zeroing that fresh memory costs (about 5% of
 // a step). Sizes are rounded up to sixteenths of a power of two, so a growing tensor (a KV cache
 // gaining a token per step) reuses the block it just freed; pages a request never touches stay
-// unmapped. A miss frees cached blocks (least recently freed first) before it takes new memory,
-// and the cache never holds more than its limit.
+// unmapped. Cached plus live bytes stay within a quarter above the most that was ever live at once:
+// a miss frees cached blocks (least recently freed first) only as far as that bound needs, and the
+// cache never holds more than its limit.
+#include <algorithm>
 #include <cstddef>
 #include <cstdlib>
 #include <list>
@@ -43,15 +45,15 @@ class BlockCache {
     return (bytes + step - 1) / step * step;
   }
 
-  // A block of rounded(bytes) bytes: a cached one when there is one, else a fresh one. A miss first
-  // frees at least as many cached bytes (least recently freed first), so cached plus live memory
-  // never exceeds the most that was live at once: the cache costs no peak memory.
+  // A block of rounded(bytes) bytes: a cached one when there is one, else a fresh one.
   void* allocate(std::size_t bytes) {
     const std::size_t size = rounded(bytes);
     if (enabled && size >= min_cached_bytes) {
       std::vector<void*> evicted;
       {
         std::lock_guard lock(mutex_);
+        live_ += size;
+        high_water_ = std::max(high_water_, live_);
         if (auto it = by_size_.find(size); it != by_size_.end() && !it->second.empty()) {
           const auto entry = it->second.back();
           it->second.pop_back();
@@ -60,13 +62,19 @@ class BlockCache {
           cached_ -= size;
           return p;
         }
-        std::size_t freed = 0;
-        while (freed < size && !lru_.empty()) {
-          freed += lru_.front().size;
-          evicted.push_back(evict_oldest());
-        }
+        // Each size class peaks at its own point of a step (activations in the forward pass,
+        // gradients in the backward), so holding every class's peak takes a little more than the
+        // peak of the sum; without that headroom each miss evicts a block a later request misses.
+        while (cached_ + live_ > footprint_bound()) evicted.push_back(evict_oldest());
       }
       for (void* q : evicted) ::operator delete(q, std::align_val_t{alignment});
+      try {
+        return ::operator new(size, std::align_val_t{alignment});
+      } catch (...) {
+        std::lock_guard lock(mutex_);
+        live_ -= size;
+        throw;
+      }
     }
     return ::operator new(size, std::align_val_t{alignment});
   }
@@ -74,13 +82,18 @@ class BlockCache {
   // Takes back a block from allocate(bytes) with the same `bytes`.
   void deallocate(void* p, std::size_t bytes) noexcept {
     const std::size_t size = rounded(bytes);
-    if (!enabled || size < min_cached_bytes || size > limit_) {
+    if (!enabled || size < min_cached_bytes) {
       ::operator delete(p, std::align_val_t{alignment});
       return;
     }
     std::vector<void*> evicted;
     {
       std::lock_guard lock(mutex_);
+      live_ -= size;
+      if (size > limit_) {
+        ::operator delete(p, std::align_val_t{alignment});
+        return;
+      }
       try {
         lru_.push_back({p, size});
         by_size_[size].push_back(std::prev(lru_.end()));
@@ -114,6 +127,11 @@ class BlockCache {
     std::lock_guard lock(mutex_);
     return cached_;
   }
+  // Bytes of cacheable size handed out and not yet given back.
+  std::size_t live_bytes() const noexcept {
+    std::lock_guard lock(mutex_);
+    return live_;
+  }
 
   // Off under AddressSanitizer, so that a use after free still reaches freed memory and is caught.
 #if defined(__SANITIZE_ADDRESS__)
@@ -143,6 +161,9 @@ class BlockCache {
     return end && *end == '\0' ? static_cast<std::size_t>(mib) << 20 : default_limit_bytes;
   }
 
+  // Caller holds the mutex. The most cached plus live bytes may reach.
+  std::size_t footprint_bound() const noexcept { return high_water_ + high_water_ / 4; }
+
   // Caller holds the mutex. The oldest entry is also the oldest of its size, so the front of its list.
   void* evict_oldest() noexcept {
     const Entry entry = lru_.front();
@@ -157,6 +178,8 @@ class BlockCache {
   std::list<Entry> lru_;  // least recently freed first
   std::unordered_map<std::size_t, std::vector<std::list<Entry>::iterator>> by_size_;
   std::size_t cached_ = 0;
+  std::size_t live_ = 0;
+  std::size_t high_water_ = 0;  // the most live_ has been
   std::size_t limit_;
 };
 

@@ -5,14 +5,13 @@
 // nothing counts. Forward keeps each row's max and log-sum-exp remainder, so that backward needs no
 // second reduction and keeps full precision when the logits are large.
 // Targets must already be checked: each is ignore_index or in [0, vocab).
-#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <limits>
 #include <vector>
 
 #include "mote/backend/cpu/cpu.hpp"
+#include "mote/backend/cpu/row_exp.hpp"
 
 namespace mote::backend {
 
@@ -26,11 +25,8 @@ void cross_entropy_forward(cpu, const T* logits, const std::int32_t* targets, co
 #pragma omp parallel for if (rows * vocab > (1 << 15))
   for (std::int64_t r = 0; r < rows; ++r) {
     const T* x = logits + r * vocab;
-    T max = -std::numeric_limits<T>::infinity();
-    for (std::int64_t j = 0; j < vocab; ++j) max = std::max(max, x[j]);
-    T sum = 0;
-    for (std::int64_t j = 0; j < vocab; ++j) sum += std::exp(x[j] - max);
-    const T log_sum = std::log(sum);
+    const T max = row_exp::max(x, vocab);
+    const T log_sum = std::log(row_exp::sum_exp(x, max, vocab));
     row_max[r] = max;
     row_log_sum[r] = log_sum;
     // (max - x_t) + log(sum) keeps log(sum)'s digits that max + log(sum) would round away.
@@ -64,7 +60,7 @@ void cross_entropy_backward(cpu, const T* logits, const std::int32_t* targets, c
     const T* x = logits + r * vocab;
     T* d = dlogits + r * vocab;
     const T max = row_max[r], log_sum = row_log_sum[r];
-    for (std::int64_t j = 0; j < vocab; ++j) d[j] += g * std::exp((x[j] - max) - log_sum);
+    row_exp::add_scaled_softmax(x, max, log_sum, g, vocab, d);
     d[targets[r]] -= g;
   }
 }

@@ -1,12 +1,11 @@
 #pragma once
 // CPU softmax and log-softmax over rows of a [rows, cols] buffer.
 // Backward kernels add into dx and work from the saved output y, never from x.
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <limits>
 
 #include "mote/backend/cpu/cpu.hpp"
+#include "mote/backend/cpu/row_exp.hpp"
 
 namespace mote::backend {
 
@@ -17,14 +16,7 @@ void softmax_forward(cpu, const T* x, std::int64_t rows, std::int64_t cols, T* y
   for (std::int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * cols;
     T* yr = y + r * cols;
-    T max = -std::numeric_limits<T>::infinity();
-    for (std::int64_t c = 0; c < cols; ++c) max = std::max(max, xr[c]);
-    T sum = 0;
-    for (std::int64_t c = 0; c < cols; ++c) {
-      yr[c] = std::exp(xr[c] - max);
-      sum += yr[c];
-    }
-    const T inv = T(1) / sum;
+    const T inv = T(1) / row_exp::exp_into(xr, row_exp::max(xr, cols), cols, yr);
     for (std::int64_t c = 0; c < cols; ++c) yr[c] *= inv;
   }
 }
@@ -50,12 +42,9 @@ void log_softmax_forward(cpu, const T* x, std::int64_t rows, std::int64_t cols, 
   for (std::int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * cols;
     T* yr = y + r * cols;
-    T max = -std::numeric_limits<T>::infinity();
-    for (std::int64_t c = 0; c < cols; ++c) max = std::max(max, xr[c]);
-    T sum = 0;
-    for (std::int64_t c = 0; c < cols; ++c) sum += std::exp(xr[c] - max);
+    const T max = row_exp::max(xr, cols);
     // (x - max) - log(sum), not x - (max + log(sum)): the latter rounds away log(sum) when |max| is large.
-    const T log_sum = std::log(sum);
+    const T log_sum = std::log(row_exp::sum_exp(xr, max, cols));
     for (std::int64_t c = 0; c < cols; ++c) yr[c] = (xr[c] - max) - log_sum;
   }
 }
@@ -70,7 +59,8 @@ void log_softmax_backward(cpu, const T* y, const T* dy, std::int64_t rows, std::
     T* dr = dx + r * cols;
     T sum = 0;
     for (std::int64_t c = 0; c < cols; ++c) sum += gr[c];
-    for (std::int64_t c = 0; c < cols; ++c) dr[c] += gr[c] - std::exp(yr[c]) * sum;
+    for (std::int64_t c = 0; c < cols; ++c) dr[c] += gr[c];
+    row_exp::add_scaled_exp(yr, -sum, cols, dr);
   }
 }
 
