@@ -320,8 +320,6 @@ BOOST_AUTO_TEST_CASE(bias_kernels) {
   BOOST_TEST(err < 1e-15);
 }
 
-BOOST_AUTO_TEST_SUITE_END()
-
 BOOST_AUTO_TEST_CASE(bf16_rounding_is_nearest_even_and_keeps_infinities_and_nans) {
   using backend::bf16_detail::from_bf16;
   using backend::bf16_detail::to_bf16;
@@ -338,63 +336,96 @@ BOOST_AUTO_TEST_CASE(bf16_rounding_is_nearest_even_and_keeps_infinities_and_nans
   BOOST_TEST(from_bf16(to_bf16(0.15625f)) == 0.15625f);            // exactly representable
 }
 
-// Both bf16 paths (the AVX512-BF16 kernel where the CPU has it, and the portable rounding) against
-// a double product of the rounded operands: shapes with odd depths, several k, row and column
-// blocks, short tiles, padded strides, both threads' bands, and every transpose and beta case.
-BOOST_AUTO_TEST_CASE(bf16_gemm_matches_a_double_product_of_rounded_operands) {
-  using backend::bf16_detail::round_to_bf16;
-  const bool kernel = backend::bf16_kernel_available();
-  BOOST_TEST_MESSAGE("AVX512-BF16 kernel on this CPU: " << kernel);
+// Runs product(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) against a double product of
+// round(a) and round(b): every transpose and beta case, padded strides (the padding must stay
+// untouched), and operands where every seventh one is exactly halfway between two bf16 values.
+template <class Product, class Round>
+void check_against_double_product(const std::string& label, const std::vector<std::array<std::int64_t, 3>>& shapes,
+                                  Product product, Round round) {
   const std::int64_t pad = 5;
   Rng rng(31);
+  for (const auto& [m, n, k] : shapes)
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        const std::int64_t a_rows = ta ? k : m, a_cols = ta ? m : k, b_rows = tb ? n : k, b_cols = tb ? k : n;
+        const std::int64_t lda = a_cols + pad, ldb = b_cols + pad, ldc = n + pad;
+        std::vector<float> a(static_cast<std::size_t>(a_rows * lda)), b(static_cast<std::size_t>(b_rows * ldb));
+        for (auto& x : a) x = static_cast<float>(rng.uniform(-1, 1));
+        for (auto& x : b) x = static_cast<float>(rng.uniform(-1, 1));
+        const float ties[] = {std::bit_cast<float>(0x3f808000u), std::bit_cast<float>(0xbf818000u)};
+        for (std::size_t i = 0; i < a.size(); i += 7) a[i] = ties[(i / 7) % 2];
+        for (std::size_t i = 3; i < b.size(); i += 7) b[i] = ties[(i / 7) % 2];
+        for (float beta : {0.0f, 1.0f, -0.5f}) {
+          const float old = 2.0f, alpha = 1.5f;
+          std::vector<float> c(static_cast<std::size_t>(m * ldc),
+                               beta == 0.0f ? std::numeric_limits<float>::quiet_NaN() : old);
+          for (std::int64_t i = 0; i < m; ++i) c[static_cast<std::size_t>(i * ldc + n)] = 42.0f;
+          product(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
+          double worst = 0;
+          for (std::int64_t i = 0; i < m; ++i) {
+            for (std::int64_t j = 0; j < n; ++j) {
+              double sum = 0, magnitude = 0;
+              for (std::int64_t q = 0; q < k; ++q) {
+                const float x = ta ? a[static_cast<std::size_t>(q * lda + i)] : a[static_cast<std::size_t>(i * lda + q)];
+                const float y = tb ? b[static_cast<std::size_t>(j * ldb + q)] : b[static_cast<std::size_t>(q * ldb + j)];
+                const double term = double(round(x)) * double(round(y));
+                sum += term;
+                magnitude += std::abs(term);
+              }
+              const double want = alpha * sum + (beta == 0.0f ? 0.0 : double(beta) * old);
+              const double got = c[static_cast<std::size_t>(i * ldc + j)];
+              worst = std::max(worst, std::isnan(got) ? 1.0 : std::abs(got - want) / (alpha * magnitude + 1));
+            }
+            BOOST_TEST(c[static_cast<std::size_t>(i * ldc + n)] == 42.0f);
+          }
+          // Float sums of k products: a few float epsilons of the summed magnitudes.
+          BOOST_TEST(worst < 1e-6, label << " " << m << "x" << n << "x" << k << " ta=" << ta << " tb=" << tb
+                                         << " beta=" << beta << ": relative error " << worst);
+        }
+      }
+}
+
+// Both bf16 paths (the AVX512-BF16 kernel where the CPU has it, and the portable rounding), called
+// directly past gemm's size cutoff so that small and ragged shapes reach the kernel too: odd
+// depths, several k blocks, row and column blocks, short tiles, and both threads' bands.
+BOOST_AUTO_TEST_CASE(bf16_gemm_matches_a_double_product_of_rounded_operands) {
+  const bool kernel = backend::bf16_kernel_available();
+  BOOST_TEST_MESSAGE("AVX512-BF16 kernel on this CPU: " << kernel);
   for (bool use_kernel : {true, false}) {
     if (use_kernel && !kernel) continue;
     backend::bf16_detail::use_kernel().store(use_kernel);
-    for (const auto& [m, n, k] : std::vector<std::array<std::int64_t, 3>>{
-             {13, 40, 131}, {37, 70, 301}, {200, 45, 601}, {9, 2100, 40}, {300, 29, 17}, {5, 3, 2}})
-      for (bool ta : {false, true})
-        for (bool tb : {false, true}) {
-          const std::int64_t a_rows = ta ? k : m, a_cols = ta ? m : k, b_rows = tb ? n : k, b_cols = tb ? k : n;
-          const std::int64_t lda = a_cols + pad, ldb = b_cols + pad, ldc = n + pad;
-          std::vector<float> a(static_cast<std::size_t>(a_rows * lda)), b(static_cast<std::size_t>(b_rows * ldb));
-          for (auto& x : a) x = static_cast<float>(rng.uniform(-1, 1));
-          for (auto& x : b) x = static_cast<float>(rng.uniform(-1, 1));
-          // Every seventh operand sits exactly halfway between two bf16 values (both tie parities).
-          const float ties[] = {std::bit_cast<float>(0x3f808000u), std::bit_cast<float>(0xbf818000u)};
-          for (std::size_t i = 0; i < a.size(); i += 7) a[i] = ties[(i / 7) % 2];
-          for (std::size_t i = 3; i < b.size(); i += 7) b[i] = ties[(i / 7) % 2];
-          for (float beta : {0.0f, 1.0f, -0.5f}) {
-            const float old = 2.0f, alpha = 1.5f;
-            std::vector<float> c(static_cast<std::size_t>(m * ldc),
-                                 beta == 0.0f ? std::numeric_limits<float>::quiet_NaN() : old);
-            for (std::int64_t i = 0; i < m; ++i) c[static_cast<std::size_t>(i * ldc + n)] = 42.0f;
-            // Directly, past gemm's size cutoff, so the small and ragged shapes reach the kernel too.
-            backend::gemm_detail::bf16_gemm(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
-            double worst = 0;
-            for (std::int64_t i = 0; i < m; ++i) {
-              for (std::int64_t j = 0; j < n; ++j) {
-                double sum = 0, magnitude = 0;
-                for (std::int64_t q = 0; q < k; ++q) {
-                  const float x = ta ? a[static_cast<std::size_t>(q * lda + i)] : a[static_cast<std::size_t>(i * lda + q)];
-                  const float y = tb ? b[static_cast<std::size_t>(j * ldb + q)] : b[static_cast<std::size_t>(q * ldb + j)];
-                  const double term = double(round_to_bf16(x)) * double(round_to_bf16(y));
-                  sum += term;
-                  magnitude += std::abs(term);
-                }
-                const double want = alpha * sum + (beta == 0.0f ? 0.0 : double(beta) * old);
-                const double got = c[static_cast<std::size_t>(i * ldc + j)];
-                worst = std::max(worst, std::isnan(got) ? 1.0 : std::abs(got - want) / (alpha * magnitude + 1));
-              }
-              BOOST_TEST(c[static_cast<std::size_t>(i * ldc + n)] == 42.0f);
-            }
-            // Float sums of k exact bf16 products: a few float epsilons of the summed magnitudes.
-            BOOST_TEST(worst < 1e-6, (use_kernel ? "kernel " : "portable ")
-                                         << m << "x" << n << "x" << k << " ta=" << ta << " tb=" << tb
-                                         << " beta=" << beta << ": relative error " << worst);
-          }
-        }
+    check_against_double_product(use_kernel ? "bf16 kernel" : "bf16 portable",
+                                 {{13, 40, 131}, {37, 70, 301}, {200, 45, 601}, {9, 2100, 40}, {300, 29, 17}, {5, 3, 2}},
+                                 backend::gemm_detail::bf16_gemm, backend::bf16_detail::round_to_bf16);
   }
   backend::bf16_detail::use_kernel().store(kernel);
+}
+
+// The fp32 kernel (where the CPU has AVX-512) directly on the same ragged shapes, and gemm itself
+// with and without it on shapes large enough to choose it: each against a double product.
+BOOST_AUTO_TEST_CASE(fp32_gemm_matches_a_double_product) {
+  const bool kernel = backend::fp32_kernel_available();
+  BOOST_TEST_MESSAGE("AVX-512 fp32 kernel on this CPU: " << kernel);
+  const auto identity = [](float x) { return x; };
+#if MOTE_AVX512_KERNELS
+  if (kernel)
+    check_against_double_product(
+        "fp32 kernel", {{13, 40, 131}, {37, 70, 301}, {200, 45, 601}, {9, 2100, 40}, {300, 29, 17}, {5, 3, 2}},
+        backend::fp32_detail::gemm, identity);
+#endif
+  const auto through_gemm = [](bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                               const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                               std::int64_t ldc) {
+    backend::gemm(cpu{}, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  };
+  for (bool use_kernel : {true, false}) {
+    if (use_kernel && !kernel) continue;
+    backend::fp32_detail::use_kernel().store(use_kernel);
+    BOOST_TEST(backend::fp32_kernel_available() == use_kernel);
+    check_against_double_product(use_kernel ? "gemm, fp32 kernel" : "gemm, Eigen",
+                                 {{64, 64, 32}, {130, 96, 257}, {64, 2100, 40}, {300, 70, 33}}, through_gemm, identity);
+  }
+  backend::fp32_detail::use_kernel().store(kernel);
 }
 
 BOOST_AUTO_TEST_CASE(bf16_precision_is_opt_in_scoped_and_leaves_decode_products_in_fp32) {
@@ -441,3 +472,5 @@ BOOST_AUTO_TEST_CASE(bf16_precision_is_opt_in_scoped_and_leaves_decode_products_
   }
   BOOST_TEST((backend::get_matmul_precision() == backend::matmul_precision::fp32));
 }
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -27,18 +27,16 @@ using ConstMatrixMap = Eigen::Map<const RowMatrix<T>>;
 template <class T>
 using MatrixMap = Eigen::Map<RowMatrix<T>>;
 
-// Under matmul_precision::bf16, a head's float product large enough for the bf16 kernel runs
-// there (on one thread, inside the loop over heads); returns false to leave it to Eigen.
+// A head's float product large enough for mote's own kernels (fp32, or bf16 under
+// matmul_precision::bf16) runs there, on one thread inside the loop over heads; returns false to
+// leave it to Eigen.
 template <class T>
-bool bf16_product(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
-                  std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
-  if constexpr (std::is_same_v<T, float>) {
-    if (get_matmul_precision() == matmul_precision::bf16 && gemm_detail::bf16_worthwhile(m, n, k)) {
-      gemm_detail::bf16_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-      return true;
-    }
-  }
-  return false;
+bool own_kernel_product(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha,
+                        const T* a, std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
+  if constexpr (std::is_same_v<T, float>)
+    return gemm_detail::own_kernel_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  else
+    return false;
 }
 }  // namespace attention_detail
 
@@ -64,8 +62,8 @@ void attention_forward(cpu, const T* q, const T* k, const T* v, const std::uint8
       O.setZero();
       continue;
     }
-    if (!attention_detail::bf16_product(false, true, q_len, kv_len, head_dim, scale, Q.data(), head_dim, K.data(),
-                                        head_dim, T(0), P.data(), kv_len))
+    if (!attention_detail::own_kernel_product(false, true, q_len, kv_len, head_dim, scale, Q.data(), head_dim,
+                                              K.data(), head_dim, T(0), P.data(), kv_len))
       P.noalias() = scale * (Q * K.transpose());
     const std::uint8_t* mask_rows = mask ? mask + b * mask_batch_stride : nullptr;
     for (std::int64_t t = 0; t < q_len; ++t) {
@@ -84,8 +82,8 @@ void attention_forward(cpu, const T* q, const T* k, const T* v, const std::uint8
       for (std::int64_t s = 0; s < visible; ++s) row[s] *= inv;
       std::fill(row + visible, row + kv_len, T(0));
     }
-    if (!attention_detail::bf16_product(false, false, q_len, head_dim, kv_len, T(1), P.data(), kv_len, V.data(),
-                                        head_dim, T(0), O.data(), head_dim))
+    if (!attention_detail::own_kernel_product(false, false, q_len, head_dim, kv_len, T(1), P.data(), kv_len,
+                                              V.data(), head_dim, T(0), O.data(), head_dim))
       O.noalias() = P * V;
   }
 }
@@ -110,23 +108,23 @@ void attention_backward(cpu, const T* q, const T* k, const T* v, const T* probs,
       const ConstMap Q(q + bh * q_len * head_dim, q_len, head_dim);
       const ConstMap P(probs + bh * q_len * kv_len, q_len, kv_len);
       const ConstMap dO(dout + bh * q_len * head_dim, q_len, head_dim);
-      using attention_detail::bf16_product;
-      if (dv && !bf16_product(true, false, kv_len, head_dim, q_len, T(1), P.data(), kv_len, dO.data(), head_dim, T(1),
-                              dv + bkv * kv_len * head_dim, head_dim))
+      using attention_detail::own_kernel_product;
+      if (dv && !own_kernel_product(true, false, kv_len, head_dim, q_len, T(1), P.data(), kv_len, dO.data(),
+                                    head_dim, T(1), dv + bkv * kv_len * head_dim, head_dim))
         Map(dv + bkv * kv_len * head_dim, kv_len, head_dim).noalias() += P.transpose() * dO;
       if (!dq && !dk) continue;
-      if (!bf16_product(false, true, q_len, kv_len, head_dim, T(1), dO.data(), head_dim, V.data(), head_dim, T(0),
-                        dS.data(), kv_len))
+      if (!own_kernel_product(false, true, q_len, kv_len, head_dim, T(1), dO.data(), head_dim, V.data(), head_dim,
+                              T(0), dS.data(), kv_len))
         dS.noalias() = dO * V.transpose();
       for (std::int64_t t = 0; t < q_len; ++t) {
         const T dot = dS.row(t).dot(P.row(t));
         dS.row(t) = P.row(t).cwiseProduct((dS.row(t).array() - dot).matrix());
       }
-      if (dq && !bf16_product(false, false, q_len, head_dim, kv_len, scale, dS.data(), kv_len, K.data(), head_dim, T(1),
-                              dq + bh * q_len * head_dim, head_dim))
+      if (dq && !own_kernel_product(false, false, q_len, head_dim, kv_len, scale, dS.data(), kv_len, K.data(),
+                                    head_dim, T(1), dq + bh * q_len * head_dim, head_dim))
         Map(dq + bh * q_len * head_dim, q_len, head_dim).noalias() += scale * (dS * K);
-      if (dk && !bf16_product(true, false, kv_len, head_dim, q_len, scale, dS.data(), kv_len, Q.data(), head_dim, T(1),
-                              dk + bkv * kv_len * head_dim, head_dim))
+      if (dk && !own_kernel_product(true, false, kv_len, head_dim, q_len, scale, dS.data(), kv_len, Q.data(),
+                                    head_dim, T(1), dk + bkv * kv_len * head_dim, head_dim))
         Map(dk + bkv * kv_len * head_dim, kv_len, head_dim).noalias() += scale * (dS.transpose() * Q);
     }
   }

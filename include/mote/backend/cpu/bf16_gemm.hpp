@@ -7,21 +7,9 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
-#include <memory>
 
+#include "mote/backend/cpu/packed_gemm.hpp"
 #include "mote/backend/precision.hpp"
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
-#define MOTE_BF16_KERNEL 1
-#include <cpuid.h>
-#include <immintrin.h>
-#else
-#define MOTE_BF16_KERNEL 0
-#endif
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace mote::backend {
 
@@ -44,52 +32,18 @@ inline float from_bf16(std::uint16_t half) noexcept {
 }
 inline float round_to_bf16(float x) noexcept { return from_bf16(to_bf16(x)); }
 
-// Register tile: 12 rows x 32 columns is 24 zmm accumulators, plus two B vectors and a broadcast.
-inline constexpr std::int64_t tile_rows = 12;
-inline constexpr std::int64_t tile_cols = 32;
+using packed_gemm::Operand;
+using packed_gemm::tile_cols;
+using packed_gemm::tile_rows;
+
 // Cache blocks: a 128-pair B micro-panel (16 KiB) stays in L1 while an A block of 192 rows
 // (96 KiB) streams from L2.
 inline constexpr std::int64_t block_k = 256;
 inline constexpr std::int64_t block_rows = 192;
 inline constexpr std::int64_t block_cols = 2048;
 
-// A strided view of an operand: element (i, j) at data[i * row_stride + j * col_stride], so a
-// transposed operand is the same view with its strides swapped. One stride is always 1.
-struct Operand {
-  const float* data;
-  std::int64_t row_stride, col_stride;
-  const float* ptr(std::int64_t i, std::int64_t j) const noexcept { return data + i * row_stride + j * col_stride; }
-  float at(std::int64_t i, std::int64_t j) const noexcept { return *ptr(i, j); }
-};
-
-// Per-thread packing buffers, grown on demand and 64-byte aligned for the vector loads.
-class PackBuffer {
- public:
-  std::uint32_t* get(std::size_t words) {
-    if (words > capacity_) {
-      storage_.reset(new std::uint32_t[words + 16]);
-      capacity_ = words;
-    }
-    auto address = reinterpret_cast<std::uintptr_t>(storage_.get());
-    return reinterpret_cast<std::uint32_t*>((address + 63) & ~std::uintptr_t(63));
-  }
-
- private:
-  std::unique_ptr<std::uint32_t[]> storage_;
-  std::size_t capacity_ = 0;
-};
-
-#if MOTE_BF16_KERNEL
-// AVX512-F and -BF16, and an OS that saves the zmm state.
-inline bool cpu_has_bf16_dot() noexcept {
-  unsigned eax, ebx, ecx, edx;
-  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 27))) return false;  // OSXSAVE
-  unsigned xcr0_low, xcr0_high;
-  __asm__("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
-  if ((xcr0_low & 0xe6u) != 0xe6u) return false;  // SSE, AVX and the three AVX-512 states
-  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || !(ebx & (1u << 16))) return false;  // AVX512F
-  return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 5));              // AVX512_BF16
-}
+#if MOTE_AVX512_KERNELS
+using packed_gemm::first_lanes;
 
 #define MOTE_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
 #if defined(__GNUC__) && !defined(__clang__)
@@ -97,11 +51,6 @@ inline bool cpu_has_bf16_dot() noexcept {
 // GCC 12's _mm512_undefined_* self-initialise, which -O1 reports once inlined here.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
-
-// The first `count` of 16 lanes.
-MOTE_BF16_TARGET inline __mmask16 first_lanes(std::int64_t count) noexcept {
-  return count >= 16 ? __mmask16(0xffff) : count <= 0 ? __mmask16(0) : __mmask16((1u << count) - 1);
-}
 
 // to_bf16 on 16 lanes at once, left in each lane's high half (the low half is not cleared).
 MOTE_BF16_TARGET inline __m512i round_to_high_half(__m512i bits) noexcept {
@@ -199,7 +148,7 @@ MOTE_BF16_TARGET inline void tile_kernel(std::int64_t pairs, const std::uint32_t
 // One thread's share: C[m, n] = alpha * A . B + beta * C through the packed blocks.
 MOTE_BF16_TARGET inline void blocked_gemm(std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
                                           const Operand& a, const Operand& b, float beta, float* c, std::int64_t ldc) {
-  thread_local PackBuffer a_buffer, b_buffer;
+  thread_local packed_gemm::PackBuffer a_buffer, b_buffer;
   const std::int64_t max_pairs = (std::min(block_k, k) + 1) / 2;
   const std::int64_t b_panels = (std::min(block_cols, n) + tile_cols - 1) / tile_cols;
   const std::int64_t a_panels = (std::min(block_rows, m) + tile_rows - 1) / tile_rows;
@@ -232,8 +181,8 @@ MOTE_BF16_TARGET inline void blocked_gemm(std::int64_t m, std::int64_t n, std::i
 
 // Tests clear this to run the portable path on a machine that has the kernel.
 inline std::atomic<bool>& use_kernel() noexcept {
-#if MOTE_BF16_KERNEL
-  static std::atomic<bool> enabled{cpu_has_bf16_dot()};
+#if MOTE_AVX512_KERNELS
+  static std::atomic<bool> enabled{packed_gemm::cpu_has_bf16_dot()};
 #else
   static std::atomic<bool> enabled{false};
 #endif

@@ -1,7 +1,7 @@
 #pragma once
-// CPU GEMM through Eigen Map products (Eigen blocks and threads them itself) or, under bf16
-// matmul precision, the packed bf16 kernel; plus the bias helpers that matmul's forward and
-// backward need.
+// CPU GEMM: large float products on mote's packed AVX-512 kernels (fp32, or bf16 under bf16 matmul
+// precision), everything else through Eigen Map products (Eigen blocks and threads them itself);
+// plus the bias helpers that matmul's forward and backward need.
 #include <Eigen/Core>
 #include <algorithm>
 #include <cstdint>
@@ -9,6 +9,7 @@
 
 #include "mote/backend/cpu/bf16_gemm.hpp"
 #include "mote/backend/cpu/cpu.hpp"
+#include "mote/backend/cpu/fp32_gemm.hpp"
 #include "mote/backend/cpu/gemv.hpp"
 
 #ifdef _OPENMP
@@ -49,9 +50,9 @@ void product(const OpA& op_a, const OpB& op_b, T alpha, T beta, RowMajorMap<T>& 
   }
 }
 
-// The fp32 (or fp64) product: Eigen, with the thread policy below.
+// A product through Eigen, with the thread policy below.
 template <class T>
-void full_precision_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha,
+void eigen_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha,
                          const T* a, std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
   if (m <= 0 || n <= 0) return;
   RowMajorMap<T> c_map(c, m, n, Eigen::OuterStride<>(ldc));
@@ -102,10 +103,10 @@ void full_precision_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_
     for (int t = 0; t < threads; ++t) {
       const std::int64_t lo = side * t / threads, len = side * (t + 1) / threads - lo;
       if (by_rows)
-        full_precision_gemm(trans_a, trans_b, len, n, k, alpha, a + (trans_a ? lo : lo * lda), lda, b, ldb, beta,
+        eigen_gemm(trans_a, trans_b, len, n, k, alpha, a + (trans_a ? lo : lo * lda), lda, b, ldb, beta,
                             c + lo * ldc, ldc);
       else
-        full_precision_gemm(trans_a, trans_b, m, len, k, alpha, a, lda, b + (trans_b ? lo * ldb : lo), ldb, beta, c + lo,
+        eigen_gemm(trans_a, trans_b, m, len, k, alpha, a, lda, b + (trans_b ? lo * ldb : lo), ldb, beta, c + lo,
                             ldc);
     }
     return;
@@ -136,40 +137,15 @@ inline bool bf16_worthwhile(std::int64_t m, std::int64_t n, std::int64_t k) {
 inline void bf16_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
                       const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
                       std::int64_t ldc) {
-  using bf16_detail::Operand;
-  const Operand op_a = trans_a ? Operand{a, 1, lda} : Operand{a, lda, 1};
-  const Operand op_b = trans_b ? Operand{b, 1, ldb} : Operand{b, ldb, 1};
-#if MOTE_BF16_KERNEL
+  using packed_gemm::Operand;
+  const Operand op_a = Operand::of(a, lda, trans_a), op_b = Operand::of(b, ldb, trans_b);
+#if MOTE_AVX512_KERNELS
   if (bf16_detail::use_kernel().load(std::memory_order_relaxed)) {
-    using bf16_detail::tile_cols;
-    using bf16_detail::tile_rows;
-#ifdef _OPENMP
-    const int threads = omp_in_parallel() ? 1 : max_threads();
-#else
-    const int threads = 1;
-#endif
-    if (threads == 1 || double(m) * double(n) * double(k) < double(1 << 21)) {
-      bf16_detail::blocked_gemm(m, n, k, alpha, op_a, op_b, beta, c, ldc);
-      return;
-    }
-    // Each thread owns a band of C, split in whole tiles along its longer side, and packs its own
-    // operands: no shared buffer, no barrier.
-    const bool by_rows = m >= n;
-    const std::int64_t unit = by_rows ? tile_rows : tile_cols, extent = by_rows ? m : n;
-    const std::int64_t units = (extent + unit - 1) / unit;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int t = 0; t < threads; ++t) {
-      const std::int64_t lo = std::min(extent, units * t / threads * unit);
-      const std::int64_t hi = std::min(extent, units * (t + 1) / threads * unit);
-      if (hi <= lo) continue;
-      if (by_rows) {
-        const Operand band{op_a.data + lo * op_a.row_stride, op_a.row_stride, op_a.col_stride};
-        bf16_detail::blocked_gemm(hi - lo, n, k, alpha, band, op_b, beta, c + lo * ldc, ldc);
-      } else {
-        const Operand band{op_b.data + lo * op_b.col_stride, op_b.row_stride, op_b.col_stride};
-        bf16_detail::blocked_gemm(m, hi - lo, k, alpha, op_a, band, beta, c + lo, ldc);
-      }
-    }
+    packed_gemm::run_in_bands(m, n, k, op_a, op_b, c, ldc,
+                              [&](std::int64_t rows, std::int64_t cols, const Operand& a_band, const Operand& b_band,
+                                  float* c_band) {
+                                bf16_detail::blocked_gemm(rows, cols, k, alpha, a_band, b_band, beta, c_band, ldc);
+                              });
     return;
   }
 #endif
@@ -179,25 +155,41 @@ inline void bf16_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n
     for (std::int64_t j = 0; j < k; ++j) rounded_a(i, j) = bf16_detail::round_to_bf16(op_a.at(i, j));
   for (std::int64_t i = 0; i < k; ++i)
     for (std::int64_t j = 0; j < n; ++j) rounded_b(i, j) = bf16_detail::round_to_bf16(op_b.at(i, j));
-  full_precision_gemm(false, false, m, n, k, alpha, rounded_a.data(), k, rounded_b.data(), n, beta, c, ldc);
+  eigen_gemm(false, false, m, n, k, alpha, rounded_a.data(), k, rounded_b.data(), n, beta, c, ldc);
+}
+
+// Runs a float product on one of mote's own kernels where one applies (bf16 under
+// matmul_precision::bf16, else fp32 on AVX-512 CPUs) and returns true; false leaves it to Eigen.
+inline bool own_kernel_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                            const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                            std::int64_t ldc) {
+  if (m <= 0 || n <= 0 || k <= 0) return false;
+  if (get_matmul_precision() == matmul_precision::bf16 && bf16_worthwhile(m, n, k)) {
+    bf16_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return true;
+  }
+#if MOTE_AVX512_KERNELS
+  if (fp32_detail::worthwhile(m, n, k) && fp32_kernel_available()) {
+    fp32_detail::gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return true;
+  }
+#endif
+  return false;
 }
 
 }  // namespace gemm_detail
 
 // Row-major C[m,n] = alpha * op(A) * op(B) + beta * C; op transposes when the flag is set;
-// lda/ldb/ldc are row strides. beta == 0 ignores C's old contents entirely. Under
-// matmul_precision::bf16, large float products round their operands to bf16 (bf16_gemm.hpp).
+// lda/ldb/ldc are row strides. beta == 0 ignores C's old contents entirely. Large float products
+// run on fp32_gemm.hpp's kernel where the CPU has AVX-512; under matmul_precision::bf16 they round
+// their operands to bf16 (bf16_gemm.hpp).
 template <class T>
 void gemm(cpu, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
           std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
   if constexpr (std::is_same_v<T, float>) {
-    if (m > 0 && n > 0 && k > 0 && get_matmul_precision() == matmul_precision::bf16 &&
-        gemm_detail::bf16_worthwhile(m, n, k)) {
-      gemm_detail::bf16_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-      return;
-    }
+    if (gemm_detail::own_kernel_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
   }
-  gemm_detail::full_precision_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  gemm_detail::eigen_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 // `batch` independent GEMMs at fixed strides. A stride of 0 repeats one operand across the batch;
