@@ -16,6 +16,46 @@ BOOST_AUTO_TEST_CASE(binary_ops_same_shape_and_broadcast) {
   }
 }
 
+// Past 4096 elements, same-shape operands are cut into chunks that threads share (a ragged last one
+// here); a broadcast operand's gradient still sums over every row. Against the analytic gradients.
+BOOST_AUTO_TEST_CASE(binary_ops_on_long_rows_match_their_formulas) {
+  const std::int64_t rows = 3, cols = 4099;
+  Rng rng(5);
+  const auto a_value = Tensor<double>::uniform({rows, cols}, 0.5, 2.0, rng);
+  const auto w = Tensor<double>::uniform({rows, cols}, -1.0, 1.0, rng);
+  for (const bool broadcast : {false, true}) {
+    const auto b_value = Tensor<double>::uniform(broadcast ? Shape{cols} : Shape{rows, cols}, 0.5, 2.0, rng);
+    const std::vector<double> av = a_value.to_vector(), bv = b_value.to_vector(), wv = w.to_vector();
+    for (const auto op : {backend::BinaryOp::add, backend::BinaryOp::sub, backend::BinaryOp::mul, backend::BinaryOp::div}) {
+      Var<double> a = Var<double>::parameter(a_value.clone()), b = Var<double>::parameter(b_value.clone());
+      const Var<double> y = op == backend::BinaryOp::add   ? a + b
+                            : op == backend::BinaryOp::sub ? a - b
+                            : op == backend::BinaryOp::mul ? a * b
+                                                           : a / b;
+      sum(y * Var<double>(w)).backward();
+      const std::vector<double> yv = y.value().to_vector(), ga = a.grad().to_vector(), gb = b.grad().to_vector();
+      std::vector<double> want_gb(bv.size(), 0.0);
+      double worst = 0;
+      for (std::size_t i = 0; i < av.size(); ++i) {
+        const std::size_t j = broadcast ? i % static_cast<std::size_t>(cols) : i;
+        const double x = av[i], z = bv[j], g = wv[i];
+        const double want_y = op == backend::BinaryOp::add   ? x + z
+                              : op == backend::BinaryOp::sub ? x - z
+                              : op == backend::BinaryOp::mul ? x * z
+                                                             : x / z;
+        const double want_ga = op == backend::BinaryOp::mul ? g * z : op == backend::BinaryOp::div ? g / z : g;
+        want_gb[j] += op == backend::BinaryOp::add   ? g
+                      : op == backend::BinaryOp::sub ? -g
+                      : op == backend::BinaryOp::mul ? g * x
+                                                     : -g * x / (z * z);
+        worst = std::max({worst, std::abs(yv[i] - want_y), std::abs(ga[i] - want_ga)});
+      }
+      for (std::size_t j = 0; j < bv.size(); ++j) worst = std::max(worst, std::abs(gb[j] - want_gb[j]));
+      BOOST_TEST(worst < 1e-12, backend::binary_op_name(op) << (broadcast ? " (b broadcast)" : "") << ": " << worst);
+    }
+  }
+}
+
 // add hands its gradient buffer on to its first input; these are the cases where it must not.
 BOOST_AUTO_TEST_CASE(add_passes_its_gradient_on_safely) {
   testing::check_op({.name = "x + x", .inputs = {{3, 4}}}, [](auto& v) { return v[0] + v[0]; });

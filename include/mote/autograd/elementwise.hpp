@@ -41,12 +41,16 @@ Var<T, B> binary(backend::BinaryOp op, const Var<T, B>& a, const Var<T, B>& b) {
   Tensor<T, B> av = a.value(), bv = b.value();
   return make_result(name, std::move(out), {a, b}, [op, av, bv](Node<T, B>& self) {
     const T* g = self.grad.data();
-    // A residual add hands its gradient on to a unchanged: b's share first, then the buffer itself.
+    // A residual add hands its gradient on to a unchanged: b's share first (a copy into a new
+    // buffer, no zero fill), then the buffer itself.
     if (op == backend::BinaryOp::add && av.shape() == self.grad.shape()) {
-      if (T* gb = input_grad(self, 1)) {
+      const std::int64_t n = self.grad.numel(), nb = bv.numel();
+      const GradSlot<T> slot = nb == n ? input_grad_slot(self, 1) : GradSlot<T>{input_grad(self, 1), T(1)};
+      if (slot.data && slot.beta == T(0)) {
+        B::copy(g, slot.data, static_cast<std::size_t>(n));
+      } else if (slot.data) {
         const T* pb = bv.data();
-        MOTE_CALL_KERNEL(B, binary_backward, op, pb, bv.numel(), pb, bv.numel(), g, self.grad.numel(),
-                         static_cast<T*>(nullptr), gb);
+        MOTE_CALL_KERNEL(B, binary_backward, op, pb, nb, pb, nb, g, n, static_cast<T*>(nullptr), slot.data);
       }
       pass_grad(self, 0);
       return;

@@ -26,65 +26,82 @@ void scale_rows(cpu, const T* x, const T* s, std::int64_t rows, std::int64_t col
   }
 }
 
+namespace elementwise_detail {
+// Rows of the broadcast: the shorter operand's length. Equal lengths have no broadcast, so they
+// are cut into chunks that threads can share (one row of the whole length would run on one thread).
+inline std::int64_t row_length(std::int64_t na, std::int64_t nb, std::int64_t n) {
+  const std::int64_t shorter = na < nb ? na : nb;
+  return na == n && nb == n ? (n < 4096 ? n : 4096) : shorter;
+}
+
+// Calls fn(apply) with apply(x, y) = x (op) y: the op is chosen once, outside the loops, so they vectorize.
+template <class T, class Fn>
+void for_op(BinaryOp op, Fn&& fn) {
+  switch (op) {
+    case BinaryOp::add: fn([](T x, T y) { return x + y; }); break;
+    case BinaryOp::sub: fn([](T x, T y) { return x - y; }); break;
+    case BinaryOp::mul: fn([](T x, T y) { return x * y; }); break;
+    case BinaryOp::div: fn([](T x, T y) { return x / y; }); break;
+  }
+}
+}  // namespace elementwise_detail
+
 // out[i] = a[i mod na] (op) b[i mod nb], where na and nb each equal n or divide it
 // (the shorter operand repeats over the leading dims of the longer).
 template <class T>
 void binary_forward(cpu, BinaryOp op, const T* a, std::int64_t na, const T* b, std::int64_t nb, T* out,
                     std::int64_t n) {
-  const std::int64_t inner = na < nb ? na : nb;
-  const std::int64_t outer = inner == 0 ? 0 : n / inner;
+  const std::int64_t inner = elementwise_detail::row_length(na, nb, n);
+  const std::int64_t rows = inner == 0 ? 0 : (n + inner - 1) / inner;
   const std::int64_t a_step = na == n ? inner : 0, b_step = nb == n ? inner : 0;
+  elementwise_detail::for_op<T>(op, [&](auto apply) {
 #pragma omp parallel for if (n > (1 << 16))
-  for (std::int64_t o = 0; o < outer; ++o) {
-    const T* ar = a + o * a_step;
-    const T* br = b + o * b_step;
-    T* y = out + o * inner;
-    switch (op) {
-      case BinaryOp::add: for (std::int64_t i = 0; i < inner; ++i) y[i] = ar[i] + br[i]; break;
-      case BinaryOp::sub: for (std::int64_t i = 0; i < inner; ++i) y[i] = ar[i] - br[i]; break;
-      case BinaryOp::mul: for (std::int64_t i = 0; i < inner; ++i) y[i] = ar[i] * br[i]; break;
-      case BinaryOp::div: for (std::int64_t i = 0; i < inner; ++i) y[i] = ar[i] / br[i]; break;
+    for (std::int64_t o = 0; o < rows; ++o) {
+      const T* ar = a + o * a_step;
+      const T* br = b + o * b_step;
+      T* y = out + o * inner;
+      const std::int64_t len = n - o * inner < inner ? n - o * inner : inner;
+#pragma omp simd
+      for (std::int64_t i = 0; i < len; ++i) y[i] = apply(ar[i], br[i]);
     }
-  }
+  });
 }
 
 // da += d(out)/da * dout and db likewise, summing over the broadcast dims of the shorter operand.
 template <class T>
 void binary_backward(cpu, BinaryOp op, const T* a, std::int64_t na, const T* b, std::int64_t nb, const T* dout,
                      std::int64_t n, T* da, T* db) {
-  const std::int64_t inner = na < nb ? na : nb;
-  const std::int64_t outer = inner == 0 ? 0 : n / inner;
+  const std::int64_t inner = elementwise_detail::row_length(na, nb, n);
+  const std::int64_t rows = inner == 0 ? 0 : (n + inner - 1) / inner;
   const std::int64_t a_step = na == n ? inner : 0, b_step = nb == n ? inner : 0;
-  // Rows are independent unless an operand is broadcast: then its gradient sums across rows.
-  const bool a_summed = a_step == 0 && outer > 1, b_summed = b_step == 0 && outer > 1;
+  // Rows are independent unless a broadcast operand's gradient is wanted: it sums across rows.
+  const bool a_summed = da && a_step == 0 && rows > 1, b_summed = db && b_step == 0 && rows > 1;
   const bool parallel = n > (1 << 16) && !a_summed && !b_summed;
+  // grad_a(g, x, y) and grad_b(g, x, y): what g adds to a's and b's gradients at a = x, b = y.
+  const auto rows_with = [&](auto grad_a, auto grad_b) {
 #pragma omp parallel for if (parallel)
-  for (std::int64_t o = 0; o < outer; ++o) {
-    const T* ar = a + o * a_step;
-    const T* br = b + o * b_step;
-    const T* g = dout + o * inner;
-    T* ga = da ? da + o * a_step : nullptr;
-    T* gb = db ? db + o * b_step : nullptr;
-    for (std::int64_t i = 0; i < inner; ++i) {
-      switch (op) {
-        case BinaryOp::add:
-          if (ga) ga[i] += g[i];
-          if (gb) gb[i] += g[i];
-          break;
-        case BinaryOp::sub:
-          if (ga) ga[i] += g[i];
-          if (gb) gb[i] -= g[i];
-          break;
-        case BinaryOp::mul:
-          if (ga) ga[i] += g[i] * br[i];
-          if (gb) gb[i] += g[i] * ar[i];
-          break;
-        case BinaryOp::div:
-          if (ga) ga[i] += g[i] / br[i];
-          if (gb) gb[i] -= g[i] * ar[i] / (br[i] * br[i]);
-          break;
+    for (std::int64_t o = 0; o < rows; ++o) {
+      const T* ar = a + o * a_step;
+      const T* br = b + o * b_step;
+      const T* g = dout + o * inner;
+      const std::int64_t len = n - o * inner < inner ? n - o * inner : inner;
+      if (T* ga = da ? da + o * a_step : nullptr) {
+#pragma omp simd
+        for (std::int64_t i = 0; i < len; ++i) ga[i] += grad_a(g[i], ar[i], br[i]);
+      }
+      if (T* gb = db ? db + o * b_step : nullptr) {
+#pragma omp simd
+        for (std::int64_t i = 0; i < len; ++i) gb[i] += grad_b(g[i], ar[i], br[i]);
       }
     }
+  };
+  switch (op) {
+    case BinaryOp::add: rows_with([](T g, T, T) { return g; }, [](T g, T, T) { return g; }); break;
+    case BinaryOp::sub: rows_with([](T g, T, T) { return g; }, [](T g, T, T) { return -g; }); break;
+    case BinaryOp::mul: rows_with([](T g, T, T y) { return g * y; }, [](T g, T x, T) { return g * x; }); break;
+    case BinaryOp::div:
+      rows_with([](T g, T, T y) { return g / y; }, [](T g, T x, T y) { return -(g * x / (y * y)); });
+      break;
   }
 }
 
