@@ -43,20 +43,26 @@ struct cpu {
   }
   template <class T>
   static void copy(const T* src, T* dst, std::size_t n) {
-    if (n) std::memcpy(dst, src, n * sizeof(T));
+    for_chunks(n, [&](std::size_t begin, std::size_t end) { std::memcpy(dst + begin, src + begin, (end - begin) * sizeof(T)); });
   }
   template <class T>
   static void fill(T* p, std::size_t n, T value) {
-    // Gradient buffers of a few MB are zero-filled every step: both cores write them.
+    for_chunks(n, [&](std::size_t begin, std::size_t end) { std::fill(p + begin, p + end, value); });
+  }
+  static void synchronize() noexcept {}
+
+  // fn(begin, end) over chunks of [0, n), on every core from a few hundred KB on: gradient buffers
+  // of a few MB are zero-filled or copied every step.
+  template <class Fn>
+  static void for_chunks(std::size_t n, Fn&& fn) {
     constexpr std::size_t chunk = std::size_t{1} << 16;
     const auto chunks = static_cast<std::int64_t>((n + chunk - 1) / chunk);
 #pragma omp parallel for if (chunks > 4)
     for (std::int64_t c = 0; c < chunks; ++c) {
       const std::size_t begin = static_cast<std::size_t>(c) * chunk;
-      std::fill(p + begin, p + std::min(n, begin + chunk), value);
+      fn(begin, std::min(n, begin + chunk));
     }
   }
-  static void synchronize() noexcept {}
 };
 
 // Gathers a strided 4-D view into contiguous memory (shape and strides padded to rank 4).
