@@ -116,9 +116,10 @@ MOTE_BF16_TARGET inline void pack_panels(const Operand& x, std::int64_t row0, st
 
 // C[rows<=12, cols<=32] = alpha * (packed A panel . packed B panel) + beta * C. Out of line, as
 // the fp32 kernel's tile (fp32_gemm.hpp).
-MOTE_BF16_TARGET __attribute__((noinline)) inline void tile_kernel(std::int64_t pairs, const std::uint32_t* a, const std::uint32_t* b,
-                                         float alpha, float beta, float* c, std::int64_t ldc, std::int64_t rows,
-                                         std::int64_t cols) {
+MOTE_BF16_TARGET __attribute__((noinline)) inline void tile_kernel(std::int64_t pairs, const std::uint32_t* a,
+                                                                   const std::uint32_t* b, float alpha, float beta,
+                                                                   float* c, std::int64_t ldc, std::int64_t rows,
+                                                                   std::int64_t cols) {
   __m512 acc[tile_rows][2];
 #pragma GCC unroll 12
   for (int r = 0; r < tile_rows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();

@@ -43,7 +43,9 @@ struct cpu {
   }
   template <class T>
   static void copy(const T* src, T* dst, std::size_t n) {
-    for_chunks(n, [&](std::size_t begin, std::size_t end) { std::memcpy(dst + begin, src + begin, (end - begin) * sizeof(T)); });
+    for_chunks(n, [&](std::size_t begin, std::size_t end) {
+      std::memcpy(dst + begin, src + begin, (end - begin) * sizeof(T));
+    });
   }
   template <class T>
   static void fill(T* p, std::size_t n, T value) {

@@ -34,7 +34,8 @@ inline std::int64_t row_length(std::int64_t na, std::int64_t nb, std::int64_t n)
   return na == n && nb == n ? (n < 4096 ? n : 4096) : shorter;
 }
 
-// Calls fn(apply) with apply(x, y) = x (op) y: the op is chosen once, outside the loops, so they vectorize.
+// Calls fn(apply) with apply(x, y) = x (op) y: the op is chosen once, outside the loops, so that
+// they vectorize.
 template <class T, class Fn>
 void for_op(BinaryOp op, Fn&& fn) {
   switch (op) {

@@ -1,7 +1,7 @@
 #pragma once
 // mote's own float GEMM for CPUs with AVX-512: a 12x32 register tile of fused multiply-adds over
-// packed panels. On the benchmark machine (Zen 4) it ran 1.15-1.3x Eigen's product on the model
-// shapes, at 0.85 of the cores' FMA peak where Eigen reaches 0.75 (docs/benchmarks.md).
+// packed panels. On the benchmark machine (Zen 4) it ran 1.1-1.3x Eigen's product, at 0.87-0.89 of
+// the cores' FMA peak on large shapes where Eigen reaches 0.71-0.74 (docs/benchmarks.md).
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -110,8 +110,9 @@ MOTE_FP32_TARGET inline void pack_panels(const Operand& x, std::int64_t row0, st
 
 // C[rows<=12, cols<=32] = alpha * (packed A panel . packed B panel) + beta * C. Kept out of line:
 // when a change to blocked_gemm let GCC 12 inline it there, the loop ran at 0.6x the speed.
-MOTE_FP32_TARGET __attribute__((noinline)) inline void tile_kernel(std::int64_t depth, const float* a, const float* b, float alpha, float beta,
-                                         float* c, std::int64_t ldc, std::int64_t rows, std::int64_t cols) {
+MOTE_FP32_TARGET __attribute__((noinline)) inline void tile_kernel(std::int64_t depth, const float* a, const float* b,
+                                                                   float alpha, float beta, float* c, std::int64_t ldc,
+                                                                   std::int64_t rows, std::int64_t cols) {
   __m512 acc[tile_rows][2];
 #pragma GCC unroll 12
   for (int r = 0; r < tile_rows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
@@ -190,7 +191,9 @@ inline void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std
                  std::int64_t ldc) {
   packed_gemm::run_in_bands(m, n, k, Operand::of(a, lda, trans_a), Operand::of(b, ldb, trans_b), c, ldc,
                             [&](std::int64_t rows, std::int64_t cols, const Operand& a_band, const Operand& b_band,
-                                float* c_band) { blocked_gemm(rows, cols, k, alpha, a_band, b_band, beta, c_band, ldc); });
+                                float* c_band) {
+                              blocked_gemm(rows, cols, k, alpha, a_band, b_band, beta, c_band, ldc);
+                            });
 }
 #endif
 

@@ -52,8 +52,8 @@ void product(const OpA& op_a, const OpB& op_b, T alpha, T beta, RowMajorMap<T>& 
 
 // A product through Eigen, with the thread policy below.
 template <class T>
-void eigen_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha,
-                         const T* a, std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
+void eigen_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
+                std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
   if (m <= 0 || n <= 0) return;
   RowMajorMap<T> c_map(c, m, n, Eigen::OuterStride<>(ldc));
   if (k <= 0) {  // an empty inner dimension contributes nothing
@@ -103,11 +103,10 @@ void eigen_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std:
     for (int t = 0; t < threads; ++t) {
       const std::int64_t lo = side * t / threads, len = side * (t + 1) / threads - lo;
       if (by_rows)
-        eigen_gemm(trans_a, trans_b, len, n, k, alpha, a + (trans_a ? lo : lo * lda), lda, b, ldb, beta,
-                            c + lo * ldc, ldc);
+        eigen_gemm(trans_a, trans_b, len, n, k, alpha, a + (trans_a ? lo : lo * lda), lda, b, ldb, beta, c + lo * ldc,
+                   ldc);
       else
-        eigen_gemm(trans_a, trans_b, m, len, k, alpha, a, lda, b + (trans_b ? lo * ldb : lo), ldb, beta, c + lo,
-                            ldc);
+        eigen_gemm(trans_a, trans_b, m, len, k, alpha, a, lda, b + (trans_b ? lo * ldb : lo), ldb, beta, c + lo, ldc);
     }
     return;
   }

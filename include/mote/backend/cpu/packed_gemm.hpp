@@ -80,8 +80,8 @@ __attribute__((target("avx512f"))) inline __mmask16 first_lanes(std::int64_t cou
 }
 #endif
 
-// Threads for a product of m * n * k multiply-adds: one inside a parallel region or below
-// `min_parallel_macs`, else every thread.
+// Threads for a product of m * n * k multiply-adds: one inside a parallel region or below 2M
+// multiply-adds (forking costs more than the second core gives back), else every thread.
 inline int threads_for(std::int64_t m, std::int64_t n, std::int64_t k) {
 #ifdef _OPENMP
   if (omp_in_parallel() || double(m) * double(n) * double(k) < double(1 << 21)) return 1;
