@@ -147,34 +147,22 @@ MOTE_BF16_TARGET __attribute__((noinline)) inline void tile_kernel(std::int64_t 
   }
 }
 
-// One thread's share: C[m, n] = alpha * A . B + beta * C through the packed blocks.
-MOTE_BF16_TARGET inline void blocked_gemm(std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
-                                          const Operand& a, const Operand& b, float beta, float* c, std::int64_t ldc) {
-  thread_local packed_gemm::PackBuffer a_buffer, b_buffer;
-  const std::int64_t max_pairs = (std::min(block_k, k) + 1) / 2;
-  const std::int64_t b_panels = (std::min(block_cols, n) + tile_cols - 1) / tile_cols;
-  const std::int64_t a_panels = (std::min(block_rows, m) + tile_rows - 1) / tile_rows;
-  std::uint32_t* packed_b = b_buffer.get(std::size_t(b_panels * tile_cols * max_pairs));
-  std::uint32_t* packed_a = a_buffer.get(std::size_t(a_panels * tile_rows * max_pairs));
-  const Operand b_columns{b.data, b.col_stride, b.row_stride};  // B's columns as rows indexed by k
-  for (std::int64_t col0 = 0; col0 < n; col0 += block_cols) {
-    const std::int64_t cols = std::min(block_cols, n - col0);
-    for (std::int64_t k0 = 0; k0 < k; k0 += block_k) {
-      const std::int64_t depth = std::min(block_k, k - k0), pairs = (depth + 1) / 2;
-      const float block_beta = k0 == 0 ? beta : 1.0f;  // later k blocks accumulate onto the first
-      pack_panels<tile_cols>(b_columns, col0, cols, k0, depth, packed_b);
-      for (std::int64_t row0 = 0; row0 < m; row0 += block_rows) {
-        const std::int64_t rows = std::min(block_rows, m - row0);
-        pack_panels<tile_rows>(a, row0, rows, k0, depth, packed_a);
-        for (std::int64_t jc = 0; jc < cols; jc += tile_cols)
-          for (std::int64_t ir = 0; ir < rows; ir += tile_rows)
-            tile_kernel(pairs, packed_a + ir * pairs, packed_b + jc * pairs, alpha, block_beta,
-                        c + (row0 + ir) * ldc + col0 + jc, ldc, std::min(tile_rows, rows - ir),
-                        std::min(tile_cols, cols - jc));
-      }
-    }
+// The bf16 pieces of packed_gemm::blocked_gemm: k packed in pairs, one 32-bit word a pair.
+struct Kernel {
+  using Packed = std::uint32_t;
+  static constexpr std::int64_t block_k = bf16_detail::block_k, block_rows = bf16_detail::block_rows,
+                                block_cols = bf16_detail::block_cols;
+  static std::int64_t steps(std::int64_t depth) noexcept { return (depth + 1) / 2; }
+  template <std::int64_t width>
+  static void pack(const Operand& x, std::int64_t row0, std::int64_t rows, std::int64_t k0, std::int64_t depth,
+                   std::uint32_t* out) noexcept {
+    pack_panels<width>(x, row0, rows, k0, depth, out);
   }
-}
+  static void tile(std::int64_t pairs, const std::uint32_t* a, const std::uint32_t* b, float alpha, float beta,
+                   float* c, std::int64_t ldc, std::int64_t rows, std::int64_t cols) {
+    tile_kernel(pairs, a, b, alpha, beta, c, ldc, rows, cols);
+  }
+};
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif

@@ -139,34 +139,22 @@ MOTE_FP32_TARGET __attribute__((noinline)) inline void tile_kernel(std::int64_t 
   }
 }
 
-// One thread's share: C[m, n] = alpha * A . B + beta * C through the packed blocks.
-MOTE_FP32_TARGET inline void blocked_gemm(std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
-                                          const Operand& a, const Operand& b, float beta, float* c, std::int64_t ldc) {
-  thread_local packed_gemm::PackBuffer a_buffer, b_buffer;
-  const std::int64_t max_depth = std::min(block_k, k);
-  const std::int64_t b_panels = (std::min(block_cols, n) + tile_cols - 1) / tile_cols;
-  const std::int64_t a_panels = (std::min(block_rows, m) + tile_rows - 1) / tile_rows;
-  float* packed_b = b_buffer.get_floats(std::size_t(b_panels * tile_cols * max_depth));
-  float* packed_a = a_buffer.get_floats(std::size_t(a_panels * tile_rows * max_depth));
-  const Operand b_columns{b.data, b.col_stride, b.row_stride};  // B's columns as rows indexed by k
-  for (std::int64_t col0 = 0; col0 < n; col0 += block_cols) {
-    const std::int64_t cols = std::min(block_cols, n - col0);
-    for (std::int64_t k0 = 0; k0 < k; k0 += block_k) {
-      const std::int64_t depth = std::min(block_k, k - k0);
-      const float block_beta = k0 == 0 ? beta : 1.0f;  // later k blocks accumulate onto the first
-      pack_panels<tile_cols>(b_columns, col0, cols, k0, depth, packed_b);
-      for (std::int64_t row0 = 0; row0 < m; row0 += block_rows) {
-        const std::int64_t rows = std::min(block_rows, m - row0);
-        pack_panels<tile_rows>(a, row0, rows, k0, depth, packed_a);
-        for (std::int64_t jc = 0; jc < cols; jc += tile_cols)
-          for (std::int64_t ir = 0; ir < rows; ir += tile_rows)
-            tile_kernel(depth, packed_a + ir * depth, packed_b + jc * depth, alpha, block_beta,
-                        c + (row0 + ir) * ldc + col0 + jc, ldc, std::min(tile_rows, rows - ir),
-                        std::min(tile_cols, cols - jc));
-      }
-    }
+// The fp32 pieces of packed_gemm::blocked_gemm.
+struct Kernel {
+  using Packed = float;
+  static constexpr std::int64_t block_k = fp32_detail::block_k, block_rows = fp32_detail::block_rows,
+                                block_cols = fp32_detail::block_cols;
+  static std::int64_t steps(std::int64_t depth) noexcept { return depth; }
+  template <std::int64_t width>
+  static void pack(const Operand& x, std::int64_t row0, std::int64_t rows, std::int64_t k0, std::int64_t depth,
+                   float* out) noexcept {
+    pack_panels<width>(x, row0, rows, k0, depth, out);
   }
-}
+  static void tile(std::int64_t depth, const float* a, const float* b, float alpha, float beta, float* c,
+                   std::int64_t ldc, std::int64_t rows, std::int64_t cols) {
+    tile_kernel(depth, a, b, alpha, beta, c, ldc, rows, cols);
+  }
+};
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
@@ -192,7 +180,8 @@ inline void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std
   packed_gemm::run_in_bands(m, n, k, Operand::of(a, lda, trans_a), Operand::of(b, ldb, trans_b), c, ldc,
                             [&](std::int64_t rows, std::int64_t cols, const Operand& a_band, const Operand& b_band,
                                 float* c_band) {
-                              blocked_gemm(rows, cols, k, alpha, a_band, b_band, beta, c_band, ldc);
+                              packed_gemm::blocked_gemm<Kernel>(rows, cols, k, alpha, a_band, b_band, beta, c_band,
+                                                                ldc);
                             });
 }
 #endif

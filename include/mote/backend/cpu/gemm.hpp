@@ -143,7 +143,8 @@ inline void bf16_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n
     packed_gemm::run_in_bands(m, n, k, op_a, op_b, c, ldc,
                               [&](std::int64_t rows, std::int64_t cols, const Operand& a_band, const Operand& b_band,
                                   float* c_band) {
-                                bf16_detail::blocked_gemm(rows, cols, k, alpha, a_band, b_band, beta, c_band, ldc);
+                                packed_gemm::blocked_gemm<bf16_detail::Kernel>(rows, cols, k, alpha, a_band, b_band,
+                                                                               beta, c_band, ldc);
                               });
     return;
   }

@@ -50,7 +50,12 @@ class PackBuffer {
     auto address = reinterpret_cast<std::uintptr_t>(storage_.get());
     return reinterpret_cast<std::uint32_t*>((address + 63) & ~std::uintptr_t(63));
   }
-  float* get_floats(std::size_t count) { return reinterpret_cast<float*>(get(count)); }
+  // The same buffer as `count` 4-byte elements of another type (a float, or a pair of bf16).
+  template <class Packed>
+  Packed* get_as(std::size_t count) {
+    static_assert(sizeof(Packed) == sizeof(std::uint32_t));
+    return reinterpret_cast<Packed*>(get(count));
+  }
 
  private:
   std::unique_ptr<std::uint32_t[]> storage_;
@@ -79,6 +84,43 @@ __attribute__((target("avx512f"))) inline __mmask16 first_lanes(std::int64_t cou
   return count >= 16 ? __mmask16(0xffff) : count <= 0 ? __mmask16(0) : __mmask16((1u << count) - 1);
 }
 #endif
+
+// One thread's share of C[m, n] = alpha * A . B + beta * C through packed blocks. Kernel supplies
+// what differs between the fp32 and bf16 kernels:
+//   Packed, block_k, block_rows, block_cols   the packed element and the cache blocks;
+//   steps(depth)                              packed steps for `depth` k values (k, or k pairs);
+//   pack<width>(x, row0, rows, k0, depth, out)  panels of `width` rows of x, each [step][row];
+//   tile(steps, a, b, alpha, beta, c, ldc, rows, cols)  one register tile of C.
+template <class Kernel>
+void blocked_gemm(std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const Operand& a, const Operand& b,
+                  float beta, float* c, std::int64_t ldc) {
+  using Packed = typename Kernel::Packed;
+  constexpr std::int64_t block_k = Kernel::block_k, block_rows = Kernel::block_rows, block_cols = Kernel::block_cols;
+  thread_local PackBuffer a_buffer, b_buffer;
+  const std::int64_t max_steps = Kernel::steps(std::min(block_k, k));
+  const std::int64_t b_panels = (std::min(block_cols, n) + tile_cols - 1) / tile_cols;
+  const std::int64_t a_panels = (std::min(block_rows, m) + tile_rows - 1) / tile_rows;
+  Packed* packed_b = b_buffer.get_as<Packed>(std::size_t(b_panels * tile_cols * max_steps));
+  Packed* packed_a = a_buffer.get_as<Packed>(std::size_t(a_panels * tile_rows * max_steps));
+  const Operand b_columns{b.data, b.col_stride, b.row_stride};  // B's columns as rows indexed by k
+  for (std::int64_t col0 = 0; col0 < n; col0 += block_cols) {
+    const std::int64_t cols = std::min(block_cols, n - col0);
+    for (std::int64_t k0 = 0; k0 < k; k0 += block_k) {
+      const std::int64_t depth = std::min(block_k, k - k0), steps = Kernel::steps(depth);
+      const float block_beta = k0 == 0 ? beta : 1.0f;  // later k blocks accumulate onto the first
+      Kernel::template pack<tile_cols>(b_columns, col0, cols, k0, depth, packed_b);
+      for (std::int64_t row0 = 0; row0 < m; row0 += block_rows) {
+        const std::int64_t rows = std::min(block_rows, m - row0);
+        Kernel::template pack<tile_rows>(a, row0, rows, k0, depth, packed_a);
+        for (std::int64_t jc = 0; jc < cols; jc += tile_cols)
+          for (std::int64_t ir = 0; ir < rows; ir += tile_rows)
+            Kernel::tile(steps, packed_a + ir * steps, packed_b + jc * steps, alpha, block_beta,
+                         c + (row0 + ir) * ldc + col0 + jc, ldc, std::min(tile_rows, rows - ir),
+                         std::min(tile_cols, cols - jc));
+      }
+    }
+  }
+}
 
 // Threads for a product of m * n * k multiply-adds: one inside a parallel region or below 2M
 // multiply-adds (forking costs more than the second core gives back), else every thread.
