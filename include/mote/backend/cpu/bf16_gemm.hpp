@@ -133,18 +133,7 @@ MOTE_BF16_TARGET __attribute__((noinline)) inline void tile_kernel(std::int64_t 
       acc[r][1] = _mm512_dpbf16_ps(acc[r][1], a_pair, b_high);
     }
   }
-  const __m512 alpha_v = _mm512_set1_ps(alpha), beta_v = _mm512_set1_ps(beta);
-  const __mmask16 mask_low = first_lanes(cols), mask_high = first_lanes(cols - 16);
-  for (int r = 0; r < rows; ++r) {
-    float* row = c + r * ldc;
-    __m512 low = _mm512_mul_ps(alpha_v, acc[r][0]), high = _mm512_mul_ps(alpha_v, acc[r][1]);
-    if (beta != 0.0f) {  // beta 0 never reads C, which may hold poison
-      low = _mm512_fmadd_ps(beta_v, _mm512_maskz_loadu_ps(mask_low, row), low);
-      high = _mm512_fmadd_ps(beta_v, _mm512_maskz_loadu_ps(mask_high, row + 16), high);
-    }
-    _mm512_mask_storeu_ps(row, mask_low, low);
-    _mm512_mask_storeu_ps(row + 16, mask_high, high);
-  }
+  packed_gemm::store_tile(acc, alpha, beta, c, ldc, rows, cols);
 }
 
 // The bf16 pieces of packed_gemm::blocked_gemm: k packed in pairs, one 32-bit word a pair.

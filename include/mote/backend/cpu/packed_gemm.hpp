@@ -83,6 +83,24 @@ inline bool cpu_has_bf16_dot() noexcept {
 __attribute__((target("avx512f"))) inline __mmask16 first_lanes(std::int64_t count) noexcept {
   return count >= 16 ? __mmask16(0xffff) : count <= 0 ? __mmask16(0) : __mmask16((1u << count) - 1);
 }
+
+// C[rows <= 12, cols <= 32] = alpha * acc + beta * C: a register tile's accumulators, two
+// vectors a row, stored through lane masks. beta 0 never reads C, which may hold poison.
+__attribute__((target("avx512f"))) inline void store_tile(const __m512 (*acc)[2], float alpha, float beta, float* c,
+                                                          std::int64_t ldc, std::int64_t rows, std::int64_t cols) {
+  const __m512 alpha_v = _mm512_set1_ps(alpha), beta_v = _mm512_set1_ps(beta);
+  const __mmask16 mask_low = first_lanes(cols), mask_high = first_lanes(cols - 16);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* row = c + r * ldc;
+    __m512 low = _mm512_mul_ps(alpha_v, acc[r][0]), high = _mm512_mul_ps(alpha_v, acc[r][1]);
+    if (beta != 0.0f) {
+      low = _mm512_fmadd_ps(beta_v, _mm512_maskz_loadu_ps(mask_low, row), low);
+      high = _mm512_fmadd_ps(beta_v, _mm512_maskz_loadu_ps(mask_high, row + 16), high);
+    }
+    _mm512_mask_storeu_ps(row, mask_low, low);
+    _mm512_mask_storeu_ps(row + 16, mask_high, high);
+  }
+}
 #endif
 
 // One thread's share of C[m, n] = alpha * A . B + beta * C through packed blocks. Kernel supplies
