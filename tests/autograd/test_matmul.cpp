@@ -408,10 +408,17 @@ BOOST_AUTO_TEST_CASE(fp32_gemm_matches_a_double_product) {
   BOOST_TEST_MESSAGE("AVX-512 fp32 kernel on this CPU: " << kernel);
   const auto identity = [](float x) { return x; };
 #if MOTE_AVX512_KERNELS
+  const auto fp32_kernel = [](bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                              const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                              std::int64_t ldc) {
+    using backend::packed_gemm::Operand;
+    backend::fp32_detail::gemm(m, n, alpha, {Operand::of(a, lda, ta), Operand::of(b, ldb, tb), k}, nullptr, beta, c,
+                               ldc);
+  };
   if (kernel)
     check_against_double_product(
         "fp32 kernel", {{13, 40, 131}, {37, 70, 301}, {200, 45, 601}, {9, 2100, 40}, {300, 29, 17}, {5, 3, 2}},
-        backend::fp32_detail::gemm, identity);
+        fp32_kernel, identity);
 #endif
   const auto through_gemm = [](bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
                                const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
@@ -424,6 +431,33 @@ BOOST_AUTO_TEST_CASE(fp32_gemm_matches_a_double_product) {
     BOOST_TEST(backend::fp32_kernel_available() == use_kernel);
     check_against_double_product(use_kernel ? "gemm, fp32 kernel" : "gemm, Eigen",
                                  {{64, 64, 16}, {130, 96, 800}, {64, 2100, 40}, {300, 70, 33}}, through_gemm, identity);
+  }
+  backend::fp32_detail::use_kernel().store(kernel);
+}
+
+// gemm_sum(first, second) over the two parts of one product's depth, k = k1 + k2, checked as that
+// product: op(A)'s columns [k1, k) and op(B)'s rows [k1, k) form the second term.
+static void gemm_sum_as_one_product(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                                    const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta,
+                                    float* c, std::int64_t ldc) {
+  const std::int64_t k2 = std::min<std::int64_t>(k / 2, 40), k1 = k - k2;
+  const backend::GemmTerm<float> first{ta, tb, k1, a, lda, b, ldb};
+  const backend::GemmTerm<float> second{ta, tb, k2, ta ? a + k1 * lda : a + k1, lda, tb ? b + k1 : b + k1 * ldb, ldb};
+  backend::gemm_sum(cpu{}, m, n, alpha, first, second, beta, c, ldc);
+}
+
+// The second term rides inside the first's tiles on the fp32 kernel (deep products too, where it
+// joins the last k block) and is a second product on Eigen.
+BOOST_AUTO_TEST_CASE(gemm_sum_matches_a_double_product) {
+  const bool kernel = backend::fp32_kernel_available();
+  const auto identity = [](float x) { return x; };
+  for (bool use_kernel : {true, false}) {
+    if (use_kernel && !kernel) continue;
+    backend::fp32_detail::use_kernel().store(use_kernel);
+    BOOST_TEST(backend::gemm_detail::fused_sum_applies(130, 96, 760, 40) == use_kernel);
+    check_against_double_product(use_kernel ? "gemm_sum, fp32 kernel" : "gemm_sum, Eigen",
+                                 {{64, 64, 24}, {130, 96, 800}, {64, 2100, 71}, {300, 70, 50}, {5, 3, 2}},
+                                 gemm_sum_as_one_product, identity);
   }
   backend::fp32_detail::use_kernel().store(kernel);
 }

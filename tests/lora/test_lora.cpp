@@ -254,6 +254,44 @@ BOOST_AUTO_TEST_CASE(expert_lora_with_the_projection_inside_equals_base_plus_mix
                             {"projection weight [5, 3]", "4 input features"});
 }
 
+// At sizes where the covering expert's update rides inside the frozen product on the fp32 kernel
+// (backend::gemm_sum), forward and gradients equal the unfused op's, in both weight layouts.
+BOOST_AUTO_TEST_CASE(expert_lora_fused_into_the_frozen_product_matches_the_separate_products) {
+  const std::int64_t tokens = 96, in = 48, out = 80, r = 8;
+  std::vector<std::int32_t> token, expert;
+  std::vector<double> weight;
+  for (std::int32_t t = 0; t < tokens; ++t) {
+    token.push_back(t), expert.push_back(0), weight.push_back(0.5);  // the shared expert: every token
+    if (t % 3 == 0) token.push_back(t), expert.push_back(1), weight.push_back(0.5);
+  }
+  const auto plan = std::make_shared<const ExpertPlan>(ExpertPlan::group(tokens, 2, token, expert, weight));
+  BOOST_TEST(backend::gemm_detail::fused_sum_applies(tokens, out, in, r) == backend::fp32_kernel_available());
+  for (bool in_out : {false, true}) {
+    Rng rng(41);
+    auto param = [&](Shape s) { return Var<float>::parameter(Tensor<float>::normal(s, 0.0, 1.0, rng)); };
+    const Var<float> x = param({tokens, in});
+    Var<float> w = in_out ? param({in, out}) : param({out, in});
+    w.set_requires_grad(false);
+    const Var<float> bias = param({out});
+    const std::vector<Var<float>> a{param({r, in}), param({r, in})}, b{param({out, r}), param({out, r})};
+    const Tensor<float> upstream = Tensor<float>::normal({tokens, out}, 0.0, 1.0, rng);
+    const Projection<float> base{w, bias, in_out};
+    // Returns the output and the gradients of x, each A and each B.
+    auto run = [&](bool fused) {
+      std::vector<Var<float>> inputs{x, a[0], a[1], b[0], b[1]};
+      for (auto& v : inputs) v.zero_grad();
+      const Var<float> y = fused ? expert_lora(base, x, x, a, b, plan, 2.0f) : expert_lora(base(x), x, a, b, plan, 2.0f);
+      sum(y * Var<float>(upstream)).backward();
+      std::vector<std::vector<double>> values{as_double(y.value())};
+      for (auto& v : inputs) values.push_back(as_double(v.grad()));
+      return values;
+    };
+    const auto fused = run(true), separate = run(false);
+    for (std::size_t i = 0; i < fused.size(); ++i)
+      BOOST_TEST(relative_error(fused[i], separate[i]) < 1e-5, "in_out " << in_out << ", value " << i);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(expert_lora_leaves_unused_experts_without_gradient) {
   Rng rng(3);
   auto param = [&](Shape s) { return Var<double>::parameter(Tensor<double>::normal(s, 0.0, 1.0, rng)); };

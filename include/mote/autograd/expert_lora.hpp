@@ -221,6 +221,21 @@ void add_expert_rows(const ExpertPlan& plan, const TokenIndex<B>& tokens, std::i
     MOTE_CALL_KERNEL(B, index_scatter_add, rows, std::int64_t{1}, n, cols, index, plan.tokens, dst);
 }
 
+// C = first + second + beta * C: one pass over C where the backend fuses a shallow second term
+// into the first product (gemm_sum), two products elsewhere.
+template <Real T, Backend B>
+void gemm_plus(std::int64_t m, std::int64_t n, const backend::GemmTerm<T>& first, const backend::GemmTerm<T>& second,
+               T beta, T* c, std::int64_t ldc) {
+  if constexpr (requires { gemm_sum(B{}, m, n, T(1), first, second, beta, c, ldc); }) {
+    gemm_sum(B{}, m, n, T(1), first, second, beta, c, ldc);
+  } else {
+    MOTE_CALL_KERNEL(B, gemm, first.trans_a, first.trans_b, m, n, first.k, T(1), first.a, first.lda, first.b, first.ldb,
+                     beta, c, ldc);
+    MOTE_CALL_KERNEL(B, gemm, second.trans_a, second.trans_b, m, n, second.k, T(1), second.a, second.lda, second.b,
+                     second.ldb, T(1), c, ldc);
+  }
+}
+
 // The expert that serves every token as one run, or -1.
 inline std::int64_t covering_expert(const ExpertPlan& plan) {
   for (std::int64_t e = 0; e < plan.experts; ++e)
@@ -293,9 +308,8 @@ Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var
     b_values.push_back(lora_b[static_cast<std::size_t>(e)].value().contiguous());
   }
   // An expert that serves every token as one run (a single LoRA, MoTE's shared expert) goes first:
-  // it writes y (and, in backward, x's gradient) outright, and the frozen product accumulates into
-  // it inside its compute-bound GEMM, where reading C again costs little; the memory-bound rank-r
-  // product is the one that writes.
+  // its rank-r update rides inside the frozen product (gemm_plus), which writes y (and, in
+  // backward, x's gradient) outright, so no pass over y is spent on the update alone.
   const std::int64_t cover = covering_expert(*plan);
   std::vector<std::int64_t> order;
   if (cover >= 0) order.push_back(cover);
@@ -306,9 +320,14 @@ Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var
   const std::int64_t ldw = in_out ? out : in;
   Tensor<T, B> y, weight_value, base_input;
   bool projected = false;
-  auto write_projection = [&](T beta) {  // y = x_base W (+ bias) + beta * y
-    MOTE_CALL_KERNEL(B, gemm, false, !in_out, tokens, out, in, T(1), base_input.data(), in, weight_value.data(), ldw,
-                     beta, y.data(), out);
+  // y = x_base W (+ bias) + update + beta * y, with an optional rank-r update hs B^T.
+  auto write_projection = [&](T beta, const T* scaled_hidden, const T* up, std::int64_t r) {
+    const backend::GemmTerm<T> frozen{false, !in_out, in, base_input.data(), in, weight_value.data(), ldw};
+    if (scaled_hidden)
+      gemm_plus<T, B>(tokens, out, frozen, {false, true, r, scaled_hidden, r, up, r}, beta, y.data(), out);
+    else
+      MOTE_CALL_KERNEL(B, gemm, false, !in_out, tokens, out, in, T(1), base_input.data(), in, weight_value.data(), ldw,
+                       beta, y.data(), out);
     if (proj->bias.defined()) {
       const Tensor<T, B> bias_value = proj->bias.value().contiguous();
       MOTE_CALL_KERNEL(B, add_row_vector, y.data(), bias_value.data(), tokens, out);
@@ -321,7 +340,7 @@ Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var
     y = Tensor<T, B>(out_shape);
     weight_value = proj->weight.value().contiguous();
     base_input = source.x->value().contiguous();
-    if (cover < 0) write_projection(T(0));
+    if (cover < 0) write_projection(T(0), nullptr, nullptr, 0);
   } else {
     y = source.base->value().clone();
   }
@@ -341,11 +360,12 @@ Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var
       MOTE_CALL_KERNEL(B, gemm, false, true, n, r, in, T(1), xe, in, a_values[es].data(), in, T(0), h.data(), r);
     }
     coef.apply(*plan, e, h.data(), r, hs.data());
-    if (!runs[es].empty()) {
-      const T beta = proj && !projected && e == cover ? T(0) : T(1);  // y is still unwritten
+    if (proj && !projected && e == cover) {  // one run over every token
+      write_projection(T(0), hs.data(), b_values[es].data(), r);
+    } else if (!runs[es].empty()) {
       for (const Run& run : runs[es])
         MOTE_CALL_KERNEL(B, gemm, false, true, run.length, out, r, T(1), hs.data() + run.offset * r, r,
-                         b_values[es].data(), r, beta, y.data() + run.token * out, out);
+                         b_values[es].data(), r, T(1), y.data() + run.token * out, out);
     } else {
       Tensor<T, B> delta({n, out});
       MOTE_CALL_KERNEL(B, gemm, false, true, n, out, r, T(1), hs.data(), r, b_values[es].data(), r, T(0), delta.data(), out);
@@ -353,7 +373,7 @@ Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var
     }
     hidden[es] = std::move(h);  // unscaled x A^T, for the B and gate gradients
   }
-  if (proj && !projected) write_projection(T(1));
+  if (proj && !projected) write_projection(T(1), nullptr, nullptr, 0);
 
   // Inputs: x, every A, every B, the gate, then the base (or the projection's input, weight, bias).
   std::vector<Var<T, B>> inputs{x};
@@ -434,7 +454,12 @@ Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var
           beta = T(1);
         }
       }
-      if (gx.data) {
+      if (gx.data && same_input && !projected_back && e == cover) {  // one run over every token
+        gemm_plus<T, B>(tokens, in, {false, in_out, out, g, out, weight_value.data(), ldw},
+                        {false, false, r, gh.data(), r, a_values[es].data(), in}, gx.beta, gx.data, in);
+        projected_back = true;
+        gx.beta = T(1);
+      } else if (gx.data) {
         if (in_place) {
           for (const Run& run : runs[es])
             MOTE_CALL_KERNEL(B, gemm, false, false, run.length, in, r, T(1), gh.data() + run.offset * r, r,

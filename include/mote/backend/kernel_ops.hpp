@@ -1,5 +1,6 @@
 #pragma once
-// Operation codes shared by every backend's elementwise kernels.
+// Operation codes and operand bundles shared by every backend's kernels.
+#include <cstdint>
 
 namespace mote::backend {
 
@@ -14,5 +15,17 @@ inline const char* binary_op_name(BinaryOp op) {
   }
   return "binary";
 }
+
+// One product op(A) . op(B) of a GEMM sum (see gemm_sum): row-major operands with row strides,
+// op transposing where the flag is set; op(A) is [m, k] and op(B) [k, n].
+template <class T>
+struct GemmTerm {
+  bool trans_a, trans_b;
+  std::int64_t k;
+  const T* a;
+  std::int64_t lda;
+  const T* b;
+  std::int64_t ldb;
+};
 
 }  // namespace mote::backend

@@ -93,13 +93,13 @@ MOTE_BF16_TARGET inline void pack_along_k(const float* src, std::int64_t depth, 
 }
 
 // Rows [row0, row0 + rows) of `x` (indexed [row, k]) over a k-range, into panels of `width` rows,
-// each [pair][row]; a short last panel is zero-padded. A packs its rows this way, and B its
-// columns, as the rows of its transposed view.
+// each [pair][row] and `stride` words after the one before; a short last panel is zero-padded. A
+// packs its rows this way, and B its columns, as the rows of its transposed view.
 template <std::int64_t width>
 MOTE_BF16_TARGET inline void pack_panels(const Operand& x, std::int64_t row0, std::int64_t rows, std::int64_t k0,
-                                         std::int64_t depth, std::uint32_t* out) noexcept {
+                                         std::int64_t depth, std::int64_t stride, std::uint32_t* out) noexcept {
   const std::int64_t pairs = (depth + 1) / 2;
-  for (std::int64_t panel = 0; panel < rows; panel += width, out += pairs * width) {
+  for (std::int64_t panel = 0; panel < rows; panel += width, out += stride) {
     const std::int64_t height = std::min(width, rows - panel);
     if (x.col_stride == 1) {
       for (std::int64_t r = 0; r < height; ++r) pack_along_k(x.ptr(row0 + panel + r, k0), depth, out + r, width);
@@ -144,8 +144,8 @@ struct Kernel {
   static std::int64_t steps(std::int64_t depth) noexcept { return (depth + 1) / 2; }
   template <std::int64_t width>
   static void pack(const Operand& x, std::int64_t row0, std::int64_t rows, std::int64_t k0, std::int64_t depth,
-                   std::uint32_t* out) noexcept {
-    pack_panels<width>(x, row0, rows, k0, depth, out);
+                   std::int64_t stride, std::uint32_t* out) noexcept {
+    pack_panels<width>(x, row0, rows, k0, depth, stride, out);
   }
   static void tile(std::int64_t pairs, const std::uint32_t* a, const std::uint32_t* b, float alpha, float beta,
                    float* c, std::int64_t ldc, std::int64_t rows, std::int64_t cols) {

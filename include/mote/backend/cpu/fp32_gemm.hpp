@@ -75,12 +75,12 @@ MOTE_FP32_TARGET inline void transpose_16x16(__m512* v) noexcept {
 }
 
 // Rows [row0, row0 + rows) of `x` (indexed [row, k]) over a k-range, into panels of `width` rows,
-// each [k][row]; a short last panel is zero-padded. A packs its rows this way, and B its columns,
-// as the rows of its transposed view.
+// each [k][row] and `stride` floats after the one before; a short last panel is zero-padded. A
+// packs its rows this way, and B its columns, as the rows of its transposed view.
 template <std::int64_t width>
 MOTE_FP32_TARGET inline void pack_panels(const Operand& x, std::int64_t row0, std::int64_t rows, std::int64_t k0,
-                                         std::int64_t depth, float* out) noexcept {
-  for (std::int64_t panel = 0; panel < rows; panel += width, out += depth * width) {
+                                         std::int64_t depth, std::int64_t stride, float* out) noexcept {
+  for (std::int64_t panel = 0; panel < rows; panel += width, out += stride) {
     const std::int64_t height = std::min(width, rows - panel);
     if (x.col_stride == 1) {  // each row contiguous along k: 16 x 16 blocks, transposed in registers
       for (std::int64_t r0 = 0; r0 < width; r0 += 16) {
@@ -116,6 +116,7 @@ MOTE_FP32_TARGET __attribute__((noinline)) inline void tile_kernel(std::int64_t 
   __m512 acc[tile_rows][2];
 #pragma GCC unroll 12
   for (int r = 0; r < tile_rows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  packed_gemm::prefetch_tile(c, ldc, rows, cols);
   for (std::int64_t q = 0; q < depth; ++q, a += tile_rows, b += tile_cols) {
     const __m512 b_low = _mm512_load_ps(b), b_high = _mm512_load_ps(b + 16);
 #pragma GCC unroll 12
@@ -136,8 +137,8 @@ struct Kernel {
   static std::int64_t steps(std::int64_t depth) noexcept { return depth; }
   template <std::int64_t width>
   static void pack(const Operand& x, std::int64_t row0, std::int64_t rows, std::int64_t k0, std::int64_t depth,
-                   float* out) noexcept {
-    pack_panels<width>(x, row0, rows, k0, depth, out);
+                   std::int64_t stride, float* out) noexcept {
+    pack_panels<width>(x, row0, rows, k0, depth, stride, out);
   }
   static void tile(std::int64_t depth, const float* a, const float* b, float alpha, float beta, float* c,
                    std::int64_t ldc, std::int64_t rows, std::int64_t cols) {
@@ -161,16 +162,16 @@ inline std::atomic<bool>& use_kernel() noexcept {
 }
 
 #if MOTE_AVX512_KERNELS
-// C = alpha * op(A) . op(B) + beta * C on every core (one thread inside a parallel region); the
-// caller checks fp32_kernel_available() and that m, n, k are positive.
-inline void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
-                 const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
-                 std::int64_t ldc) {
-  packed_gemm::run_in_bands(m, n, k, Operand::of(a, lda, trans_a), Operand::of(b, ldb, trans_b), c, ldc,
-                            [&](std::int64_t rows, std::int64_t cols, const Operand& a_band, const Operand& b_band,
-                                float* c_band) {
-                              packed_gemm::blocked_gemm<Kernel>(rows, cols, k, alpha, a_band, b_band, beta, c_band,
-                                                                ldc);
+// C = alpha * (op(A) . op(B) + op(A2) . op(B2)) + beta * C on every core (one thread inside a
+// parallel region), the second term optional and at most max_extra_depth deep; the caller checks
+// fp32_kernel_available() and that m, n, k are positive.
+inline void gemm(std::int64_t m, std::int64_t n, float alpha, const packed_gemm::Term& main,
+                 const packed_gemm::Term* extra, float beta, float* c, std::int64_t ldc) {
+  packed_gemm::run_in_bands(m, n, main, extra, c, ldc,
+                            [&](std::int64_t rows, std::int64_t cols, const packed_gemm::Term& main_band,
+                                const packed_gemm::Term* extra_band, float* c_band) {
+                              packed_gemm::blocked_gemm<Kernel>(rows, cols, alpha, main_band, extra_band, beta,
+                                                                c_band, ldc);
                             });
 }
 #endif

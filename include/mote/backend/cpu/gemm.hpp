@@ -11,6 +11,7 @@
 #include "mote/backend/cpu/cpu.hpp"
 #include "mote/backend/cpu/fp32_gemm.hpp"
 #include "mote/backend/cpu/gemv.hpp"
+#include "mote/backend/kernel_ops.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -140,10 +141,11 @@ inline void bf16_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n
   const Operand op_a = Operand::of(a, lda, trans_a), op_b = Operand::of(b, ldb, trans_b);
 #if MOTE_AVX512_KERNELS
   if (bf16_detail::use_kernel().load(std::memory_order_relaxed)) {
-    packed_gemm::run_in_bands(m, n, k, op_a, op_b, c, ldc,
-                              [&](std::int64_t rows, std::int64_t cols, const Operand& a_band, const Operand& b_band,
-                                  float* c_band) {
-                                packed_gemm::blocked_gemm<bf16_detail::Kernel>(rows, cols, k, alpha, a_band, b_band,
+    const packed_gemm::Term product{op_a, op_b, k};
+    packed_gemm::run_in_bands(m, n, product, nullptr, c, ldc,
+                              [&](std::int64_t rows, std::int64_t cols, const packed_gemm::Term& band,
+                                  const packed_gemm::Term*, float* c_band) {
+                                packed_gemm::blocked_gemm<bf16_detail::Kernel>(rows, cols, alpha, band, nullptr,
                                                                                beta, c_band, ldc);
                               });
     return;
@@ -170,11 +172,22 @@ inline bool own_kernel_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int
   }
 #if MOTE_AVX512_KERNELS
   if (fp32_detail::worthwhile(m, n, k) && fp32_kernel_available()) {
-    fp32_detail::gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    using packed_gemm::Operand;
+    fp32_detail::gemm(m, n, alpha, {Operand::of(a, lda, trans_a), Operand::of(b, ldb, trans_b), k}, nullptr, beta, c,
+                      ldc);
     return true;
   }
 #endif
   return false;
+}
+
+// gemm_sum fuses its second term on the fp32 kernel where the first runs there itself (fp32
+// precision, a large product) and the second is shallow.
+inline constexpr std::int64_t max_fused_depth = 64;
+inline bool fused_sum_applies(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t k2) {
+  return m > 0 && n > 0 && k > 0 && k2 > 0 && k2 <= max_fused_depth &&
+         get_matmul_precision() == matmul_precision::fp32 && fp32_detail::worthwhile(m, n, k) &&
+         fp32_kernel_available();
 }
 
 }  // namespace gemm_detail
@@ -190,6 +203,30 @@ void gemm(cpu, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::
     if (gemm_detail::own_kernel_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
   }
   gemm_detail::eigen_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+// C[m,n] = alpha * (first + second) + beta * C for two products of the same shape. A shallow
+// second term (a LoRA update: depth at most 64) rides inside the first's register tiles on mote's
+// fp32 kernel, so C is written once; otherwise the two are separate products.
+template <class T>
+void gemm_sum(cpu, std::int64_t m, std::int64_t n, T alpha, const GemmTerm<T>& first, const GemmTerm<T>& second,
+              T beta, T* c, std::int64_t ldc) {
+#if MOTE_AVX512_KERNELS
+  if constexpr (std::is_same_v<T, float>) {
+    if (gemm_detail::fused_sum_applies(m, n, first.k, second.k)) {
+      using packed_gemm::Operand;
+      const packed_gemm::Term main{Operand::of(first.a, first.lda, first.trans_a),
+                                   Operand::of(first.b, first.ldb, first.trans_b), first.k};
+      const packed_gemm::Term extra{Operand::of(second.a, second.lda, second.trans_a),
+                                    Operand::of(second.b, second.ldb, second.trans_b), second.k};
+      fp32_detail::gemm(m, n, alpha, main, &extra, beta, c, ldc);
+      return;
+    }
+  }
+#endif
+  gemm(cpu{}, first.trans_a, first.trans_b, m, n, first.k, alpha, first.a, first.lda, first.b, first.ldb, beta, c, ldc);
+  gemm(cpu{}, second.trans_a, second.trans_b, m, n, second.k, alpha, second.a, second.lda, second.b, second.ldb, T(1),
+       c, ldc);
 }
 
 // `batch` independent GEMMs at fixed strides. A stride of 0 repeats one operand across the batch;

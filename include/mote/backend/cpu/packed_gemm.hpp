@@ -84,6 +84,14 @@ __attribute__((target("avx512f"))) inline __mmask16 first_lanes(std::int64_t cou
   return count >= 16 ? __mmask16(0xffff) : count <= 0 ? __mmask16(0) : __mmask16((1u << count) - 1);
 }
 
+// Asks for a tile's lines of C before its k loop, so that the store after it finds them cached.
+__attribute__((target("avx512f"))) inline void prefetch_tile(const float* c, std::int64_t ldc, std::int64_t rows,
+                                                             std::int64_t cols) noexcept {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+    if (cols > 16) _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 16), _MM_HINT_T0);
+  }
+}
 // C[rows <= 12, cols <= 32] = alpha * acc + beta * C: a register tile's accumulators, two
 // vectors a row, stored through lane masks. beta 0 never reads C, which may hold poison.
 __attribute__((target("avx512f"))) inline void store_tile(const __m512 (*acc)[2], float alpha, float beta, float* c,
@@ -103,33 +111,50 @@ __attribute__((target("avx512f"))) inline void store_tile(const __m512 (*acc)[2]
 }
 #endif
 
-// One thread's share of C[m, n] = alpha * A . B + beta * C through packed blocks. Kernel supplies
-// what differs between the fp32 and bf16 kernels:
+// One product op(A) . op(B) of a sum: its operands and depth.
+struct Term {
+  Operand a, b;
+  std::int64_t k;
+};
+
+// One thread's share of C[m, n] = alpha * (A . B + A2 . B2) + beta * C through packed blocks,
+// where the optional second term (a LoRA update, say) is shallow: its k2 steps ride at the end of
+// the first term's last k block, inside the same register tiles, so C is written once. Kernel
+// supplies what differs between the fp32 and bf16 kernels:
 //   Packed, block_k, block_rows, block_cols   the packed element and the cache blocks;
 //   steps(depth)                              packed steps for `depth` k values (k, or k pairs);
-//   pack<width>(x, row0, rows, k0, depth, out)  panels of `width` rows of x, each [step][row];
+//   pack<width>(x, row0, rows, k0, depth, stride, out)  panels of `width` rows of x, each
+//                                             [step][row], `stride` elements apart;
 //   tile(steps, a, b, alpha, beta, c, ldc, rows, cols)  one register tile of C.
 template <class Kernel>
-void blocked_gemm(std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const Operand& a, const Operand& b,
-                  float beta, float* c, std::int64_t ldc) {
+void blocked_gemm(std::int64_t m, std::int64_t n, float alpha, const Term& main, const Term* extra, float beta,
+                  float* c, std::int64_t ldc) {
   using Packed = typename Kernel::Packed;
   constexpr std::int64_t block_k = Kernel::block_k, block_rows = Kernel::block_rows, block_cols = Kernel::block_cols;
   thread_local PackBuffer a_buffer, b_buffer;
-  const std::int64_t max_steps = Kernel::steps(std::min(block_k, k));
+  const std::int64_t k = main.k, extra_steps = extra ? Kernel::steps(extra->k) : 0;
+  const std::int64_t max_steps = Kernel::steps(std::min(block_k, k)) + extra_steps;
   const std::int64_t b_panels = (std::min(block_cols, n) + tile_cols - 1) / tile_cols;
   const std::int64_t a_panels = (std::min(block_rows, m) + tile_rows - 1) / tile_rows;
   Packed* packed_b = b_buffer.get_as<Packed>(std::size_t(b_panels * tile_cols * max_steps));
   Packed* packed_a = a_buffer.get_as<Packed>(std::size_t(a_panels * tile_rows * max_steps));
-  const Operand b_columns{b.data, b.col_stride, b.row_stride};  // B's columns as rows indexed by k
+  auto columns = [](const Operand& x) { return Operand{x.data, x.col_stride, x.row_stride}; };  // indexed by k
   for (std::int64_t col0 = 0; col0 < n; col0 += block_cols) {
     const std::int64_t cols = std::min(block_cols, n - col0);
     for (std::int64_t k0 = 0; k0 < k; k0 += block_k) {
-      const std::int64_t depth = std::min(block_k, k - k0), steps = Kernel::steps(depth);
+      const std::int64_t depth = std::min(block_k, k - k0), main_steps = Kernel::steps(depth);
+      const std::int64_t tail_steps = k0 + depth == k ? extra_steps : 0, steps = main_steps + tail_steps;
       const float block_beta = k0 == 0 ? beta : 1.0f;  // later k blocks accumulate onto the first
-      Kernel::template pack<tile_cols>(b_columns, col0, cols, k0, depth, packed_b);
+      Kernel::template pack<tile_cols>(columns(main.b), col0, cols, k0, depth, steps * tile_cols, packed_b);
+      if (tail_steps)
+        Kernel::template pack<tile_cols>(columns(extra->b), col0, cols, 0, extra->k, steps * tile_cols,
+                                         packed_b + main_steps * tile_cols);
       for (std::int64_t row0 = 0; row0 < m; row0 += block_rows) {
         const std::int64_t rows = std::min(block_rows, m - row0);
-        Kernel::template pack<tile_rows>(a, row0, rows, k0, depth, packed_a);
+        Kernel::template pack<tile_rows>(main.a, row0, rows, k0, depth, steps * tile_rows, packed_a);
+        if (tail_steps)
+          Kernel::template pack<tile_rows>(extra->a, row0, rows, 0, extra->k, steps * tile_rows,
+                                           packed_a + main_steps * tile_rows);
         for (std::int64_t jc = 0; jc < cols; jc += tile_cols)
           for (std::int64_t ir = 0; ir < rows; ir += tile_rows)
             Kernel::tile(steps, packed_a + ir * steps, packed_b + jc * steps, alpha, block_beta,
@@ -152,30 +177,35 @@ inline int threads_for(std::int64_t m, std::int64_t n, std::int64_t k) {
 #endif
 }
 
-// Calls blocked(rows, cols, a_band, b_band, c_band) once per thread, each on its own band of
-// C[m, n] in whole tiles along C's longer side: every thread packs its own operands, so there is
-// no shared buffer and no barrier.
+// Calls blocked(rows, cols, main_band, extra_band, c_band) once per thread, each on its own band
+// of C[m, n] in whole tiles along C's longer side (the bands' terms are views of `main` and
+// `extra`; extra_band is null when extra is): every thread packs its own operands, so there is no
+// shared buffer and no barrier.
 template <class Blocked>
-void run_in_bands(std::int64_t m, std::int64_t n, std::int64_t k, const Operand& a, const Operand& b, float* c,
-                  std::int64_t ldc, Blocked&& blocked) {
-  const int threads = threads_for(m, n, k);
+void run_in_bands(std::int64_t m, std::int64_t n, const Term& main, const Term* extra, float* c, std::int64_t ldc,
+                  Blocked&& blocked) {
+  const int threads = threads_for(m, n, main.k + (extra ? extra->k : 0));
   if (threads == 1) {
-    blocked(m, n, a, b, c);
+    blocked(m, n, main, extra, c);
     return;
   }
   const bool by_rows = m >= n;
   const std::int64_t unit = by_rows ? tile_rows : tile_cols, extent = by_rows ? m : n;
   const std::int64_t units = (extent + unit - 1) / unit;
+  // A term's rows [lo, ...) of op(A) (by rows) or columns [lo, ...) of op(B).
+  auto band = [by_rows](const Term& t, std::int64_t lo) {
+    return by_rows ? Term{{t.a.data + lo * t.a.row_stride, t.a.row_stride, t.a.col_stride}, t.b, t.k}
+                   : Term{t.a, {t.b.data + lo * t.b.col_stride, t.b.row_stride, t.b.col_stride}, t.k};
+  };
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int t = 0; t < threads; ++t) {
     const std::int64_t lo = std::min(extent, units * t / threads * unit);
     const std::int64_t hi = std::min(extent, units * (t + 1) / threads * unit);
     if (hi <= lo) continue;
-    if (by_rows)
-      blocked(hi - lo, n, Operand{a.data + lo * a.row_stride, a.row_stride, a.col_stride}, b, c + lo * ldc);
-    else
-      blocked(m, hi - lo, a, Operand{b.data + lo * b.col_stride, b.row_stride, b.col_stride}, c + lo);
+    const Term main_band = band(main, lo);
+    const Term extra_band = extra ? band(*extra, lo) : Term{};
+    blocked(by_rows ? hi - lo : m, by_rows ? n : hi - lo, main_band, extra ? &extra_band : nullptr,
+            by_rows ? c + lo * ldc : c + lo);
   }
 }
-
 }  // namespace mote::backend::packed_gemm
