@@ -238,6 +238,62 @@ BOOST_AUTO_TEST_CASE(expert_lora_uses_long_runs_in_place) {
                     });
 }
 
+// Step experts over many short runs (a step's stretch of each of 12 sequences), large enough that
+// the runs' products, and the weight gradients summed over them, are shared among threads: equal to
+// the same assignments with the tokens shuffled, where every expert gathers its rows instead.
+BOOST_AUTO_TEST_CASE(expert_lora_runs_shared_among_threads_match_gathered_rows) {
+  const std::int64_t sequences = 12, length = 64, tokens = sequences * length, in = 384, out = 320, r = 16;
+  std::vector<std::int32_t> token, expert;
+  std::vector<double> weight;
+  for (std::int32_t t = 0; t < tokens; ++t) {
+    const std::int64_t position = t % length;
+    token.push_back(t), expert.push_back(position < 20 ? 0 : position < 41 ? 1 : 2), weight.push_back(0.5);
+    token.push_back(t), expert.push_back(3), weight.push_back(0.5);  // the shared expert
+  }
+  std::vector<std::int32_t> moved(static_cast<std::size_t>(tokens));  // token t's row after the shuffle
+  for (std::int32_t t = 0; t < tokens; ++t) moved[static_cast<std::size_t>(t)] = t;
+  Rng rng(43);
+  for (std::size_t i = moved.size() - 1; i > 0; --i) std::swap(moved[i], moved[rng.below(i + 1)]);
+  std::vector<std::int32_t> shuffled_token;
+  for (std::int32_t t : token) shuffled_token.push_back(moved[static_cast<std::size_t>(t)]);
+  const auto runs = std::make_shared<const ExpertPlan>(ExpertPlan::group(tokens, 4, token, expert, weight));
+  const auto gathered = std::make_shared<const ExpertPlan>(ExpertPlan::group(tokens, 4, shuffled_token, expert, weight));
+  BOOST_TEST(autograd::expert_detail::in_place_runs(*runs, 0, autograd::expert_detail::min_mean_run<cpu>).size() == 12u);
+  BOOST_TEST(autograd::expert_detail::in_place_runs(*gathered, 0, autograd::expert_detail::min_mean_run<cpu>).empty());
+
+  auto normal = [&](Shape s) { return Tensor<float>::normal(s, 0.0, 1.0, rng); };
+  const Tensor<float> x = normal({tokens, in}), base = normal({tokens, out}), upstream = normal({tokens, out});
+  std::vector<Var<float>> a, b;
+  for (int e = 0; e < 4; ++e) a.push_back(Var<float>::parameter(normal({r, in}))), b.push_back(Var<float>::parameter(normal({out, r})));
+  // Rows of t moved to moved[t] (or back).
+  auto shuffle = [&](const Tensor<float>& t, bool back) {
+    const std::int64_t cols = t.shape()[1];
+    const std::vector<float> from = t.to_vector();
+    std::vector<float> to(from.size());
+    for (std::int64_t i = 0; i < tokens; ++i) {
+      const std::int64_t j = moved[static_cast<std::size_t>(i)], src = back ? j : i, dst = back ? i : j;
+      std::copy_n(from.begin() + src * cols, cols, to.begin() + dst * cols);
+    }
+    return Tensor<float>::from_vector(t.shape(), to);
+  };
+  // Output, then the gradients of x, every A and every B, with x's rows in the unshuffled order.
+  auto run = [&](const std::shared_ptr<const ExpertPlan>& plan, bool shuffled) {
+    for (auto& v : a) v.zero_grad();
+    for (auto& v : b) v.zero_grad();
+    const Var<float> xv = Var<float>::parameter(shuffled ? shuffle(x, false) : x);
+    const Var<float> y = expert_lora(Var<float>(shuffled ? shuffle(base, false) : base), xv, a, b, plan, 2.0f);
+    sum(y * Var<float>(shuffled ? shuffle(upstream, false) : upstream)).backward();
+    std::vector<std::vector<double>> values{as_double(shuffled ? shuffle(y.value(), true) : y.value()),
+                                            as_double(shuffled ? shuffle(xv.grad(), true) : xv.grad())};
+    for (auto& v : a) values.push_back(as_double(v.grad()));
+    for (auto& v : b) values.push_back(as_double(v.grad()));
+    return values;
+  };
+  const auto in_runs = run(runs, false), by_gathering = run(gathered, true);
+  for (std::size_t i = 0; i < in_runs.size(); ++i)
+    BOOST_TEST(relative_error(in_runs[i], by_gathering[i]) < 1e-5, "value " << i);
+}
+
 BOOST_AUTO_TEST_CASE(expert_lora_with_the_projection_inside_equals_base_plus_mix) {
   Rng rng(11);
   auto param = [&](Shape s) { return Var<double>::parameter(Tensor<double>::normal(s, 0.0, 1.0, rng)); };

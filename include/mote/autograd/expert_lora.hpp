@@ -137,6 +137,46 @@ inline std::vector<Run> in_place_runs(const ExpertPlan& plan, std::int64_t e, st
   return runs;
 }
 
+// Products on a host backend below this many multiply-adds run on one thread inside gemm, so an
+// expert's many short runs (a step's stretch of each sequence) are shared among the threads instead.
+inline constexpr double min_parallel_macs = double(1 << 20);
+
+// body(run) for every run, on all threads of a host backend when the runs are several and their
+// products small; each writes its own rows, so the runs never collide.
+template <Backend B, class Body>
+void for_each_run(const std::vector<Run>& runs, std::int64_t macs_per_row, const Body& body) {
+  if constexpr (B::host_accessible) {
+    std::int64_t rows = 0;
+    for (const Run& run : runs) rows += run.length;
+    const bool parallel = runs.size() > 1 && double(rows) * double(macs_per_row) >= min_parallel_macs &&
+                          double(rows) * double(macs_per_row) / double(runs.size()) < double(1 << 21);
+    if (parallel) {  // (an `if` clause would leave an inactive region around serial runs' threaded products)
+#pragma omp parallel for schedule(dynamic, 1)
+      for (std::size_t i = 0; i < runs.size(); ++i) body(runs[i]);
+      return;
+    }
+  }
+  for (const Run& run : runs) body(run);
+}
+
+// body(lo, hi) over column ranges that together cover [0, columns): two halves, on two threads of a
+// host backend, when the runs' products are small (a weight gradient summed over short runs).
+template <Backend B, class Body>
+void for_column_ranges(std::int64_t columns, const std::vector<Run>& runs, std::int64_t macs_per_row,
+                       const Body& body) {
+  if constexpr (B::host_accessible) {
+    std::int64_t rows = 0;
+    for (const Run& run : runs) rows += run.length;
+    const double macs = double(rows) * double(macs_per_row);
+    if (runs.size() > 1 && macs >= min_parallel_macs && macs / double(runs.size()) < double(1 << 21) && columns >= 64) {
+#pragma omp parallel for schedule(static)
+      for (int part = 0; part < 2; ++part) body(columns * part / 2, columns * (part + 1) / 2);
+      return;
+    }
+  }
+  body(std::int64_t{0}, columns);
+}
+
 // The plan's token list where B's kernels can read it: the plan's own array on a host backend, a
 // copy in B's memory otherwise (made once per op and kept for its backward).
 template <Backend B>
@@ -351,9 +391,10 @@ Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var
     const std::int64_t r = a_values[es].shape()[0];
     Tensor<T, B> h({n, r}), hs({n, r});
     if (!runs[es].empty()) {
-      for (const Run& run : runs[es])
+      for_each_run<B>(runs[es], r * in, [&](const Run& run) {
         MOTE_CALL_KERNEL(B, gemm, false, true, run.length, r, in, T(1), xv.data() + run.token * in, in,
                          a_values[es].data(), in, T(0), h.data() + run.offset * r, r);
+      });
     } else {
       Tensor<T, B> gathered;
       const T* xe = expert_rows(*plan, token_index, e, xv.data(), in, gathered);
@@ -363,9 +404,10 @@ Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var
     if (proj && !projected && e == cover) {  // one run over every token
       write_projection(T(0), hs.data(), b_values[es].data(), r);
     } else if (!runs[es].empty()) {
-      for (const Run& run : runs[es])
+      for_each_run<B>(runs[es], out * r, [&](const Run& run) {
         MOTE_CALL_KERNEL(B, gemm, false, true, run.length, out, r, T(1), hs.data() + run.offset * r, r,
                          b_values[es].data(), r, T(1), y.data() + run.token * out, out);
+      });
     } else {
       Tensor<T, B> delta({n, out});
       MOTE_CALL_KERNEL(B, gemm, false, true, n, out, r, T(1), hs.data(), r, b_values[es].data(), r, T(0), delta.data(), out);
@@ -430,29 +472,35 @@ Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var
       const std::vector<Run> gathered_run{{0, 0, n}};
       const std::vector<Run>& row_runs = in_place ? runs[es] : gathered_run;
       Tensor<T, B> gh({n, r});  // d loss / d (coef * h) = g B
-      for (const Run& run : row_runs)
+      for_each_run<B>(row_runs, r * out, [&](const Run& run) {
         MOTE_CALL_KERNEL(B, gemm, false, false, run.length, r, out, T(1), g_rows + run.token * out, out,
                          b_values[es].data(), r, T(0), gh.data() + run.offset * r, r);
+      });
       if (const GradSlot<T> gb = input_grad_slot(self, b_index(e)); gb.data) {
         Tensor<T, B> hs({n, r});
         coef.apply(*plan, e, hidden[es].data(), r, hs.data());
-        T beta = gb.beta;
-        for (const Run& run : row_runs) {
-          MOTE_CALL_KERNEL(B, gemm, true, false, out, r, run.length, T(1), g_rows + run.token * out, out,
-                           hs.data() + run.offset * r, r, beta, gb.data, r);
-          beta = T(1);
-        }
+        // B's gradient [out, r] sums over the runs: each thread takes rows of it.
+        for_column_ranges<B>(out, row_runs, out * r, [&](std::int64_t lo, std::int64_t hi) {
+          T beta = gb.beta;
+          for (const Run& run : row_runs) {
+            MOTE_CALL_KERNEL(B, gemm, true, false, hi - lo, r, run.length, T(1), g_rows + run.token * out + lo, out,
+                             hs.data() + run.offset * r, r, beta, gb.data + lo * r, r);
+            beta = T(1);
+          }
+        });
       }
       if (has_gate) MOTE_CALL_KERNEL(B, row_dot, gh.data(), hidden[es].data(), n, r, coef_grad.data() + plan->begin(e));
       coef.apply(*plan, e, gh.data(), r, gh.data());  // now d loss / d h
       if (const GradSlot<T> ga = input_grad_slot(self, a_index(e)); ga.data) {
         const T* x_rows = in_place ? xv.data() : expert_rows(*plan, token_index, e, xv.data(), in, x_scratch);
-        T beta = ga.beta;
-        for (const Run& run : row_runs) {
-          MOTE_CALL_KERNEL(B, gemm, true, false, r, in, run.length, T(1), gh.data() + run.offset * r, r,
-                           x_rows + run.token * in, in, beta, ga.data, in);
-          beta = T(1);
-        }
+        for_column_ranges<B>(in, row_runs, r * in, [&](std::int64_t lo, std::int64_t hi) {
+          T beta = ga.beta;
+          for (const Run& run : row_runs) {
+            MOTE_CALL_KERNEL(B, gemm, true, false, r, hi - lo, run.length, T(1), gh.data() + run.offset * r, r,
+                             x_rows + run.token * in + lo, in, beta, ga.data + lo, in);
+            beta = T(1);
+          }
+        });
       }
       if (gx.data && same_input && !projected_back && e == cover) {  // one run over every token
         gemm_plus<T, B>(tokens, in, {false, in_out, out, g, out, weight_value.data(), ldw},
@@ -461,9 +509,10 @@ Var<T, B> mix(BaseSource<T, B> source, const Var<T, B>& x, const std::vector<Var
         gx.beta = T(1);
       } else if (gx.data) {
         if (in_place) {
-          for (const Run& run : runs[es])
+          for_each_run<B>(runs[es], in * r, [&](const Run& run) {
             MOTE_CALL_KERNEL(B, gemm, false, false, run.length, in, r, T(1), gh.data() + run.offset * r, r,
                              a_values[es].data(), in, gx.beta, gx.data + run.token * in, in);
+          });
         } else {
           Tensor<T, B> dx({n, in});
           MOTE_CALL_KERNEL(B, gemm, false, false, n, in, r, T(1), gh.data(), r, a_values[es].data(), in, T(0), dx.data(), in);
