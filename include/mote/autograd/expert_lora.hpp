@@ -137,20 +137,22 @@ inline std::vector<Run> in_place_runs(const ExpertPlan& plan, std::int64_t e, st
   return runs;
 }
 
-// Products on a host backend below this many multiply-adds run on one thread inside gemm, so an
-// expert's many short runs (a step's stretch of each sequence) are shared among the threads instead.
-inline constexpr double min_parallel_macs = double(1 << 20);
+// An expert's runs share the threads of a host backend when they are several and each run's
+// products are too small to be threaded inside gemm (under 2M multiply-adds), yet together worth
+// a fork (1M): a step's stretch of each sequence.
+inline bool runs_share_threads(const std::vector<Run>& runs, std::int64_t macs_per_row) {
+  std::int64_t rows = 0;
+  for (const Run& run : runs) rows += run.length;
+  const double macs = double(rows) * double(macs_per_row);
+  return runs.size() > 1 && macs >= double(1 << 20) && macs / double(runs.size()) < double(1 << 21);
+}
 
-// body(run) for every run, on all threads of a host backend when the runs are several and their
-// products small; each writes its own rows, so the runs never collide.
+// body(run) for every run, shared among the threads where runs_share_threads; each run writes its
+// own rows, so they never collide.
 template <Backend B, class Body>
 void for_each_run(const std::vector<Run>& runs, std::int64_t macs_per_row, const Body& body) {
   if constexpr (B::host_accessible) {
-    std::int64_t rows = 0;
-    for (const Run& run : runs) rows += run.length;
-    const bool parallel = runs.size() > 1 && double(rows) * double(macs_per_row) >= min_parallel_macs &&
-                          double(rows) * double(macs_per_row) / double(runs.size()) < double(1 << 21);
-    if (parallel) {  // (an `if` clause would leave an inactive region around serial runs' threaded products)
+    if (runs_share_threads(runs, macs_per_row)) {  // not an `if` clause: see gemm.hpp's batched GEMM
 #pragma omp parallel for schedule(dynamic, 1)
       for (std::size_t i = 0; i < runs.size(); ++i) body(runs[i]);
       return;
@@ -159,18 +161,15 @@ void for_each_run(const std::vector<Run>& runs, std::int64_t macs_per_row, const
   for (const Run& run : runs) body(run);
 }
 
-// body(lo, hi) over column ranges that together cover [0, columns): two halves, on two threads of a
-// host backend, when the runs' products are small (a weight gradient summed over short runs).
+// body(lo, hi) over column ranges covering [0, columns): two halves on two threads where the runs
+// share the threads (a weight gradient summed over short runs), else the whole range at once.
 template <Backend B, class Body>
 void for_column_ranges(std::int64_t columns, const std::vector<Run>& runs, std::int64_t macs_per_row,
                        const Body& body) {
   if constexpr (B::host_accessible) {
-    std::int64_t rows = 0;
-    for (const Run& run : runs) rows += run.length;
-    const double macs = double(rows) * double(macs_per_row);
-    if (runs.size() > 1 && macs >= min_parallel_macs && macs / double(runs.size()) < double(1 << 21) && columns >= 64) {
+    if (columns >= 64 && runs_share_threads(runs, macs_per_row)) {
 #pragma omp parallel for schedule(static)
-      for (int part = 0; part < 2; ++part) body(columns * part / 2, columns * (part + 1) / 2);
+      for (int half = 0; half < 2; ++half) body(columns * half / 2, columns * (half + 1) / 2);
       return;
     }
   }

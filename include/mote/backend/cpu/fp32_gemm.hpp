@@ -163,7 +163,7 @@ inline std::atomic<bool>& use_kernel() noexcept {
 
 #if MOTE_AVX512_KERNELS
 // C = alpha * (op(A) . op(B) + op(A2) . op(B2)) + beta * C on every core (one thread inside a
-// parallel region), the second term optional and at most max_extra_depth deep; the caller checks
+// parallel region), the second term optional and shallow (gemm_sum's cutoff); the caller checks
 // fp32_kernel_available() and that m, n, k are positive.
 inline void gemm(std::int64_t m, std::int64_t n, float alpha, const packed_gemm::Term& main,
                  const packed_gemm::Term* extra, float beta, float* c, std::int64_t ldc) {

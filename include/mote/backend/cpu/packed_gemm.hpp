@@ -208,4 +208,5 @@ void run_in_bands(std::int64_t m, std::int64_t n, const Term& main, const Term* 
             by_rows ? c + lo * ldc : c + lo);
   }
 }
+
 }  // namespace mote::backend::packed_gemm
