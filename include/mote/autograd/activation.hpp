@@ -21,11 +21,12 @@ Var<T, B> gelu(const Var<T, B>& x) {
     MOTE_CALL_KERNEL(B, gelu_forward, px, n, py);
   }
   return make_result("gelu", std::move(out), {x}, [xv](Node<T, B>& self) {
-    if (T* gx = input_grad(self, 0)) {
+    if (const GradSlot<T> gx = input_grad_slot(self, 0); gx.data) {  // a new buffer is written, not zeroed first
       const T* px = xv.data();
       const T* g = self.grad.data();
       const std::int64_t n = xv.numel();
-      MOTE_CALL_KERNEL(B, gelu_backward, px, g, n, gx);
+      const bool accumulate = gx.beta != T(0);
+      MOTE_CALL_KERNEL(B, gelu_backward, px, g, n, accumulate, gx.data);
     }
   });
 }
@@ -43,11 +44,12 @@ Var<T, B> silu(const Var<T, B>& x) {
     MOTE_CALL_KERNEL(B, silu_forward, px, n, py);
   }
   return make_result("silu", std::move(out), {x}, [xv](Node<T, B>& self) {
-    if (T* gx = input_grad(self, 0)) {
+    if (const GradSlot<T> gx = input_grad_slot(self, 0); gx.data) {  // a new buffer is written, not zeroed first
       const T* px = xv.data();
       const T* g = self.grad.data();
       const std::int64_t n = xv.numel();
-      MOTE_CALL_KERNEL(B, silu_backward, px, g, n, gx);
+      const bool accumulate = gx.beta != T(0);
+      MOTE_CALL_KERNEL(B, silu_backward, px, g, n, accumulate, gx.data);
     }
   });
 }

@@ -110,11 +110,16 @@ Var<T, B> transpose(const Var<T, B>& x, int d0, int d1) {
     T* dst = out.data();
     MOTE_CALL_KERNEL(B, strided_gather, src, view.shape, view.strides, dst);
   }
-  return make_result("transpose", std::move(out), {x}, [view](Node<T, B>& self) {
-    T* gx = input_grad(self, 0);
-    if (!gx || self.grad.numel() == 0) return;
+  // The gradient's elements in x's order: the same transpose of the output's shape.
+  const shape_detail::Padded back = shape_detail::transposed_view(out_shape, a, b);
+  return make_result("transpose", std::move(out), {x}, [view, back](Node<T, B>& self) {
+    const GradSlot<T> gx = input_grad_slot(self, 0);
+    if (!gx.data || self.grad.numel() == 0) return;
     const T* g = self.grad.data();
-    MOTE_CALL_KERNEL(B, strided_scatter_add, g, view.shape, view.strides, gx);
+    if (gx.beta == T(0))  // a new buffer: written once through a gather, with no zero fill first
+      MOTE_CALL_KERNEL(B, strided_gather, g, back.shape, back.strides, gx.data);
+    else
+      MOTE_CALL_KERNEL(B, strided_scatter_add, g, view.shape, view.strides, gx.data);
   });
 }
 

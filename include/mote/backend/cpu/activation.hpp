@@ -50,15 +50,20 @@ void gelu_forward(cpu, const T* x, std::int64_t n, T* y) {
   });
 }
 
+// dx (+)= dy * gelu'(x): added onto dx when `accumulate`, else written (dx is not read).
 template <class T>
-void gelu_backward(cpu, const T* x, const T* dy, std::int64_t n, T* dx) {
+void gelu_backward(cpu, const T* x, const T* dy, std::int64_t n, bool accumulate, T* dx) {
   using namespace activation_detail;
   const T k = T(gelu_sqrt_2_over_pi), c = T(gelu_cubic);
   for_blocks(n, [&](std::int64_t i, std::int64_t len) {
     const In<T> v(x + i, len);
     const Block<T> t = (k * (v + c * v.cube())).tanh();
-    Out<T>(dx + i, len) += In<T>(dy + i, len) *
-                           (T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t.square()) * k * (T(1) + T(3) * c * v.square()));
+    const Block<T> d = In<T>(dy + i, len) *
+                       (T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t.square()) * k * (T(1) + T(3) * c * v.square()));
+    if (accumulate)
+      Out<T>(dx + i, len) += d;
+    else
+      Out<T>(dx + i, len) = d;
   });
 }
 
@@ -72,13 +77,18 @@ void silu_forward(cpu, const T* x, std::int64_t n, T* y) {
   });
 }
 
+// dx (+)= dy * silu'(x), as gelu_backward.
 template <class T>
-void silu_backward(cpu, const T* x, const T* dy, std::int64_t n, T* dx) {
+void silu_backward(cpu, const T* x, const T* dy, std::int64_t n, bool accumulate, T* dx) {
   using namespace activation_detail;
   for_blocks(n, [&](std::int64_t i, std::int64_t len) {
     const In<T> v(x + i, len);
     const Block<T> s = sigmoid<T>(v);
-    Out<T>(dx + i, len) += In<T>(dy + i, len) * s * (T(1) + v * (T(1) - s));
+    const Block<T> d = In<T>(dy + i, len) * s * (T(1) + v * (T(1) - s));
+    if (accumulate)
+      Out<T>(dx + i, len) += d;
+    else
+      Out<T>(dx + i, len) = d;
   });
 }
 

@@ -34,11 +34,13 @@ template <class T>
 struct gelu_backward_at {
   const T* x;
   const T* dy;
+  bool accumulate;
   T* dx;
   __device__ void operator()(std::int64_t i) const {
     const T v = x[i], k = T(gelu_sqrt_2_over_pi), c = T(gelu_cubic);
     const T t = device_tanh(k * (v + c * v * v * v));
-    dx[i] += dy[i] * (T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * k * (T(1) + T(3) * c * v * v));
+    const T d = dy[i] * (T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * k * (T(1) + T(3) * c * v * v));
+    dx[i] = accumulate ? dx[i] + d : d;
   }
 };
 
@@ -53,10 +55,12 @@ template <class T>
 struct silu_backward_at {
   const T* x;
   const T* dy;
+  bool accumulate;
   T* dx;
   __device__ void operator()(std::int64_t i) const {
     const T s = sigmoid(x[i]);
-    dx[i] += dy[i] * s * (T(1) + x[i] * (T(1) - s));
+    const T d = dy[i] * s * (T(1) + x[i] * (T(1) - s));
+    dx[i] = accumulate ? dx[i] + d : d;
   }
 };
 
@@ -91,8 +95,8 @@ void gelu_forward(cuda, const T* x, std::int64_t n, T* y) {
 }
 
 template <Real T>
-void gelu_backward(cuda, const T* x, const T* dy, std::int64_t n, T* dx) {
-  cuda_detail::for_each_index(n, cuda_detail::gelu_backward_at<T>{x, dy, dx}, "gelu_backward kernel");
+void gelu_backward(cuda, const T* x, const T* dy, std::int64_t n, bool accumulate, T* dx) {
+  cuda_detail::for_each_index(n, cuda_detail::gelu_backward_at<T>{x, dy, accumulate, dx}, "gelu_backward kernel");
 }
 
 // y = x * sigmoid(x)
@@ -102,8 +106,8 @@ void silu_forward(cuda, const T* x, std::int64_t n, T* y) {
 }
 
 template <Real T>
-void silu_backward(cuda, const T* x, const T* dy, std::int64_t n, T* dx) {
-  cuda_detail::for_each_index(n, cuda_detail::silu_backward_at<T>{x, dy, dx}, "silu_backward kernel");
+void silu_backward(cuda, const T* x, const T* dy, std::int64_t n, bool accumulate, T* dx) {
+  cuda_detail::for_each_index(n, cuda_detail::silu_backward_at<T>{x, dy, accumulate, dx}, "silu_backward kernel");
 }
 
 // y = silu(gate) * up, elementwise over n values.
