@@ -430,9 +430,42 @@ BOOST_AUTO_TEST_CASE(fp32_gemm_matches_a_double_product) {
     backend::fp32_detail::use_kernel().store(use_kernel);
     BOOST_TEST(backend::fp32_kernel_available() == use_kernel);
     check_against_double_product(use_kernel ? "gemm, fp32 kernel" : "gemm, Eigen",
-                                 {{64, 64, 16}, {130, 96, 800}, {64, 2100, 40}, {300, 70, 33}}, through_gemm, identity);
+                                 {{64, 64, 16}, {130, 96, 800}, {64, 2100, 40}, {300, 70, 33}, {600, 16, 384}},
+                                 through_gemm, identity);
   }
   backend::fp32_detail::use_kernel().store(kernel);
+}
+
+// The narrow-side kernels (a LoRA rank against tokens) directly: a narrow output of a row-major
+// op(A), and both sides of A^T B, with ragged tiles, two vectors or two groups of sixteen on the
+// narrow side, and both threads' shares; the other transposes stay with Eigen.
+BOOST_AUTO_TEST_CASE(skinny_gemm_matches_a_double_product) {
+  if (!backend::fp32_kernel_available()) {
+    BOOST_TEST_MESSAGE("no AVX-512 on this CPU: the narrow-side kernels do not run");
+    return;
+  }
+#if MOTE_AVX512_KERNELS
+  int on_kernel = 0;
+  const auto skinny = [&](bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                          const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                          std::int64_t ldc) {
+    if (backend::skinny_gemm::applies(ta, tb, m, n, k)) {
+      ++on_kernel;
+      backend::skinny_gemm::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    } else {
+      backend::gemm_detail::eigen_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    }
+  };
+  // Three transposes of each narrow-output shape take the kernels, and A^T B of each narrow-rows
+  // shape. (m = 101, not 100: with lda 105 all of A's first column would be tie values, whose 384
+  // products with a tie column of B share one sign, and the in-order float sum, Eigen's too, drifts
+  // past the tolerance.)
+  check_against_double_product("skinny kernels",
+                               {{101, 16, 384}, {37, 5, 200}, {200, 29, 33}, {20, 32, 600}, {1000, 16, 384},
+                                {300, 16, 1000}, {70, 20, 45}, {16, 700, 300}, {29, 100, 17}},
+                               skinny, [](float x) { return x; });
+  BOOST_TEST(on_kernel == (7 * 3 + 2) * 3);
+#endif
 }
 
 // gemm_sum(first, second) over the two parts of one product's depth, k = k1 + k2, checked as that

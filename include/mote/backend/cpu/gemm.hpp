@@ -11,6 +11,7 @@
 #include "mote/backend/cpu/cpu.hpp"
 #include "mote/backend/cpu/fp32_gemm.hpp"
 #include "mote/backend/cpu/gemv.hpp"
+#include "mote/backend/cpu/skinny_gemm.hpp"
 #include "mote/backend/kernel_ops.hpp"
 
 #ifdef _OPENMP
@@ -171,6 +172,10 @@ inline bool own_kernel_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int
     return true;
   }
 #if MOTE_AVX512_KERNELS
+  if (skinny_gemm::applies(trans_a, trans_b, m, n, k) && fp32_kernel_available()) {
+    skinny_gemm::gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return true;
+  }
   if (fp32_detail::worthwhile(m, n, k) && fp32_kernel_available()) {
     using packed_gemm::Operand;
     fp32_detail::gemm(m, n, alpha, {Operand::of(a, lda, trans_a), Operand::of(b, ldb, trans_b), k}, nullptr, beta, c,
