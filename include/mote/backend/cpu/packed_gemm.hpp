@@ -92,21 +92,22 @@ __attribute__((target("avx512f"))) inline void prefetch_tile(const float* c, std
     if (cols > 16) _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 16), _MM_HINT_T0);
   }
 }
+// c[lanes] = alpha * value + beta * c[lanes]. beta 0 never reads c, which may hold poison.
+__attribute__((target("avx512f"))) inline void store_lanes(float* c, __mmask16 lanes, __m512 value, float alpha,
+                                                           float beta) {
+  value = _mm512_mul_ps(_mm512_set1_ps(alpha), value);
+  if (beta != 0.0f) value = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(lanes, c), value);
+  _mm512_mask_storeu_ps(c, lanes, value);
+}
+
 // C[rows <= 12, cols <= 32] = alpha * acc + beta * C: a register tile's accumulators, two
-// vectors a row, stored through lane masks. beta 0 never reads C, which may hold poison.
+// vectors a row, stored through lane masks.
 __attribute__((target("avx512f"))) inline void store_tile(const __m512 (*acc)[2], float alpha, float beta, float* c,
                                                           std::int64_t ldc, std::int64_t rows, std::int64_t cols) {
-  const __m512 alpha_v = _mm512_set1_ps(alpha), beta_v = _mm512_set1_ps(beta);
   const __mmask16 mask_low = first_lanes(cols), mask_high = first_lanes(cols - 16);
   for (std::int64_t r = 0; r < rows; ++r) {
-    float* row = c + r * ldc;
-    __m512 low = _mm512_mul_ps(alpha_v, acc[r][0]), high = _mm512_mul_ps(alpha_v, acc[r][1]);
-    if (beta != 0.0f) {
-      low = _mm512_fmadd_ps(beta_v, _mm512_maskz_loadu_ps(mask_low, row), low);
-      high = _mm512_fmadd_ps(beta_v, _mm512_maskz_loadu_ps(mask_high, row + 16), high);
-    }
-    _mm512_mask_storeu_ps(row, mask_low, low);
-    _mm512_mask_storeu_ps(row + 16, mask_high, high);
+    store_lanes(c + r * ldc, mask_low, acc[r][0], alpha, beta);
+    store_lanes(c + r * ldc + 16, mask_high, acc[r][1], alpha, beta);
   }
 }
 #endif

@@ -25,6 +25,7 @@ inline constexpr std::int64_t max_narrow = 32;
 
 using packed_gemm::first_lanes;
 using packed_gemm::Operand;
+using packed_gemm::store_lanes;
 using packed_gemm::tile_rows;
 
 // Asks for the line `offset` floats from `base`, which may lie past the operand's end: the
@@ -112,27 +113,21 @@ MOTE_SKINNY_TARGET __attribute__((noinline)) inline void wide_block(std::int64_t
   }
 }
 
-// line[lanes] = alpha * value + beta * line[lanes]; beta 0 never reads the line.
-MOTE_SKINNY_TARGET inline void put_line(float* line, __mmask16 lanes, __m512 value, float alpha, float beta) {
-  value = _mm512_mul_ps(_mm512_set1_ps(alpha), value);
-  if (beta != 0.0f) value = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(lanes, line), value);
-  _mm512_mask_storeu_ps(line, lanes, value);
-}
-
 // C = alpha * R + beta * C from sum[cols][16] (R^T): C is [narrow, cols] (ldc), or transposed
 // [cols, narrow].
 MOTE_SKINNY_TARGET inline void store_block(const float* sum, std::int64_t cols, std::int64_t narrow, float alpha,
                                            float beta, float* c, std::int64_t ldc, bool transposed) {
   if (transposed) {
     for (std::int64_t i = 0; i < cols; ++i)
-      put_line(c + i * ldc, first_lanes(narrow), _mm512_load_ps(sum + i * 16), alpha, beta);
+      store_lanes(c + i * ldc, first_lanes(narrow), _mm512_load_ps(sum + i * 16), alpha, beta);
     return;
   }
   for (std::int64_t i0 = 0; i0 < cols; i0 += 16) {
     __m512 block[16];
     for (int i = 0; i < 16; ++i) block[i] = i0 + i < cols ? _mm512_load_ps(sum + (i0 + i) * 16) : _mm512_setzero_ps();
     fp32_detail::transpose_16x16(block);
-    for (std::int64_t j = 0; j < narrow; ++j) put_line(c + j * ldc + i0, first_lanes(cols - i0), block[j], alpha, beta);
+    for (std::int64_t j = 0; j < narrow; ++j)
+      store_lanes(c + j * ldc + i0, first_lanes(cols - i0), block[j], alpha, beta);
   }
 }
 
