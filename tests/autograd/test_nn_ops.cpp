@@ -2,6 +2,7 @@
 // through the generic op tester, plus their properties and their errors on bad input.
 #include "op_harness.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -279,6 +280,40 @@ BOOST_AUTO_TEST_CASE(attention_grouped_heads_equal_repeated_heads) {
   BOOST_TEST(testing::relative_error(grouped.to_vector(), repeated.to_vector()) < 1e-15);
 }
 
+// A KV cache's keys and values are views of [B, Hkv, capacity, Dh] buffers: the kernel reads them
+// in place (kv heads capacity rows apart) and must give what packed copies give, bit for bit; with
+// q taking a gradient, that gradient must equal the packed path's too.
+BOOST_AUTO_TEST_CASE(attention_reads_cache_views_in_place) {
+  Rng rng(31);
+  const std::int64_t capacity = 9, used = 6;
+  const auto q = Tensor<double>::normal({2, 4, 2, 3}, 0, 1, rng);
+  const auto k_rows = Tensor<double>::normal({2, 2, capacity, 3}, 0, 1, rng);
+  const auto v_rows = Tensor<double>::normal({2, 2, capacity, 3}, 0, 1, rng);
+  const auto k = k_rows.slice(2, 0, used), v = v_rows.slice(2, 0, used);
+  BOOST_REQUIRE(!k.is_contiguous());
+  auto mask = random_mask(2, 2, used, 0.7, 13);
+  const AttentionOptions<cpu> options{.causal = true, .mask = &mask};
+  const auto packed = scaled_dot_product_attention(Var<double>(q), Var<double>(k.contiguous()), Var<double>(v.contiguous()), options);
+  {
+    no_grad off;
+    const auto viewed = scaled_dot_product_attention(Var<double>(q), k, v, options);
+    BOOST_TEST(viewed.value().to_vector() == packed.value().to_vector(), boost::test_tools::per_element());
+  }
+  const Var<double> q_packed(q, true), q_viewed(q, true);
+  const auto seed = Tensor<double>::normal(q.shape(), 0, 1, rng);
+  scaled_dot_product_attention(q_packed, Var<double>(k.contiguous()), Var<double>(v.contiguous()), options).backward(seed);
+  auto out = scaled_dot_product_attention(q_viewed, k, v, options);
+  BOOST_TEST(out.requires_grad());
+  out.backward(seed);
+  BOOST_TEST(out.value().to_vector() == packed.value().to_vector(), boost::test_tools::per_element());
+  BOOST_TEST(q_viewed.grad().to_vector() == q_packed.grad().to_vector(), boost::test_tools::per_element());
+  double largest = 0;
+  for (const double g : q_viewed.grad().to_vector()) largest = std::max(largest, std::abs(g));
+  BOOST_TEST(largest > 1e-3);  // the gradient did reach q
+  expect_error<value_error>([&] { (void)scaled_dot_product_attention(Var<double>(q), Tensor<double>(), v); },
+                            {"scaled_dot_product_attention", "key and value"});
+}
+
 // ---------------------------------------------------------------- cross-entropy
 
 // Under matmul_precision::bf16 the four backward products and the two forward ones of a head
@@ -302,7 +337,7 @@ BOOST_AUTO_TEST_CASE(attention_under_bf16_precision_stays_close_to_fp32) {
     std::vector<float> probs(static_cast<std::size_t>(batch * heads * len * len));
     const float scale = 1.0f / std::sqrt(float(dim));
     backend::attention_forward(cpu{}, q.data(), k.data(), v.data(), nullptr, 0, batch, heads, kv_heads, len, len, dim,
-                               true, scale, r.out.data(), probs.data());
+                               len * dim, true, scale, r.out.data(), probs.data());
     backend::attention_backward(cpu{}, q.data(), k.data(), v.data(), probs.data(), dout.data(), batch, heads, kv_heads,
                                 len, len, dim, scale, r.dq.data(), r.dk.data(), r.dv.data());
     return r;

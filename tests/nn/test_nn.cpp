@@ -371,6 +371,18 @@ BOOST_AUTO_TEST_CASE(cached_logits_equal_full_logits) {
   BOOST_TEST(mote::testing::relative_error(as_double(first), as_double(full.slice(1, 0, 4).contiguous())) < 1e-12);
 }
 
+BOOST_AUTO_TEST_CASE(logits_to_keep_gives_the_last_positions) {
+  nn::CausalLM<gpt2c, double> model(14);
+  const auto ids = Tensor<std::int32_t>::from_vector({2, 5}, {1, 5, 9, 2, 7, 3, 4, 8, 6, 10});
+  const auto full = model.logits(ids).value();
+  const auto last_two = model.logits(ids, {.logits_to_keep = 2}).value();
+  BOOST_TEST(last_two.shape() == (Shape{2, 2, gpt2c.vocab}));
+  BOOST_TEST(mote::testing::relative_error(as_double(last_two), as_double(full.slice(1, 3, 2).contiguous())) < 1e-12);
+  BOOST_TEST(model.logits(ids, {.logits_to_keep = 5}).value().to_vector() == full.to_vector(), boost::test_tools::per_element());
+  expect_error<value_error>([&] { model.logits(ids, {.logits_to_keep = 6}); }, {"logits_to_keep = 6", "[0, 5]"});
+  expect_error<value_error>([&] { model.logits(ids, {.logits_to_keep = -1}); }, {"logits_to_keep = -1"});
+}
+
 BOOST_AUTO_TEST_CASE(kv_cache_generation_equals_recomputation) {
   nn::CausalLM<gpt2c, double> gpt(21);
   nn::CausalLM<llamac, double> llama(22);
@@ -389,6 +401,72 @@ BOOST_AUTO_TEST_CASE(kv_cache_generation_equals_recomputation) {
     // Tokens after the prompt run inside a held spinning team unless told not to: same tokens.
     BOOST_TEST(nn::generate(gpt, p, {.max_new_tokens = 8, .spin_threads = false}) == a);
   }
+}
+
+// Cache buffers start at 64 rows and double up to max_seq: decoding one token at a time across
+// both growths must give, at every step, the logits of a full recomputation.
+constexpr nn::Config long_llama = [] {
+  nn::Config c = presets::tiny_llama;
+  c.max_seq = 160;
+  return c;
+}();
+
+BOOST_AUTO_TEST_CASE(kv_cache_grows_in_place_and_matches_recomputation) {
+  nn::CausalLM<long_llama, double> model(12);
+  Rng rng(5);
+  std::vector<std::int32_t> ids(150);
+  for (auto& id : ids) id = static_cast<std::int32_t>(rng.below(long_llama.vocab));
+  const auto all = Tensor<std::int32_t>::from_vector({1, 150}, ids);
+  no_grad off;
+  const auto full = model.logits(all).value();
+  auto cache = model.make_cache();
+  auto error_of_step = [&](std::int64_t from, std::int64_t len) {
+    const auto got = model.logits(all.slice(1, from, len).contiguous(), {}, &cache).value();
+    return mote::testing::relative_error(as_double(got), as_double(full.slice(1, from, len).contiguous()));
+  };
+  BOOST_TEST(error_of_step(0, 5) < 1e-12);
+  double worst = 0;
+  for (std::int64_t t = 5; t < 150; ++t) worst = std::max(worst, error_of_step(t, 1));
+  BOOST_TEST(worst < 1e-12);
+  BOOST_TEST(cache.length() == 150);
+  BOOST_TEST(cache.layers[1].batch() == 1);
+  BOOST_TEST(cache.layers[1].keys().size(2) == 150);
+  BOOST_TEST(cache.layers[1].keys().stride(1) == 160 * long_llama.head_dim());  // grown to max_seq rows
+}
+
+// A step that records a graph joins the cache by concatenation, so the gradient of later logits
+// reaches the earlier tokens through their cached keys and values, as in one full pass; in-place
+// steps may follow it and precede it.
+BOOST_AUTO_TEST_CASE(kv_cache_steps_that_record_a_graph_pass_gradients_to_cached_keys) {
+  nn::CausalLM<gpt2c, double> whole(13), stepped(13);
+  const auto ids = Tensor<std::int32_t>::from_vector({1, 12}, {4, 9, 1, 33, 17, 8, 60, 2, 5, 41, 7, 22});
+  Rng rng(6);
+  const auto seed = Tensor<double>::normal({1, 4, gpt2c.vocab}, 0, 1, rng);
+  const auto full = whole.logits(ids.slice(1, 0, 10).contiguous());
+  autograd::slice(full, 1, 6, 4).backward(seed);
+  auto cache = stepped.make_cache();
+  (void)stepped.logits(ids.slice(1, 0, 6).contiguous(), {}, &cache);
+  auto later = stepped.logits(ids.slice(1, 6, 4).contiguous(), {}, &cache);
+  BOOST_TEST(mote::testing::relative_error(as_double(later.value()), as_double(autograd::slice(full, 1, 6, 4).value())) < 1e-12);
+  later.backward(seed);
+  const auto whole_params = whole.named_parameters(), stepped_params = stepped.named_parameters();
+  for (std::size_t i = 0; i < whole_params.size(); ++i) {
+    const auto& [name, p] = whole_params[i];
+    BOOST_TEST_CONTEXT(name) {
+      BOOST_REQUIRE(stepped_params[i].second.grad().defined());
+      BOOST_TEST(mote::testing::relative_error(as_double(stepped_params[i].second.grad()), as_double(p.grad())) < 1e-10);
+    }
+  }
+  const auto reference = whole.logits(ids).value();
+  {
+    no_grad off;  // in place after a recorded step: the buffers start from the joined keys
+    const auto next = stepped.logits(ids.slice(1, 10, 1).contiguous(), {}, &cache).value();
+    BOOST_TEST(mote::testing::relative_error(as_double(next), as_double(reference.slice(1, 10, 1).contiguous())) < 1e-12);
+  }
+  const auto recorded = stepped.logits(ids.slice(1, 11, 1).contiguous(), {}, &cache);  // recorded after in place
+  BOOST_TEST(recorded.requires_grad());
+  BOOST_TEST(mote::testing::relative_error(as_double(recorded.value()), as_double(reference.slice(1, 11, 1).contiguous())) < 1e-12);
+  BOOST_TEST(cache.length() == 12);
 }
 
 BOOST_AUTO_TEST_CASE(batched_prompts_equal_single_prompts) {

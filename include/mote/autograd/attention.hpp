@@ -21,15 +21,32 @@ struct AttentionOptions {
   double scale = 0;
 };
 
-// q [B, H, T, Dh], k and v [B, Hkv, S, Dh] with H % Hkv == 0 -> [B, H, T, Dh]. A query that may
-// attend to nothing outputs zeros and passes back zero gradient.
+namespace attention_detail {
+
+// True when x [B, Hkv, S, Dh] has packed rows within each kv head and its kv heads head_stride
+// (>= S * Dh) elements apart throughout: a slice of a [B, Hkv, capacity, Dh] buffer.
 template <Real T, Backend B>
-Var<T, B> scaled_dot_product_attention(const Var<T, B>& q, const Var<T, B>& k, const Var<T, B>& v,
-                                       const AttentionOptions<B>& options = {}) {
+bool heads_apart(const Tensor<T, B>& x, std::int64_t head_stride) {
+  const std::int64_t heads = x.size(1), len = x.size(2), dim = x.size(3);
+  return x.stride(3) == 1 && x.stride(2) == dim && x.stride(1) == head_stride && head_stride >= len * dim &&
+         x.stride(0) == heads * head_stride;
+}
+
+// What the forward pass computed, and what a backward pass needs of it.
+template <Real T, Backend B>
+struct Forward {
+  Tensor<T, B> out, probs, q, k, v;  // q, k, v as the kernel read them
+  T scale;
+  std::int64_t batch, heads, kv_heads, q_len, kv_len, head_dim;
+};
+
+// Checks the operands and runs the forward kernel. `packed` asks for packed copies of k and v
+// (a backward pass reads them packed); otherwise k and v may be read in place with their kv heads
+// further apart, as a KV cache's views hold them.
+template <Real T, Backend B>
+Forward<T, B> forward(const Tensor<T, B>& q, const Tensor<T, B>& k, const Tensor<T, B>& v, const AttentionOptions<B>& options,
+                      bool packed) {
   constexpr const char* op = "scaled_dot_product_attention";
-  expect_defined(q, op, "q");
-  expect_defined(k, op, "k");
-  expect_defined(v, op, "v");
   const Shape &qs = q.shape(), &ks = k.shape(), &vs = v.shape();
   if (qs.rank() != 4) throw shape_error(std::string("mote: ") + op + ": q must have shape [B, H, T, Dh], got " + qs.str());
   if (ks.rank() != 4) throw shape_error(std::string("mote: ") + op + ": k must have shape [B, Hkv, S, Dh], got " + ks.str());
@@ -62,21 +79,39 @@ Var<T, B> scaled_dot_product_attention(const Var<T, B>& q, const Var<T, B>& k, c
     throw value_error(std::string("mote: ") + op + ": scale must be finite and >= 0 (0 means 1/sqrt(Dh)), got " +
                       std::to_string(options.scale));
   const T scale = static_cast<T>(options.scale == 0 ? 1.0 / std::sqrt(static_cast<double>(head_dim)) : options.scale);
-  const bool causal = options.causal;
+  const std::int64_t head_stride = k.stride(1);
+  const bool in_place = !packed && heads_apart(k, head_stride) && heads_apart(v, head_stride);
+  Forward<T, B> f{Tensor<T, B>(qs), Tensor<T, B>(Shape{batch, heads, q_len, kv_len}), q.contiguous(),
+                  in_place ? k : k.contiguous(), in_place ? v : v.contiguous(), scale, batch, heads, kv_heads, q_len,
+                  kv_len, head_dim};
+  const T* pq = f.q.data();
+  const T* pk = f.k.data();
+  const T* pv = f.v.data();
+  const std::uint8_t* pm = mask ? packed_mask.data() : nullptr;
+  T* po = f.out.data();
+  T* pp = f.probs.data();
+  MOTE_CALL_KERNEL(B, attention_forward, pq, pk, pv, pm, mask_batch_stride, batch, heads, kv_heads, q_len, kv_len,
+                   head_dim, in_place ? head_stride : kv_len * head_dim, options.causal, scale, po, pp);
+  return f;
+}
 
-  const Tensor<T, B> qv = q.value(), kv = k.value(), vv = v.value();
-  Tensor<T, B> out(qs), probs(Shape{batch, heads, q_len, kv_len});
-  {
-    const T* pq = qv.data();
-    const T* pk = kv.data();
-    const T* pv = vv.data();
-    const std::uint8_t* pm = mask ? packed_mask.data() : nullptr;
-    T* po = out.data();
-    T* pp = probs.data();
-    MOTE_CALL_KERNEL(B, attention_forward, pq, pk, pv, pm, mask_batch_stride, batch, heads, kv_heads, q_len, kv_len,
-                     head_dim, causal, scale, po, pp);
-  }
-  return make_result(op, std::move(out), {q, k, v},
+}  // namespace attention_detail
+
+// q [B, H, T, Dh], k and v [B, Hkv, S, Dh] with H % Hkv == 0 -> [B, H, T, Dh]. A query that may
+// attend to nothing outputs zeros and passes back zero gradient.
+template <Real T, Backend B>
+Var<T, B> scaled_dot_product_attention(const Var<T, B>& q, const Var<T, B>& k, const Var<T, B>& v,
+                                       const AttentionOptions<B>& options = {}) {
+  constexpr const char* op = "scaled_dot_product_attention";
+  expect_defined(q, op, "q");
+  expect_defined(k, op, "k");
+  expect_defined(v, op, "v");
+  attention_detail::Forward<T, B> f = attention_detail::forward(q.value(), k.value(), v.value(), options, true);
+  const Tensor<T, B> qv = f.q, kv = f.k, vv = f.v, probs = f.probs;
+  const T scale = f.scale;
+  const std::int64_t batch = f.batch, heads = f.heads, kv_heads = f.kv_heads, q_len = f.q_len, kv_len = f.kv_len,
+                     head_dim = f.head_dim;
+  return make_result(op, std::move(f.out), {q, k, v},
                      [qv, kv, vv, probs, scale, batch, heads, kv_heads, q_len, kv_len, head_dim](Node<T, B>& self) {
                        const T* pq = qv.data();
                        const T* pk = kv.data();
@@ -89,6 +124,19 @@ Var<T, B> scaled_dot_product_attention(const Var<T, B>& q, const Var<T, B>& k, c
                        MOTE_CALL_KERNEL(B, attention_backward, pq, pk, pv, pp, g, batch, heads, kv_heads, q_len, kv_len,
                                         head_dim, scale, gq, gk, gv);
                      });
+}
+
+// Against keys and values that take no gradient, such as a KV cache's views (whose kv heads may sit
+// further apart than S rows: they are read in place). The gradient reaches q only.
+template <Real T, Backend B>
+Var<T, B> scaled_dot_product_attention(const Var<T, B>& q, const Tensor<T, B>& k, const Tensor<T, B>& v,
+                                       const AttentionOptions<B>& options = {}) {
+  constexpr const char* op = "scaled_dot_product_attention";
+  expect_defined(q, op, "q");
+  if (!k.defined() || !v.defined())
+    throw value_error(std::string("mote: ") + op + ": the key and value tensors must be defined (not default-constructed)");
+  if (grad_enabled() && q.requires_grad()) return scaled_dot_product_attention(q, Var<T, B>(k), Var<T, B>(v), options);
+  return Var<T, B>(std::move(attention_detail::forward(q.value(), k, v, options, false).out));
 }
 
 }  // namespace mote::autograd

@@ -36,6 +36,9 @@ struct ForwardOptions {
   const Tensor<std::uint8_t, B>* mask = nullptr;
   // Routing for attached adapters (for example lora::ExpertSet::route(step_ids)); null for none.
   std::shared_ptr<const AdapterContext> adapter = nullptr;
+  // Logits of the last n positions only, [B, n, vocab]; 0 keeps every position. Generation needs
+  // just the last one, and the LM head is a short prompt's largest product.
+  std::int64_t logits_to_keep = 0;
 };
 
 template <Real T, Backend B = cpu>
@@ -88,9 +91,12 @@ class CausalLM {
     if (cache && cache->layers.size() != static_cast<std::size_t>(C.n_layers))
       throw value_error("mote: CausalLM: cache has " + std::to_string(cache->layers.size()) + " layers, expected " +
                         std::to_string(C.n_layers) + "; make it with make_cache()");
-    if (cache && past > 0 && cache->layers.front().k.shape()[0] != batch)
+    if (cache && past > 0 && cache->layers.front().batch() != batch)
       throw shape_error("mote: CausalLM: ids " + ids.shape().str() + " continue a cache of batch " +
-                        std::to_string(cache->layers.front().k.shape()[0]));
+                        std::to_string(cache->layers.front().batch()));
+    if (options.logits_to_keep < 0 || options.logits_to_keep > len)
+      throw value_error("mote: CausalLM: logits_to_keep = " + std::to_string(options.logits_to_keep) +
+                        " must be in [0, " + std::to_string(len) + "] for ids " + ids.shape().str() + " (0 keeps every position)");
     if (past + len > C.max_seq)
       throw value_error("mote: CausalLM: sequence length " + std::to_string(past + len) + " (" + std::to_string(past) +
                         " cached + " + std::to_string(len) + " new) exceeds max_seq = " + std::to_string(C.max_seq));
@@ -109,6 +115,8 @@ class CausalLM {
     if constexpr (C.positions == Positions::Learned) x = x + autograd::embedding(pos_embed_, *positions);
     const LayerInputs<B> in{.positions = positions, .mask = options.mask, .adapter = options.adapter};
     for (std::size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i](x, in, cache ? &cache->layers[i] : nullptr);
+    if (options.logits_to_keep > 0 && options.logits_to_keep < len)
+      x = autograd::slice(x, 1, len - options.logits_to_keep, options.logits_to_keep);
     x = final_norm_(x);
     return autograd::linear(x, C.tied_embeddings ? tok_embed_ : lm_head_);
   }

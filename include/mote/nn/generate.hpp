@@ -120,7 +120,8 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
     history[b].insert(history[b].end(), prompts[b].begin(), prompts[b].end());
   }
 
-  // Runs tokens [from, to) of the history and returns the logits of step to - 1, [batch][vocab].
+  // Runs tokens [from, to) of the history and writes the logits of step to - 1 into rows, [batch][vocab].
+  std::vector<std::vector<double>> rows(batch, std::vector<double>(static_cast<std::size_t>(C.vocab)));
   auto run = [&](std::int64_t from, std::int64_t to, KVCache<T, B>* cache) {
     const std::int64_t len = to - from;
     std::vector<std::int32_t> ids, pos;
@@ -139,13 +140,12 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
           for (std::int64_t k = 0; k < to; ++k) m.push_back(k >= pad[b] ? 1 : 0);
       mask_t = Tensor<std::uint8_t, B>::from_vector({nb, len, to}, m);
     }
-    const auto out = model.logits(id_t, ForwardOptions<B>{.positions = &pos_t, .mask = padded ? &mask_t : nullptr}, cache);
-    const std::vector<T> last = out.value().slice(1, len - 1, 1).contiguous().to_vector();
-    std::vector<std::vector<double>> rows(batch, std::vector<double>(static_cast<std::size_t>(C.vocab)));
+    const auto out = model.logits(
+        id_t, ForwardOptions<B>{.positions = &pos_t, .mask = padded ? &mask_t : nullptr, .logits_to_keep = 1}, cache);
+    const std::vector<T> last = out.value().to_vector();
     for (std::size_t b = 0; b < batch; ++b)
       for (std::int64_t v = 0; v < C.vocab; ++v)
         rows[b][static_cast<std::size_t>(v)] = static_cast<double>(last[b * static_cast<std::size_t>(C.vocab) + static_cast<std::size_t>(v)]);
-    return rows;
   };
 
   Rng rng(options.seed);
@@ -153,11 +153,10 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
   std::vector<bool> done(batch, false);
   KVCache<T, B> cache = model.make_cache();
   auto length = static_cast<std::int64_t>(longest);
-  std::vector<std::vector<double>> rows;
   // One token for every sequence; false once all are done or the context is full.
   auto advance = [&](std::int64_t step) {
-    if (options.use_cache) rows = run(step == 0 ? 0 : length - 1, length, &cache);
-    else rows = run(0, length, nullptr);
+    if (options.use_cache) run(step == 0 ? 0 : length - 1, length, &cache);
+    else run(0, length, nullptr);
     bool all_done = true;
     for (std::size_t b = 0; b < batch; ++b) {
       std::int32_t token = options.pad_token;

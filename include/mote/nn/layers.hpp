@@ -1,11 +1,13 @@
 #pragma once
 // Transformer blocks as types templated on a Config: Norm, Attention, MLP and the pre-norm Block.
 // Every projection is an nn::Linear, so adapters (mote/lora) can attach to any of them by name.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "mote/autograd/activation.hpp"
@@ -25,11 +27,71 @@ namespace mote::nn {
 template <Config C, Real T, Backend B = cpu>
 using LinearVisitor = std::function<void(const std::string& module, Linear<C, T, B>& linear)>;
 
-// Per-layer key/value cache: k and v [B, Hkv, S, Dh] (after RoPE), grown by concatenation.
+// Per-layer key/value cache, [B, Hkv, S, Dh] after RoPE. Without a graph to record, a step's keys
+// and values are written into buffers [B, Hkv, capacity, Dh] that double when full, so a decoded
+// token costs its own rows rather than a copy of the whole cache. A step that records a graph joins
+// them by concatenation instead, so that gradients reach the cached keys and values.
 template <Real T, Backend B = cpu>
-struct LayerCache {
-  autograd::Var<T, B> k, v;
-  std::int64_t length() const { return k.defined() ? k.shape()[2] : 0; }
+class LayerCache {
+ public:
+  using V = autograd::Var<T, B>;
+
+  std::int64_t length() const { return length_; }
+  std::int64_t batch() const { return length_ > 0 ? keys_.size(0) : 0; }
+  // Views [B, Hkv, S, Dh] of the cached keys and values; their kv heads may sit capacity rows apart.
+  Tensor<T, B> keys() const { return keys_.slice(2, 0, length_); }
+  Tensor<T, B> values() const { return values_.slice(2, 0, length_); }
+  // Whether the cached keys and values belong to a recorded graph.
+  bool records() const { return graph_k_.defined() && (graph_k_.requires_grad() || graph_v_.requires_grad()); }
+
+  // Appends k and v [B, Hkv, L, Dh] in place, growing the buffers up to max_len rows.
+  void append(const Tensor<T, B>& k, const Tensor<T, B>& v, std::int64_t max_len) {
+    const std::int64_t total = length_ + k.size(2);
+    graph_k_ = graph_v_ = V{};
+    if (!(keys_.defined() && keys_.size(0) == k.size(0) && total <= keys_.size(2))) {
+      Shape shape = k.shape();
+      shape[2] = std::max(total, std::min(max_len, std::max(2 * length_, std::int64_t{64})));
+      Tensor<T, B> keys(shape), values(shape);
+      if (length_ > 0) {
+        write_rows(this->keys(), keys, 0);
+        write_rows(this->values(), values, 0);
+      }
+      keys_ = std::move(keys);
+      values_ = std::move(values);
+    }
+    write_rows(k, keys_, length_);
+    write_rows(v, values_, length_);
+    length_ = total;
+  }
+
+  // Joins k and v [B, Hkv, L, Dh] to the cache as graph operations; returns the whole keys and values.
+  std::pair<V, V> join(const V& k, const V& v) {
+    if (length_ > 0) {
+      const V past_k = graph_k_.defined() ? graph_k_ : V(keys()), past_v = graph_v_.defined() ? graph_v_ : V(values());
+      graph_k_ = autograd::concat(std::vector<V>{past_k, k}, 2);
+      graph_v_ = autograd::concat(std::vector<V>{past_v, v}, 2);
+    } else {
+      graph_k_ = k;
+      graph_v_ = v;
+    }
+    keys_ = graph_k_.value();  // full: the next in-place append copies it into fresh buffers
+    values_ = graph_v_.value();
+    length_ = keys_.size(2);
+    return {graph_k_, graph_v_};
+  }
+
+ private:
+  Tensor<T, B> keys_, values_;  // [B, Hkv, capacity, Dh]; rows [0, length_) are in use
+  std::int64_t length_ = 0;
+  V graph_k_, graph_v_;  // the recorded keys and values, when the last step recorded a graph
+
+  // rows [B, Hkv, n, Dh] into rows [at, at + n) of buffer, one contiguous run per kv head.
+  static void write_rows(const Tensor<T, B>& rows, const Tensor<T, B>& buffer, std::int64_t at) {
+    const Tensor<T, B> packed = rows.contiguous();
+    const std::int64_t heads = packed.size(0) * packed.size(1), run = packed.size(2) * packed.size(3);
+    for (std::int64_t h = 0; h < heads; ++h)
+      B::copy(packed.data() + h * run, buffer.data() + h * buffer.stride(1) + at * buffer.size(3), static_cast<std::size_t>(run));
+  }
 };
 
 // Run-time inputs shared by every layer of one forward pass.
@@ -104,15 +166,17 @@ struct Attention {
       qs = autograd::rope(qs, *in.positions, C.rope_theta);
       ks = autograd::rope(ks, *in.positions, C.rope_theta);
     }
-    if (cache) {
-      if (cache->k.defined()) {
-        ks = autograd::concat(std::vector<V>{cache->k, ks}, 2);
-        vs = autograd::concat(std::vector<V>{cache->v, vs}, 2);
-      }
-      cache->k = ks;
-      cache->v = vs;
+    const autograd::AttentionOptions<B> attend{.causal = true, .mask = in.mask};
+    V y;
+    if (!cache) {
+      y = autograd::scaled_dot_product_attention(qs, ks, vs, attend);
+    } else if (autograd::grad_enabled() && (ks.requires_grad() || vs.requires_grad() || cache->records())) {
+      const auto [all_k, all_v] = cache->join(ks, vs);
+      y = autograd::scaled_dot_product_attention(qs, all_k, all_v, attend);
+    } else {
+      cache->append(ks.value(), vs.value(), C.max_seq);
+      y = autograd::scaled_dot_product_attention(qs, cache->keys(), cache->values(), attend);
     }
-    const V y = autograd::scaled_dot_product_attention(qs, ks, vs, autograd::AttentionOptions<B>{.causal = true, .mask = in.mask});
     return o(autograd::reshape(autograd::transpose(y, 1, 2), {batch, len, d}), routing);
   }
 

@@ -1,7 +1,8 @@
 #pragma once
 // CPU fused scaled-dot-product attention with grouped-query heads.
 // Layouts: q and out [batch, heads, q_len, head_dim]; k and v [batch, kv_heads, kv_len, head_dim];
-// probs [batch, heads, q_len, kv_len]. Query head h reads kv head h / (heads / kv_heads).
+// probs [batch, heads, q_len, kv_len]. In the forward pass the kv heads of k and v may sit
+// kv_head_stride >= kv_len * head_dim elements apart (a KV cache with room to grow). Query head h reads kv head h / (heads / kv_heads).
 // Query t sits at absolute position kv_len - q_len + t, so with `causal` it sees keys s <= that.
 // `mask` (nullable) is [batch, q_len, kv_len] (mask_batch_stride = q_len * kv_len) or one [q_len, kv_len]
 // shared by the batch (stride 0); nonzero means "may attend". A query with no allowed key gets
@@ -16,6 +17,7 @@
 #include "mote/backend/cpu/cpu.hpp"
 #include "mote/backend/cpu/gemm.hpp"
 #include "mote/backend/cpu/row_exp.hpp"
+#include "mote/backend/cpu/spin_team.hpp"
 
 namespace mote::backend {
 
@@ -44,23 +46,22 @@ bool own_kernel_product(bool trans_a, bool trans_b, std::int64_t m, std::int64_t
 template <class T>
 void attention_forward(cpu, const T* q, const T* k, const T* v, const std::uint8_t* mask,
                        std::int64_t mask_batch_stride, std::int64_t batch, std::int64_t heads, std::int64_t kv_heads,
-                       std::int64_t q_len, std::int64_t kv_len, std::int64_t head_dim, bool causal, T scale, T* out,
-                       T* probs) {
+                       std::int64_t q_len, std::int64_t kv_len, std::int64_t head_dim, std::int64_t kv_head_stride,
+                       bool causal, T scale, T* out, T* probs) {
   using ConstMap = attention_detail::ConstMatrixMap<T>;
   using Map = attention_detail::MatrixMap<T>;
   const std::int64_t group = heads / kv_heads;
   const std::int64_t causal_offset = kv_len - q_len;
-#pragma omp parallel for if (batch * heads * q_len * kv_len * head_dim > (1 << 15))
-  for (std::int64_t bh = 0; bh < batch * heads; ++bh) {
+  auto one_head = [&](std::int64_t bh) {
     const std::int64_t b = bh / heads, kv_head = b * kv_heads + (bh % heads) / group;
     const ConstMap Q(q + bh * q_len * head_dim, q_len, head_dim);
-    const ConstMap K(k + kv_head * kv_len * head_dim, kv_len, head_dim);
-    const ConstMap V(v + kv_head * kv_len * head_dim, kv_len, head_dim);
+    const ConstMap K(k + kv_head * kv_head_stride, kv_len, head_dim);
+    const ConstMap V(v + kv_head * kv_head_stride, kv_len, head_dim);
     Map P(probs + bh * q_len * kv_len, q_len, kv_len);
     Map O(out + bh * q_len * head_dim, q_len, head_dim);
     if (kv_len == 0) {  // nothing to attend to anywhere
       O.setZero();
-      continue;
+      return;
     }
     if (!attention_detail::own_kernel_product(false, true, q_len, kv_len, head_dim, scale, Q.data(), head_dim,
                                               K.data(), head_dim, T(0), P.data(), kv_len))
@@ -85,7 +86,15 @@ void attention_forward(cpu, const T* q, const T* k, const T* v, const std::uint8
     if (!attention_detail::own_kernel_product(false, false, q_len, head_dim, kv_len, T(1), P.data(), kv_len,
                                               V.data(), head_dim, T(0), O.data(), head_dim))
       O.noalias() = P * V;
+  };
+  const std::int64_t size = batch * heads * q_len * kv_len * head_dim;
+  if (SpinTeam::active() && size > (1 << 12)) {  // decoding in a held team: its threads are awake already
+    SpinTeam::run(batch * heads, one_head);
+    return;
   }
+  const bool large = size > (1 << 15);
+#pragma omp parallel for if (large)
+  for (std::int64_t bh = 0; bh < batch * heads; ++bh) one_head(bh);
 }
 
 // From the saved probs P: dV += P^T dO; dS = P * (dO V^T - rowsum(P * dO V^T)); dQ += scale dS K;

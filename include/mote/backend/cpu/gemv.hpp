@@ -18,6 +18,8 @@ inline constexpr std::int64_t prefetch_distance = 4096;  // bytes; measured best
 // Below this a second thread costs more than it gives: under a passive wait policy it takes tens of
 // microseconds to wake, and the first thread then waits for it at the closing barrier.
 inline constexpr double parallel_macs = double(1 << 18);
+// Inside a held SpinTeam the other threads are already awake, so far smaller products pay to share.
+inline constexpr double held_parallel_macs = double(1 << 16);
 
 // Runs body(chunk) for chunk in [0, chunks) on every available thread, or inline when small: in
 // the held team when there is one, else in a team held for this one product.
@@ -41,19 +43,19 @@ void rows_times_block(std::int64_t m, const T* a, std::int64_t lda, const T* b, 
   const auto* const block = reinterpret_cast<const char*>(b + r0 * ldb);
   const auto block_bytes = static_cast<std::int64_t>(sizeof(T)) * (r1 - r0) * ldb;
   std::int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) {  // four weight rows per pass: one read of out per four of b
-    const T *b0 = b + r * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
+  for (; r + 8 <= r1; r += 8) {  // eight weight rows per pass: one read of out per eight of b
+    const T *b0 = b + r * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb, *b4 = b3 + ldb, *b5 = b4 + ldb, *b6 = b5 + ldb, *b7 = b6 + ldb;
     if (contiguous) {  // byte offsets within the block, so no pointer ever leaves it
       const std::int64_t at = static_cast<std::int64_t>(sizeof(T)) * (r - r0) * ldb;
-      const std::int64_t to = std::min(block_bytes, at + static_cast<std::int64_t>(sizeof(T)) * 4 * ldb + prefetch_distance);
+      const std::int64_t to = std::min(block_bytes, at + static_cast<std::int64_t>(sizeof(T)) * 8 * ldb + prefetch_distance);
       for (std::int64_t offset = at + prefetch_distance; offset < to; offset += 64) __builtin_prefetch(block + offset);
     }
     for (std::int64_t i = 0; i < m; ++i) {
       const T* ai = a + i * lda + r;
-      const T a0 = ai[0], a1 = ai[1], a2 = ai[2], a3 = ai[3];
+      const T a0 = ai[0], a1 = ai[1], a2 = ai[2], a3 = ai[3], a4 = ai[4], a5 = ai[5], a6 = ai[6], a7 = ai[7];
       T* o = out + i * ld_out;
 #pragma omp simd
-      for (std::int64_t j = c0; j < c1; ++j) o[j] += a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j];
+      for (std::int64_t j = c0; j < c1; ++j) o[j] += (a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j]) + (a4 * b4[j] + a5 * b5[j] + a6 * b6[j] + a7 * b7[j]);
     }
   }
   for (; r < r1; ++r) {
@@ -82,14 +84,35 @@ template <class T>
 void small_m_gemm(bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a, std::int64_t lda,
                   const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
   using namespace gemv_detail;
-  const bool parallel = double(m) * double(n) * double(k) >= parallel_macs;
+  const bool parallel = double(m) * double(n) * double(k) >= (SpinTeam::active() ? held_parallel_macs : parallel_macs);
   if (trans_b) {
     // Each output column is a dot product with one contiguous row of B: chunks of B's rows.
     const std::int64_t rows = std::clamp<std::int64_t>(n / 32, 16, 256);
     const std::int64_t chunks = (n + rows - 1) / rows;
     for_chunks(chunks, parallel, [&](std::int64_t chunk) {
-      const std::int64_t j1 = std::min(n, (chunk + 1) * rows);
-      for (std::int64_t j = chunk * rows; j < j1; ++j) {
+      const std::int64_t j0 = chunk * rows, j1 = std::min(n, j0 + rows);
+      std::int64_t j = j0;
+      // Four rows of B at a time: four independent sums, where one would wait on its own adds.
+      for (; j + 4 <= j1; j += 4) {
+        const T *b0 = b + j * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
+        for (std::int64_t i = 0; i < m; ++i) {
+          const T* ai = a + i * lda;
+          T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+          for (std::int64_t r = 0; r < k; ++r) {
+            s0 += ai[r] * b0[r];
+            s1 += ai[r] * b1[r];
+            s2 += ai[r] * b2[r];
+            s3 += ai[r] * b3[r];
+          }
+          T* ci = c + i * ldc + j;
+          store(alpha, s0, beta, ci);
+          store(alpha, s1, beta, ci + 1);
+          store(alpha, s2, beta, ci + 2);
+          store(alpha, s3, beta, ci + 3);
+        }
+      }
+      for (; j < j1; ++j) {
         const T* bj = b + j * ldb;
         for (std::int64_t i = 0; i < m; ++i) {
           const T* ai = a + i * lda;

@@ -2,6 +2,7 @@
 // CUDA scaled-dot-product attention with grouped-query heads, with the layouts and semantics of
 // backend/cpu/attention.hpp: q and out [batch, heads, q_len, head_dim]; k and v [batch, kv_heads,
 // kv_len, head_dim]; probs [batch, heads, q_len, kv_len]; query head h reads kv head h / group.
+// In the forward pass the kv heads may sit kv_head_stride elements apart (a KV cache's storage).
 // The products are cuBLAS strided-batched GEMMs, one call per position within a group: the g-th
 // query head of every (batch, kv head) pair sits at a fixed stride, its kv head at another.
 #include <cuda/std/limits>
@@ -103,8 +104,8 @@ void grouped_gemm(const attention_dims& d, bool trans_a, bool trans_b, std::int6
 template <Real T>
 void attention_forward(cuda, const T* q, const T* k, const T* v, const std::uint8_t* mask,
                        std::int64_t mask_batch_stride, std::int64_t batch, std::int64_t heads, std::int64_t kv_heads,
-                       std::int64_t q_len, std::int64_t kv_len, std::int64_t head_dim, bool causal, T scale, T* out,
-                       T* probs) {
+                       std::int64_t q_len, std::int64_t kv_len, std::int64_t head_dim, std::int64_t kv_head_stride,
+                       bool causal, T scale, T* out, T* probs) {
   const cuda_detail::attention_dims d{batch, heads, kv_heads, q_len, kv_len, head_dim};
   if (batch == 0 || heads == 0 || q_len == 0) return;
   if (kv_len == 0) {  // nothing to attend to anywhere
@@ -113,14 +114,14 @@ void attention_forward(cuda, const T* q, const T* k, const T* v, const std::uint
   }
   // S = scale q k^T, per query head against its kv head.
   cuda_detail::grouped_gemm(d, false, true, q_len, kv_len, head_dim, scale, q, head_dim, d.q_size(), true, k, head_dim,
-                            d.kv_size(), false, T(0), probs, kv_len, d.p_size(), true);
+                            kv_head_stride, false, T(0), probs, kv_len, d.p_size(), true);
   const std::int64_t rows = batch * heads * q_len;
   cuda_detail::masked_softmax_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block>>>(
       probs, mask, mask_batch_stride, rows, heads, q_len, kv_len, causal);
   cuda_detail::check_launch("attention_forward (masked softmax) kernel");
   // O = P v
   cuda_detail::grouped_gemm(d, false, false, q_len, head_dim, kv_len, T(1), probs, kv_len, d.p_size(), true, v, head_dim,
-                            d.kv_size(), false, T(0), out, head_dim, d.q_size(), true);
+                            kv_head_stride, false, T(0), out, head_dim, d.q_size(), true);
 }
 
 // From the saved probs P: dV += P^T dO; dS = P * (dO V^T - rowsum(P * dO V^T)); dQ += scale dS K;
