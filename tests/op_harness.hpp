@@ -11,6 +11,7 @@
 #include <cmath>
 #include <functional>
 #include <initializer_list>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -58,11 +59,16 @@ struct OpSpec {
   std::uint64_t seed = 1234;
 };
 
-// max |a - b| / max(max |b|, tiny): one relative error per tensor.
+// max |a - b| / max(max |b|, tiny): one relative error per tensor. A NaN on one side only is an
+// infinite error (std::max would skip it); NaN on both sides matches.
 inline double relative_error(const std::vector<double>& a, const std::vector<double>& b) {
   BOOST_REQUIRE_EQUAL(a.size(), b.size());
   double diff = 0, scale = 1e-12;
   for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::isnan(a[i]) || std::isnan(b[i])) {
+      if (std::isnan(a[i]) != std::isnan(b[i])) return std::numeric_limits<double>::infinity();
+      continue;
+    }
     diff = std::max(diff, std::abs(a[i] - b[i]));
     scale = std::max(scale, std::abs(b[i]));
   }
