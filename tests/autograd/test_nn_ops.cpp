@@ -293,7 +293,8 @@ BOOST_AUTO_TEST_CASE(attention_reads_cache_views_in_place) {
   BOOST_REQUIRE(!k.is_contiguous());
   auto mask = random_mask(2, 2, used, 0.7, 13);
   const AttentionOptions<cpu> options{.causal = true, .mask = &mask};
-  const auto packed = scaled_dot_product_attention(Var<double>(q), Var<double>(k.contiguous()), Var<double>(v.contiguous()), options);
+  const auto packed =
+      scaled_dot_product_attention(Var<double>(q), Var<double>(k.contiguous()), Var<double>(v.contiguous()), options);
   {
     no_grad off;
     const auto viewed = scaled_dot_product_attention(Var<double>(q), k, v, options);

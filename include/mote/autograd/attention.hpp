@@ -44,8 +44,8 @@ struct Forward {
 // (a backward pass reads them packed); otherwise k and v may be read in place with their kv heads
 // further apart, as a KV cache's views hold them.
 template <Real T, Backend B>
-Forward<T, B> forward(const Tensor<T, B>& q, const Tensor<T, B>& k, const Tensor<T, B>& v, const AttentionOptions<B>& options,
-                      bool packed) {
+Forward<T, B> forward(const Tensor<T, B>& q, const Tensor<T, B>& k, const Tensor<T, B>& v,
+                      const AttentionOptions<B>& options, bool packed) {
   constexpr const char* op = "scaled_dot_product_attention";
   const Shape &qs = q.shape(), &ks = k.shape(), &vs = v.shape();
   if (qs.rank() != 4) throw shape_error(std::string("mote: ") + op + ": q must have shape [B, H, T, Dh], got " + qs.str());
@@ -134,7 +134,8 @@ Var<T, B> scaled_dot_product_attention(const Var<T, B>& q, const Tensor<T, B>& k
   constexpr const char* op = "scaled_dot_product_attention";
   expect_defined(q, op, "q");
   if (!k.defined() || !v.defined())
-    throw value_error(std::string("mote: ") + op + ": the key and value tensors must be defined (not default-constructed)");
+    throw value_error(std::string("mote: ") + op +
+                      ": the key and value tensors must be defined (not default-constructed)");
   if (grad_enabled() && q.requires_grad()) return scaled_dot_product_attention(q, Var<T, B>(k), Var<T, B>(v), options);
   return Var<T, B>(std::move(attention_detail::forward(q.value(), k, v, options, false).out));
 }

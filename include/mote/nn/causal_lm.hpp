@@ -96,7 +96,8 @@ class CausalLM {
                         std::to_string(cache->layers.front().batch()));
     if (options.logits_to_keep < 0 || options.logits_to_keep > len)
       throw value_error("mote: CausalLM: logits_to_keep = " + std::to_string(options.logits_to_keep) +
-                        " must be in [0, " + std::to_string(len) + "] for ids " + ids.shape().str() + " (0 keeps every position)");
+                        " must be in [0, " + std::to_string(len) + "] for ids " + ids.shape().str() +
+                        " (0 keeps every position)");
     if (past + len > C.max_seq)
       throw value_error("mote: CausalLM: sequence length " + std::to_string(past + len) + " (" + std::to_string(past) +
                         " cached + " + std::to_string(len) + " new) exceeds max_seq = " + std::to_string(C.max_seq));

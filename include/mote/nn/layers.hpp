@@ -90,7 +90,8 @@ class LayerCache {
     const Tensor<T, B> packed = rows.contiguous();
     const std::int64_t heads = packed.size(0) * packed.size(1), run = packed.size(2) * packed.size(3);
     for (std::int64_t h = 0; h < heads; ++h)
-      B::copy(packed.data() + h * run, buffer.data() + h * buffer.stride(1) + at * buffer.size(3), static_cast<std::size_t>(run));
+      B::copy(packed.data() + h * run, buffer.data() + h * buffer.stride(1) + at * buffer.size(3),
+              static_cast<std::size_t>(run));
   }
 };
 

@@ -2,7 +2,8 @@
 // CPU fused scaled-dot-product attention with grouped-query heads.
 // Layouts: q and out [batch, heads, q_len, head_dim]; k and v [batch, kv_heads, kv_len, head_dim];
 // probs [batch, heads, q_len, kv_len]. In the forward pass the kv heads of k and v may sit
-// kv_head_stride >= kv_len * head_dim elements apart (a KV cache with room to grow). Query head h reads kv head h / (heads / kv_heads).
+// kv_head_stride >= kv_len * head_dim elements apart (a KV cache with room to grow).
+// Query head h reads kv head h / (heads / kv_heads).
 // Query t sits at absolute position kv_len - q_len + t, so with `causal` it sees keys s <= that.
 // `mask` (nullable) is [batch, q_len, kv_len] (mask_batch_stride = q_len * kv_len) or one [q_len, kv_len]
 // shared by the batch (stride 0); nonzero means "may attend". A query with no allowed key gets

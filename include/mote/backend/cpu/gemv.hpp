@@ -44,10 +44,12 @@ void rows_times_block(std::int64_t m, const T* a, std::int64_t lda, const T* b, 
   const auto block_bytes = static_cast<std::int64_t>(sizeof(T)) * (r1 - r0) * ldb;
   std::int64_t r = r0;
   for (; r + 8 <= r1; r += 8) {  // eight weight rows per pass: one read of out per eight of b
-    const T *b0 = b + r * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb, *b4 = b3 + ldb, *b5 = b4 + ldb, *b6 = b5 + ldb, *b7 = b6 + ldb;
+    const T *b0 = b + r * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
+    const T *b4 = b3 + ldb, *b5 = b4 + ldb, *b6 = b5 + ldb, *b7 = b6 + ldb;
     if (contiguous) {  // byte offsets within the block, so no pointer ever leaves it
       const std::int64_t at = static_cast<std::int64_t>(sizeof(T)) * (r - r0) * ldb;
-      const std::int64_t to = std::min(block_bytes, at + static_cast<std::int64_t>(sizeof(T)) * 8 * ldb + prefetch_distance);
+      const std::int64_t pass_bytes = static_cast<std::int64_t>(sizeof(T)) * 8 * ldb;
+      const std::int64_t to = std::min(block_bytes, at + pass_bytes + prefetch_distance);
       for (std::int64_t offset = at + prefetch_distance; offset < to; offset += 64) __builtin_prefetch(block + offset);
     }
     for (std::int64_t i = 0; i < m; ++i) {
@@ -55,7 +57,9 @@ void rows_times_block(std::int64_t m, const T* a, std::int64_t lda, const T* b, 
       const T a0 = ai[0], a1 = ai[1], a2 = ai[2], a3 = ai[3], a4 = ai[4], a5 = ai[5], a6 = ai[6], a7 = ai[7];
       T* o = out + i * ld_out;
 #pragma omp simd
-      for (std::int64_t j = c0; j < c1; ++j) o[j] += (a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j]) + (a4 * b4[j] + a5 * b5[j] + a6 * b6[j] + a7 * b7[j]);
+      for (std::int64_t j = c0; j < c1; ++j)
+        o[j] += (a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j]) +
+                (a4 * b4[j] + a5 * b5[j] + a6 * b6[j] + a7 * b7[j]);
     }
   }
   for (; r < r1; ++r) {
