@@ -59,7 +59,11 @@ struct cpu {
   static void for_chunks(std::size_t n, Fn&& fn) {
     constexpr std::size_t chunk = std::size_t{1} << 16;
     const auto chunks = static_cast<std::int64_t>((n + chunk - 1) / chunk);
-#pragma omp parallel for if (chunks > 4)
+    if (chunks <= 4) {  // no region at all: even an if(false) one starts a libgomp team when nested
+      if (n > 0) fn(std::size_t{0}, n);
+      return;
+    }
+#pragma omp parallel for
     for (std::int64_t c = 0; c < chunks; ++c) {
       const std::size_t begin = static_cast<std::size_t>(c) * chunk;
       fn(begin, std::min(n, begin + chunk));
