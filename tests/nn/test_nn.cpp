@@ -438,6 +438,134 @@ BOOST_AUTO_TEST_CASE(kv_cache_grows_in_place_and_matches_recomputation) {
   BOOST_TEST(cache.layers[1].keys().stride(1) == 160 * long_llama.head_dim());  // grown to max_seq rows
 }
 
+// Cached one-token steps with nothing to record take nn/decode.hpp's graph-free path. It calls the
+// layer-by-layer forward's kernels with the same arguments, so the two agree bit for bit: here for
+// both layouts in float, on a batch with a left-padded row (its mask and per-row positions), across
+// the cache's growth. The per-thread scratch shows which path a step took.
+constexpr nn::Config long_gpt2 = [] {
+  nn::Config c = presets::tiny_gpt2;
+  c.max_seq = 96;
+  return c;
+}();
+
+// Adds nothing: attached to a projection, it sends every step down the layer-by-layer path.
+struct AddsNothing : nn::LinearAdapter<float> {
+  autograd::Var<float> apply(const autograd::Var<float>&, const autograd::Var<float>& base,
+                             const nn::AdapterContext*) const override {
+    return base;
+  }
+  std::vector<autograd::Var<float>> parameters() const override { return {}; }
+};
+
+template <nn::Config C>
+void check_graph_free_steps(std::uint64_t seed) {
+  nn::CausalLM<C, float> model(seed);
+  Rng rng(seed);
+  // Biases start at 0 and norm weights at 1: move every parameter so that each one counts.
+  model.for_each_parameter([&](const std::string&, auto& p) {
+    auto v = p.value().to_vector();
+    for (auto& x : v) x += static_cast<float>(rng.normal(0, 0.1));
+    p.mutable_value().copy_from(Tensor<float>::from_vector(p.shape(), v));
+  });
+  auto& scratch = nn::decode_detail::Scratch<float>::for_this_thread();
+  const std::int64_t batch = 3, prompt = 4, steps = 80, pad = 2;  // row 2 starts after `pad` pad tokens
+  auto mask_for = [&](std::int64_t len, std::int64_t keys) {
+    std::vector<std::uint8_t> m;
+    for (std::int64_t b = 0; b < batch; ++b)
+      for (std::int64_t q = 0; q < len; ++q)
+        for (std::int64_t k = 0; k < keys; ++k) m.push_back(b != 2 || k >= pad);
+    return Tensor<std::uint8_t>::from_vector({batch, len, keys}, m);
+  };
+  auto position = [&](std::int64_t b, std::int64_t t) { return static_cast<std::int32_t>(b == 2 ? std::max<std::int64_t>(0, t - pad) : t); };
+  auto token = [&] { return static_cast<std::int32_t>(rng.below(C.vocab)); };
+  std::vector<std::int32_t> ids, pos;
+  for (std::int64_t b = 0; b < batch; ++b)
+    for (std::int64_t t = 0; t < prompt; ++t) {
+      ids.push_back(token());
+      pos.push_back(position(b, t));
+    }
+  auto graph_free = model.make_cache(), layered = model.make_cache();
+  no_grad off;
+  {
+    const auto first_ids = Tensor<std::int32_t>::from_vector({batch, prompt}, ids);
+    const auto first_pos = Tensor<std::int32_t>::from_vector({batch, prompt}, pos);
+    const auto first_mask = mask_for(prompt, prompt);
+    (void)model.logits(first_ids, {.positions = &first_pos, .mask = &first_mask}, &graph_free);
+    (void)model.logits(first_ids, {.positions = &first_pos, .mask = &first_mask}, &layered);
+  }
+  std::vector<std::int64_t> differing, layered_steps;
+  for (std::int64_t t = prompt; t < prompt + steps; ++t) {
+    std::vector<std::int32_t> step_ids, step_pos;
+    for (std::int64_t b = 0; b < batch; ++b) {
+      step_ids.push_back(token());
+      step_pos.push_back(position(b, t));
+    }
+    const auto id_t = Tensor<std::int32_t>::from_vector({batch, 1}, step_ids);
+    const auto pos_t = Tensor<std::int32_t>::from_vector({batch, 1}, step_pos);
+    const auto mask_t = mask_for(1, t + 1);
+    scratch = {};
+    const auto fast = model.logits(id_t, {.positions = &pos_t, .mask = &mask_t}, &graph_free).value();
+    if (!scratch.x.defined()) layered_steps.push_back(t);
+    const auto slow = model.logits(id_t, {.positions = &pos_t, .mask = &mask_t, .graph_free_decode = false}, &layered).value();
+    if (fast.to_vector() != slow.to_vector()) differing.push_back(t);
+  }
+  BOOST_TEST(layered_steps.empty(), layered_steps.size() << " steps did not take the graph-free path");
+  BOOST_TEST(differing.empty(), differing.size() << " steps differ, the first at position "
+                                                 << (differing.empty() ? -1 : differing.front()));
+  BOOST_TEST(graph_free.layers[0].keys().to_vector() == layered.layers[0].keys().to_vector());
+  // 84 rows: the buffers grew once, from 64 rows to 128 or to max_seq.
+  BOOST_TEST(graph_free.layers[0].keys().stride(1) == std::min<std::int64_t>(C.max_seq, 128) * C.head_dim());
+
+  // Shared positions [1] and no mask: one sequence.
+  auto single = model.make_cache(), single_layered = model.make_cache();
+  for (std::int32_t t = 0; t < 3; ++t) {
+    const auto id_t = Tensor<std::int32_t>::from_vector({1, 1}, {token()});
+    const auto pos_t = Tensor<std::int32_t>::from_vector({1}, {t});
+    const auto fast = model.logits(id_t, {.positions = &pos_t}, &single).value();
+    const auto slow = model.logits(id_t, {.positions = &pos_t, .graph_free_decode = false}, &single_layered).value();
+    BOOST_TEST(fast.to_vector() == slow.to_vector());
+  }
+}
+
+BOOST_AUTO_TEST_CASE(graph_free_decode_steps_equal_layer_by_layer_steps) {
+  check_graph_free_steps<long_gpt2>(31);
+  check_graph_free_steps<long_llama>(32);
+}
+
+// What the graph-free step does not take goes layer by layer: a graph to record, an attached
+// adapter, more than one new token; bad input gets the layer-by-layer path's errors.
+BOOST_AUTO_TEST_CASE(graph_free_decode_leaves_other_steps_to_the_layered_path) {
+  nn::CausalLM<gpt2c, float> model(33);
+  auto& scratch = nn::decode_detail::Scratch<float>::for_this_thread();
+  auto cache = model.make_cache();
+  const auto one = Tensor<std::int32_t>::from_vector({1, 1}, {5});
+  const auto two = Tensor<std::int32_t>::from_vector({1, 2}, {5, 6});
+  scratch = {};
+  const auto recorded = model.logits(one, {}, &cache);  // grad on, parameters train: recorded
+  BOOST_TEST(recorded.requires_grad());
+  no_grad off;
+  (void)model.logits(two, {}, &cache);
+  BOOST_TEST(!scratch.x.defined());
+  expect_error<value_error>([&] { model.logits(Tensor<std::int32_t>::from_vector({1, 1}, {64}), {}, &cache); }, {"64"});
+  const auto bad_mask = Tensor<std::uint8_t>::full({1, 1, 3}, 1);
+  expect_error<shape_error>([&] { model.logits(one, {.mask = &bad_mask}, &cache); }, {"mask", "[1, 1, 4]"});
+  BOOST_TEST(!scratch.x.defined());
+  const auto plain = model.logits(one, {}, &cache).value();
+  BOOST_TEST(scratch.x.defined());
+
+  nn::CausalLM<gpt2c, float> adapted(33);
+  adapted.for_each_linear([](const std::string& name, auto& linear) {
+    if (name == "h.1.mlp.c_fc") linear.adapter = std::make_shared<AddsNothing>();
+  });
+  auto adapted_cache = adapted.make_cache();
+  (void)adapted.logits(one, {}, &adapted_cache);
+  (void)adapted.logits(two, {}, &adapted_cache);
+  scratch = {};
+  const auto layered = adapted.logits(one, {}, &adapted_cache).value();
+  BOOST_TEST(!scratch.x.defined());
+  BOOST_TEST(layered.to_vector() == plain.to_vector());  // the same model, so the same logits
+}
+
 // A step that records a graph joins the cache by concatenation, so the gradient of later logits
 // reaches the earlier tokens through their cached keys and values, as in one full pass; in-place
 // steps may follow it and precede it.
