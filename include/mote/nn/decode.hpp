@@ -2,8 +2,8 @@
 // The graph-free decoding step on the CPU: one new token per sequence through a Block and its KV
 // cache, written into buffers reused from step to step. It calls the kernels the layer-by-layer
 // forward calls, with the same arguments and equally aligned buffers, so its output is bit for bit
-// the same; what it skips is the per-op cost of a graph op (tensor allocations, shape checks,
-// views and packed copies), about a fifth of a decoded token's time at GPT-2 small widths.
+// the same. What it skips is the cost of each graph op (tensor allocations, shape checks, views
+// and packed copies), which at d_model 384 made decoding 7-11% faster.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
