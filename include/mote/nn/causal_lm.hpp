@@ -286,7 +286,7 @@ class CausalLM {
     if constexpr (C.positions == Positions::Learned) {
       const Tensor<T, B> pos_table = pos_embed_.value().contiguous();
       for (std::int64_t r = 0; r < rows; ++r)
-        decode_detail::add_into(x + r * d, pos_table.data() + pos.data()[r * step.position_stride] * d, d);
+        backend::axpy(cpu{}, T(1), pos_table.data() + pos.data()[r * step.position_stride] * d, x + r * d, d);
     }
     for (std::size_t i = 0; i < blocks_.size(); ++i) decode_detail::block_step(blocks_[i], cache.layers[i], step, s);
     T* normed = Scratch::fit(s.normed, rows * d);

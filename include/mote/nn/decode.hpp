@@ -10,6 +10,7 @@
 
 #include "mote/backend/cpu/activation.hpp"
 #include "mote/backend/cpu/attention.hpp"
+#include "mote/backend/cpu/elementwise.hpp"
 #include "mote/backend/cpu/gemm.hpp"
 #include "mote/backend/cpu/norm.hpp"
 #include "mote/backend/cpu/rope.hpp"
@@ -81,17 +82,7 @@ void project(const Linear<C, T, cpu>& linear, const T* x, std::int64_t rows, T* 
     backend::gemm(cpu{}, false, false, rows, out, in, T(1), x, in, w.data(), out, T(0), y, out);
   else
     backend::gemm(cpu{}, false, true, rows, out, in, T(1), x, in, w.data(), in, T(0), y, out);
-  if (linear.bias.defined()) {
-    const T* bias = linear.bias.value().data();
-    for (std::int64_t r = 0; r < rows; ++r)
-      for (std::int64_t j = 0; j < out; ++j) y[r * out + j] += bias[j];
-  }
-}
-
-// x += y over n values (the residual connection).
-template <Real T>
-void add_into(T* x, const T* y, std::int64_t n) {
-  for (std::int64_t i = 0; i < n; ++i) x[i] += y[i];
+  if (linear.bias.defined()) backend::add_row_vector(cpu{}, y, linear.bias.value().data(), rows, out);
 }
 
 // s.x [rows, d] <- block(s.x), appending this step's keys and values to `cache`.
@@ -145,7 +136,7 @@ void block_step(const Block<C, T, cpu>& block, LayerCache<T, cpu>& cache, const 
                              C.n_heads, C.n_kv_heads, 1, kv_len, dh, cached_keys.stride(1), true, scale, attended, probs);
   T* projected = S::fit(s.projected, rows * d);
   project(block.attn.o, attended, rows, projected);
-  add_into(x, projected, rows * d);
+  backend::axpy(cpu{}, T(1), projected, x, rows * d);  // the residual connection
 
   normalize(block.norm2, x, rows, normed, s);
   T* hidden = S::fit(s.hidden, rows * C.d_ff);
@@ -158,7 +149,7 @@ void block_step(const Block<C, T, cpu>& block, LayerCache<T, cpu>& cache, const 
     backend::gelu_forward(cpu{}, hidden, rows * C.d_ff, hidden);
   }
   project(block.mlp.down, hidden, rows, projected);
-  add_into(x, projected, rows * d);
+  backend::axpy(cpu{}, T(1), projected, x, rows * d);  // the residual connection
 }
 
 }  // namespace mote::nn::decode_detail

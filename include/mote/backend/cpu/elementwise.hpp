@@ -11,7 +11,12 @@ namespace mote::backend {
 // y += alpha * x
 template <class T>
 void axpy(cpu, T alpha, const T* x, T* y, std::int64_t n) {
-#pragma omp parallel for simd if (n > (1 << 16))
+  if (n <= (1 << 16)) {  // no region at all: even an if(false) one starts a libgomp team when nested
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+    return;
+  }
+#pragma omp parallel for simd
   for (std::int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 

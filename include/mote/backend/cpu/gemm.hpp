@@ -264,12 +264,17 @@ void gemm_strided_batched(cpu, bool trans_a, bool trans_b, std::int64_t m, std::
 // c[r, :] += bias for every row r.
 template <class T>
 void add_row_vector(cpu, T* c, const T* bias, std::int64_t rows, std::int64_t cols) {
-#pragma omp parallel for if (rows * cols > (1 << 16))
-  for (std::int64_t r = 0; r < rows; ++r) {
+  auto add_to_row = [&](std::int64_t r) {
     T* row = c + r * cols;
 #pragma omp simd
     for (std::int64_t j = 0; j < cols; ++j) row[j] += bias[j];
+  };
+  if (rows * cols <= (1 << 16)) {  // no region at all: even an if(false) one starts a libgomp team when nested
+    for (std::int64_t r = 0; r < rows; ++r) add_to_row(r);
+    return;
   }
+#pragma omp parallel for
+  for (std::int64_t r = 0; r < rows; ++r) add_to_row(r);
 }
 
 // out[:] += sum over r of x[r, :].
