@@ -1,8 +1,9 @@
 #pragma once
 // The graph-free decoding step on the CPU: one new token per sequence through a Block and its KV
-// cache, written into buffers reused from step to step. It calls the kernels the layer-by-layer
-// forward calls, with the same arguments and equally aligned buffers, so its output is bit for bit
-// the same. What it skips is the cost of each graph op (tensor allocations, shape checks, views
+// cache, written into buffers reused from step to step. Its products, norms, rotations, attention
+// and activations are the layer-by-layer forward's kernels with the same arguments and equally
+// aligned buffers, and its bias and residual additions add the same values, so its output is bit
+// for bit the same. What it skips is the cost of each graph op (tensor allocations, shape checks, views
 // and packed copies), which at d_model 384 made decoding 7-11% faster.
 #include <algorithm>
 #include <cmath>
