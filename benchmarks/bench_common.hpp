@@ -28,6 +28,20 @@ inline double median_seconds(const std::function<void()>& fn, int reps) {
   return t[static_cast<std::size_t>(reps / 2)];
 }
 
+// Fewest seconds per call of fn over `reps` timed runs after one warm-up: for ceilings, which are
+// the most a machine can do (other load only ever lowers a rate).
+inline double best_seconds(const std::function<void()>& fn, int reps) {
+  fn();
+  double best = 0;
+  for (int r = 0; r < reps; ++r) {
+    const auto start = clock_type::now();
+    fn();
+    const double t = std::chrono::duration<double>(clock_type::now() - start).count();
+    best = r == 0 ? t : std::min(best, t);
+  }
+  return best;
+}
+
 inline void row(const std::string& what, const std::string& figure, const std::string& ceiling, double ratio, const std::string& target) {
   std::printf("| %-34s | %-18s | %-20s | %6.3f | %-10s |\n", what.c_str(), figure.c_str(), ceiling.c_str(), ratio, target.c_str());
 }
@@ -48,6 +62,21 @@ inline constexpr mote::nn::Config c2_config{
     .vocab = 8192, .d_model = 384, .n_layers = 6, .n_heads = 6, .n_kv_heads = 6, .d_ff = 1536, .max_seq = 1024,
     .norm = mote::nn::Norm::LayerNorm, .eps = 1e-5, .activation = mote::nn::Activation::GeluTanhMLP,
     .positions = mote::nn::Positions::Learned, .rope_theta = 10000.0, .bias = true, .tied_embeddings = true};
+
+// Parameters of a GPT-2 or Llama style config, counted from its shape without building a model
+// (mote_bench's table checks it against CausalLM::num_parameters for the shapes it builds).
+template <mote::nn::Config C>
+constexpr double parameter_count() {
+  const double d = double(C.d_model), ff = double(C.d_ff), kv = double(C.n_kv_heads) * (d / double(C.n_heads));
+  const bool gated = C.activation == mote::nn::Activation::SwiGLU;
+  const double norm = C.norm == mote::nn::Norm::LayerNorm ? 2.0 * d : d;
+  double layer = d * d + 2.0 * d * kv + d * d + (gated ? 3.0 : 2.0) * d * ff + 2.0 * norm;
+  if (C.bias) layer += d + 2.0 * kv + d + (gated ? 2.0 : 1.0) * ff + d;
+  double total = double(C.vocab) * d + double(C.n_layers) * layer + norm;
+  if (C.positions == mote::nn::Positions::Learned) total += double(C.max_seq) * d;
+  if (!C.tied_embeddings) total += double(C.vocab) * d;
+  return total;
+}
 
 // Weights that enter matmuls: all parameters but the position table and an untied input table
 // (embeddings are gathers; a tied table is also the LM head).

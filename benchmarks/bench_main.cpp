@@ -4,34 +4,37 @@
 //   tape       cost of recording and back-propagating one tiny op
 //   MLP step   forward + backward + AdamW of a small MLP, as GFLOP/s against the GEMM peak
 //   models     GPT-2 shapes C1 (124M, batch 4 x 64) and C2 (6 layers, d 384, vocab 8192, batch 8 x 128):
-//              training step, forward, and KV-cache decode against GEMM peak and memory bandwidth
+//              training step (its first and last loss printed), forward against the GEMM peak, and
+//              KV-cache decode against the read bandwidth of a buffer the size of the weights
 //   lora       at C2, rank 16 on every linear layer: LoRA, MoTE (3 step experts + shared) and
 //              rank-32 single-LoRA training steps against the full training step of the same run, and
 //              a frozen-base step with no adapter work (the ceiling of any adapter step)
 //   peaks      the cores' register-only fp32 FMA and bf16 dot-product rates: the hardware ceilings
+// A training step whose first loss is not within 10% of ln V fails the run (exit status 3).
 // Usage: mote_bench [--quick] [--models] [--lora] [--bf16]
 //   --models / --lora run only those benchmarks; --bf16 runs them under matmul_precision::bf16
 //   against the bf16 GEMM peak of the same run
+// For benchmarks/compare.py (one measurement per process, one JSON line):
+//   mote_bench --case NAME [--warmup W] [--reps R] [--new-tokens N]   (cases: bench_cases.hpp)
+//   mote_bench --ceilings [--reps R]
 #include <mote/mote.hpp>
 
 #include <Eigen/Core>
 #include <sys/resource.h>
-#if MOTE_AVX512_KERNELS
-#include <immintrin.h>
-#endif
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include <cstdint>
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "bench_cases.hpp"
+#include "bench_ceilings.hpp"
 #include "bench_common.hpp"
 
 namespace {
@@ -44,71 +47,27 @@ using mote_bench::forward_flops_per_token;
 using mote_bench::info_row;
 using mote_bench::median_seconds;
 using mote_bench::row;
+using mote_bench::bf16_dot_peak_gflops;
+using mote_bench::fma_peak_gflops;
+using mote_bench::read_bandwidth;
+
+// Set when a training step's first loss is not within 10% of ln V: the run then exits with status 3.
+bool bad_first_loss = false;
+
+// Prints a training measurement's first and last loss (over all its steps, warm-up included) and
+// checks the first against ln V.
+void loss_row(const std::string& what, const std::vector<double>& losses, std::int64_t vocab) {
+  if (losses.empty()) return;
+  const double ln_v = std::log(double(vocab));
+  const bool ok = std::abs(losses.front() - ln_v) <= 0.1 * ln_v;
+  bad_first_loss = bad_first_loss || !ok;
+  info_row(what + " loss first/last", fmt("%.4f", losses.front()) + fmt(" / %.4f", losses.back()));
+  if (!ok)
+    std::printf("| %-34s | first loss is not within 10%% of ln V = %.4f |\n", what.c_str(), ln_v);
+}
 
 // " bf16" on every model and adapter row when the run multiplies in bf16.
 std::string precision_tag;
-
-#if MOTE_AVX512_KERNELS
-// Independent accumulator chains only (no memory traffic): the cores' multiply-add ceilings.
-__attribute__((target("avx512f"))) float fma_chains(long iterations) {
-  __m512 acc[12];
-  for (auto& a : acc) a = _mm512_setzero_ps();
-  __m512 x = _mm512_set1_ps(1e-7f);
-  for (long it = 0; it < iterations; ++it) {
-    for (auto& a : acc) a = _mm512_fmadd_ps(x, x, a);
-    __asm__ volatile("" : "+v"(x));  // keeps the product inside the loop
-  }
-  float total = 0;
-  for (auto& a : acc) total += _mm512_reduce_add_ps(a);
-  return total;
-}
-
-__attribute__((target("avx512f,avx512bf16"))) float bf16_dot_chains(long iterations) {
-  __m512 acc[12];
-  for (auto& a : acc) a = _mm512_setzero_ps();
-  __m512bh x = (__m512bh)_mm512_set1_epi32(0x33d633d6);
-  for (long it = 0; it < iterations; ++it) {
-    for (auto& a : acc) a = _mm512_dpbf16_ps(a, x, x);
-    __asm__ volatile("" : "+v"(x));
-  }
-  float total = 0;
-  for (auto& a : acc) total += _mm512_reduce_add_ps(a);
-  return total;
-}
-#endif
-
-// GFLOP/s of twelve chains of 16-lane multiply-adds on every thread, `macs_per_op` each (16 for
-// an fp32 FMA, 32 for vdpbf16ps); 0 where the CPU lacks the instruction.
-double chain_peak_gflops(float (*chains)(long), double macs_per_op, int reps) {
-  const long iterations = 20'000'000;
-  float sink = 0;
-  const double s = median_seconds(
-      [&] {
-        float total = 0;
-#pragma omp parallel reduction(+ : total)
-        total += chains(iterations);
-        sink += total;
-      },
-      std::max(3, reps / 5));
-  if (sink < 0) std::puts("");
-  return 2.0 * macs_per_op * 12 * double(iterations) * mote::backend::gemm_detail::max_threads() / s * 1e-9;
-}
-
-double fma_peak_gflops(int reps) {
-#if MOTE_AVX512_KERNELS
-  if (__builtin_cpu_supports("avx512f")) return chain_peak_gflops(fma_chains, 16, reps);
-#endif
-  (void)reps;
-  return 0;
-}
-
-double bf16_dot_peak_gflops(int reps) {
-#if MOTE_AVX512_KERNELS
-  if (mote::backend::bf16_kernel_available()) return chain_peak_gflops(bf16_dot_chains, 32, reps);
-#endif
-  (void)reps;
-  return 0;
-}
 
 struct GemmPeaks {
   double fp32, bf16;  // best fp32 product (raw Eigen or mote's kernel); best bf16 product (0 without it)
@@ -118,7 +77,7 @@ GemmPeaks gemm_benchmarks(int reps) {
   using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   struct GemmShape { std::int64_t m, n, k; };
   const GemmShape shapes[] = {{768, 768, 2048}, {2048, 768, 768}, {64, 3072, 768}};
-  const double fma_peak = fma_peak_gflops(reps), bf16_peak = bf16_dot_peak_gflops(reps);
+  const double fma_peak = fma_peak_gflops(std::max(3, reps / 5)), bf16_peak = bf16_dot_peak_gflops(std::max(3, reps / 5));
   if (fma_peak > 0) info_row("fp32 FMA peak (registers only)", fmt("%.1f GFLOP/s", fma_peak));
   if (bf16_peak > 0) info_row("bf16 dot peak (registers only)", fmt("%.1f GFLOP/s", bf16_peak));
   GemmPeaks peaks{0, 0};
@@ -214,45 +173,6 @@ void mlp_benchmark(double gemm_peak_gflops, int reps) {
   info_row("MLP train step, samples/s", fmt("%.0f samples/s", double(batch) / step_s));
 }
 
-// Copy bandwidth in bytes/s (read + write counted), the ceiling for weight-bound decode.
-double copy_bandwidth(int reps) {
-  const std::size_t n = std::size_t{1} << 26;  // 256 MiB of floats per buffer
-  std::vector<float> src(n, 1.0f), dst(n, 0.0f);
-  const double s = median_seconds([&] { std::memcpy(dst.data(), src.data(), n * sizeof(float)); }, std::max(3, reps / 3));
-  return 2.0 * double(n * sizeof(float)) / s;
-}
-
-// Read bandwidth in bytes/s with every thread summing its share of a 256 MiB buffer: a stricter
-// ceiling for decode, which only reads its weights.
-double read_bandwidth(int reps) {
-  const std::int64_t n = std::int64_t{1} << 26;
-  std::vector<float> src(static_cast<std::size_t>(n), 1.0f);
-  float sink = 0;
-  const double s = median_seconds(
-      [&] {
-        float sum = 0;
-#pragma omp parallel reduction(+ : sum)
-        {
-#ifdef _OPENMP
-          const std::int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
-#else
-          const std::int64_t threads = 1, t = 0;
-#endif
-          const std::int64_t lo = n * t / threads, hi = n * (t + 1) / threads;
-          // Eigen's sum keeps several vector accumulators; a plain loop is bound by one add chain.
-          sum += Eigen::Map<const Eigen::VectorXf>(src.data() + lo, hi - lo).sum();
-        }
-        sink += sum;
-      },
-      std::max(3, reps / 3));
-  if (sink == 0) std::puts("");  // keeps the sum alive
-  return double(n * sizeof(float)) / s;
-}
-
-struct Bandwidths {
-  double copy, read;
-};
-
 double peak_rss_mib() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
@@ -261,23 +181,24 @@ double peak_rss_mib() {
 
 template <mote::nn::Config C>
 void model_benchmark(const char* name, std::int64_t batch, std::int64_t seq, double gemm_peak, const char* peak_name,
-                     Bandwidths bandwidth, int reps) {
+                     double dram_read, int reps) {
   using Model = mote::nn::CausalLM<C, float>;
   Model model(std::uint64_t{1});
-  mote::Rng rng(3);
-  std::vector<std::int32_t> ids_host(static_cast<std::size_t>(batch * seq)), target_host(ids_host.size());
-  for (auto& v : ids_host) v = static_cast<std::int32_t>(rng.below(C.vocab));
-  for (auto& v : target_host) v = static_cast<std::int32_t>(rng.below(C.vocab));
-  const auto ids = mote::Tensor<std::int32_t>::from_vector({batch, seq}, ids_host);
-  const auto targets = mote::Tensor<std::int32_t>::from_vector({batch, seq}, target_host);
+  if (double(model.num_parameters()) != mote_bench::parameter_count<C>())
+    std::printf("| %-34s | parameter_count %.0f differs from the model's %lld |\n", name, mote_bench::parameter_count<C>(),
+                static_cast<long long>(model.num_parameters()));
+  const mote_bench::Batch data = mote_bench::random_batch(C.vocab, batch, seq);
   mote::optim::AdamW<float> opt(model.parameters(), {.lr = 1e-4f});
   const double dense = dense_weights<C>(double(model.num_parameters()));
   const double fwd_flops_per_token = forward_flops_per_token<C>(dense, seq);
 
+  std::vector<double> losses;
   const double train_s = median_seconds(
       [&] {
         opt.zero_grad();
-        model.loss(ids, targets).backward();
+        auto loss = model.loss(data.ids, data.targets);
+        losses.push_back(double(loss.item()));
+        loss.backward();
         opt.step();
       },
       std::max(3, reps / 3));
@@ -285,82 +206,56 @@ void model_benchmark(const char* name, std::int64_t batch, std::int64_t seq, dou
   const double train_gf = 3.0 * fwd_flops_per_token * tokens / train_s * 1e-9;
   row(std::string(name) + " train step" + precision_tag, fmt("%.0f tok/s", tokens / train_s), std::string(peak_name) + fmt(" %.1f GF/s", gemm_peak),
       train_gf / gemm_peak, "");
+  loss_row(std::string(name) + " train" + precision_tag, losses, C.vocab);
   const double fwd_s = median_seconds(
       [&] {
         mote::no_grad off;
-        auto logits = model.logits(ids);
+        auto logits = model.logits(data.ids);
       },
       std::max(3, reps / 3));
   const double fwd_gf = fwd_flops_per_token * tokens / fwd_s * 1e-9;
   row(std::string(name) + " forward" + precision_tag, fmt("%.0f tok/s", tokens / fwd_s), std::string(peak_name) + fmt(" %.1f GF/s", gemm_peak),
       fwd_gf / gemm_peak, "");
 
-  // Decode at batch 1: a 32-token prompt, then 128 greedy tokens through the KV cache.
-  std::vector<std::int32_t> prompt(ids_host.begin(), ids_host.begin() + 32);
-  const std::int64_t new_tokens = 128;
+  // Decode at batch 1: a 32-token prompt, then 128 greedy tokens through the KV cache. Each of the
+  // 128 forward passes (the prompt's and 127 cached steps) reads every weight once, so the bound is
+  // the read bandwidth of a buffer of the weights' size over the weight bytes.
+  std::vector<std::int32_t> prompt(data.ids_host.begin(), data.ids_host.begin() + 32);
+  mote::nn::GenerateOptions greedy;
+  greedy.max_new_tokens = 128;
   const double decode_s = median_seconds(
       [&] {
         mote::no_grad off;
-        auto out = mote::nn::generate(model, prompt, {.max_new_tokens = new_tokens});
+        auto out = mote::nn::generate(model, prompt, greedy);
       },
       std::max(2, reps / 5));
-  const double decode_tps = double(new_tokens) / decode_s;
-  // Each decoded token reads every weight once; the bound is weight bytes over copy bandwidth.
+  const double decode_tps = double(greedy.max_new_tokens) / decode_s;
   const double weight_bytes = dense * sizeof(float);
-  const double bound_tps = bandwidth.copy / weight_bytes, read_bound_tps = bandwidth.read / weight_bytes;
-  row(std::string(name) + " decode b1 (32+128)" + precision_tag, fmt("%.0f tok/s", decode_tps), fmt("bound %.0f tok/s", bound_tps),
-      decode_tps / bound_tps, ">= 0.8");
-  row(std::string(name) + " decode, read bound", fmt("%.0f tok/s", decode_tps), fmt("bound %.0f tok/s", read_bound_tps),
-      decode_tps / read_bound_tps, "");
+  const double weights_read = read_bandwidth(static_cast<std::size_t>(weight_bytes), std::max(3, reps / 3));
+  info_row(std::string(name) + " read bandwidth, weights' size", fmt("%.1f GB/s", weights_read * 1e-9) + fmt(" (%.0f MB)", weight_bytes * 1e-6));
+  row(std::string(name) + " decode b1 (32+128)" + precision_tag, fmt("%.0f tok/s", decode_tps),
+      fmt("read bound %.0f tok/s", weights_read / weight_bytes), decode_tps * weight_bytes / weights_read, "");
+  info_row(std::string(name) + " decode, DRAM read bound", fmt("%.0f tok/s", dram_read / weight_bytes));
   info_row(std::string(name) + " peak RSS so far", fmt("%.0f MiB", peak_rss_mib()));
 }
 
 
 void model_benchmarks(double gemm_peak, const char* peak_name, int reps) {
-  const Bandwidths bandwidth{copy_bandwidth(reps), read_bandwidth(reps)};
-  info_row("copy bandwidth (read + write)", fmt("%.1f GB/s", bandwidth.copy * 1e-9));
-  info_row("read bandwidth (all threads)", fmt("%.1f GB/s", bandwidth.read * 1e-9));
-  model_benchmark<c2_config>("C2", 8, 128, gemm_peak, peak_name, bandwidth, reps);
-  model_benchmark<mote::presets::gpt2>("C1 gpt2", 4, 64, gemm_peak, peak_name, bandwidth, reps);
+  const std::size_t dram_bytes = mote_bench::dram_buffer_bytes();
+  const double dram_read = read_bandwidth(dram_bytes, std::max(3, reps / 5));
+  info_row("read bandwidth, DRAM", fmt("%.1f GB/s", dram_read * 1e-9) + fmt(" (%.0f MiB)", double(dram_bytes) / (1 << 20)));
+  model_benchmark<c2_config>("C2", 8, 128, gemm_peak, peak_name, dram_read, reps);
+  model_benchmark<mote::presets::gpt2>("C1 gpt2", 4, 64, gemm_peak, peak_name, dram_read, reps);
 }
 
-// Training steps of one adapter configuration at C2: forward, backward and AdamW over what trains.
-template <class Router>
-struct AdapterStep {
-  using Model = mote::nn::CausalLM<c2_config, float>;
-  Model model{std::uint64_t{1}};
-  mote::lora::ExpertSet<Router, Model> experts;
-  mote::optim::AdamW<float> opt;
-  explicit AdapterStep(const mote::lora::Options& options)
-      : experts(model, options), opt(experts.parameters(), {.lr = 1e-4f}) {
-    mote::Rng rng(7);  // non-zero B, as in steady-state training
-    for (auto& [name, p] : experts.named_parameters())
-      if (name.find("lora_B") != std::string::npos) p.mutable_value().copy_from(mote::Tensor<float>::normal(p.shape(), 0.0, 0.02, rng));
-  }
-  void run(const mote::Tensor<std::int32_t>& ids, const mote::Tensor<std::int32_t>& targets,
-           const mote::Tensor<std::int32_t>* step_ids) {
-    opt.zero_grad();
-    mote::nn::LossOptions<float> options;
-    if constexpr (mote::lora::is_step_router<Router>) options.adapter = experts.route(*step_ids);
-    model.loss(ids, targets, options).backward();
-    opt.step();
-  }
-};
+using mote_bench::AdapterStep;
 
 void lora_benchmarks(int reps) {
   const std::int64_t batch = 8, seq = 128;
-  mote::Rng rng(3);
-  std::vector<std::int32_t> ids_host(static_cast<std::size_t>(batch * seq)), target_host(ids_host.size()), steps_host;
-  for (auto& v : ids_host) v = static_cast<std::int32_t>(rng.below(c2_config.vocab));
-  for (auto& v : target_host) v = static_cast<std::int32_t>(rng.below(c2_config.vocab));
-  // Each sequence: three contiguous step runs of different lengths (32..56 tokens each, summing to 128).
-  for (std::int64_t b = 0; b < batch; ++b) {
-    const std::int64_t first = 32 + static_cast<std::int64_t>(rng.below(25)), second = 32 + static_cast<std::int64_t>(rng.below(25));
-    for (std::int64_t i = 0; i < seq; ++i) steps_host.push_back(i < first ? 0 : i < first + second ? 1 : 2);
-  }
-  const auto ids = mote::Tensor<std::int32_t>::from_vector({batch, seq}, ids_host);
-  const auto targets = mote::Tensor<std::int32_t>::from_vector({batch, seq}, target_host);
-  const auto step_ids = mote::Tensor<std::int32_t>::from_vector({batch, seq}, steps_host);
+  const mote_bench::Batch data = mote_bench::random_batch(c2_config.vocab, batch, seq);
+  const auto& ids = data.ids;
+  const auto& targets = data.targets;
+  const auto step_ids = mote::Tensor<std::int32_t>::from_vector({batch, seq}, mote_bench::step_id_layout(batch, seq));
 
   using Model = mote::nn::CausalLM<c2_config, float>;
   Model full_model(std::uint64_t{1});
@@ -384,26 +279,26 @@ void lora_benchmarks(int reps) {
 
   // Interleaved rounds, so drifting machine load touches every configuration alike.
   std::vector<double> t_full, t_frozen, t_lora, t_mote, t_2r;
+  std::vector<double> l_full, l_frozen, l_lora, l_mote, l_2r;
   auto time = [](std::vector<double>& into, const std::function<void()>& fn) {
     const auto start = clock_type::now();
     fn();
     into.push_back(std::chrono::duration<double>(clock_type::now() - start).count());
   };
+  auto full_step = [&](mote::nn::CausalLM<c2_config, float>& model, mote::optim::AdamW<float>& opt, std::vector<double>& losses) {
+    opt.zero_grad();
+    auto loss = model.loss(ids, targets);
+    losses.push_back(double(loss.item()));
+    loss.backward();
+    opt.step();
+  };
   const int rounds = std::max(3, reps / 3) + 1;
   for (int r = 0; r < rounds; ++r) {
-    time(t_full, [&] {
-      full_opt.zero_grad();
-      full_model.loss(ids, targets).backward();
-      full_opt.step();
-    });
-    time(t_frozen, [&] {
-      frozen_opt.zero_grad();
-      frozen_model.loss(ids, targets).backward();
-      frozen_opt.step();
-    });
-    time(t_lora, [&] { lora.run(ids, targets, nullptr); });
-    time(t_mote, [&] { mote_step.run(ids, targets, &step_ids); });
-    time(t_2r, [&] { lora_2r.run(ids, targets, nullptr); });
+    time(t_full, [&] { full_step(full_model, full_opt, l_full); });
+    time(t_frozen, [&] { full_step(frozen_model, frozen_opt, l_frozen); });
+    time(t_lora, [&] { l_lora.push_back(lora.run(ids, targets, nullptr)); });
+    time(t_mote, [&] { l_mote.push_back(mote_step.run(ids, targets, &step_ids)); });
+    time(t_2r, [&] { l_2r.push_back(lora_2r.run(ids, targets, nullptr)); });
   }
   auto median = [](std::vector<double> t) {
     t.erase(t.begin());  // the first round warms up
@@ -418,18 +313,83 @@ void lora_benchmarks(int reps) {
   row(std::string("C2 LoRA r16 step (speedup)") + precision_tag, fmt("%.0f tok/s", tokens / lo), "full step, same run", full / lo, ">= 1.4");
   row(std::string("C2 MoTE 3+shared step (cost)") + precision_tag, fmt("%.0f tok/s", tokens / mo), "LoRA step, same run", mo / lo, "<= 1.2");
   row(std::string("C2 single LoRA r32 step (cost)") + precision_tag, fmt("%.0f tok/s", tokens / two), "LoRA step, same run", two / lo, "");
+  loss_row("C2 full step", l_full, c2_config.vocab);
+  loss_row("C2 frozen base", l_frozen, c2_config.vocab);
+  loss_row("C2 LoRA r16", l_lora, c2_config.vocab);
+  loss_row("C2 MoTE 3+shared", l_mote, c2_config.vocab);
+  loss_row("C2 single LoRA r32", l_2r, c2_config.vocab);
   std::printf("\n%s\n", mote_step.experts.trainable_parameters_line().c_str());
+}
+
+// One JSON line of this machine's ceilings for benchmarks/compare.py: FMA peaks, each GEMM shape's
+// rate, and read bandwidths on buffers of C1's and C2's weight bytes and of several times the LLC.
+int print_ceilings(int reps) {
+  std::string isa;
+  const double fma = fma_peak_gflops(reps, &isa), bf16 = bf16_dot_peak_gflops(reps);
+  std::string gemms = "[";
+  for (const auto& g : mote_bench::gemm_rates(reps))
+    gemms += (gemms.size() > 1 ? "," : "") + fmt("{\"m\":%.0f", double(g.shape.m)) + fmt(",\"n\":%.0f", double(g.shape.n)) +
+             fmt(",\"k\":%.0f", double(g.shape.k)) + fmt(",\"eigen_gflops\":%.2f", g.eigen_gflops) +
+             fmt(",\"mote_gflops\":%.2f}", g.backend_gflops);
+  gemms += "]";
+  const double c1_bytes = 4.0 * dense_weights<mote::presets::gpt2>(mote_bench::parameter_count<mote::presets::gpt2>());
+  const double c2_bytes = 4.0 * dense_weights<c2_config>(mote_bench::parameter_count<c2_config>());
+  const std::size_t dram_bytes = mote_bench::dram_buffer_bytes();
+  const double c1_read = read_bandwidth(static_cast<std::size_t>(c1_bytes), reps);
+  const double c2_read = read_bandwidth(static_cast<std::size_t>(c2_bytes), reps);
+  const double dram_read = read_bandwidth(dram_bytes, reps);
+#ifdef __AVX512F__
+  const char* compiled = "avx512f";
+#elif defined(__AVX2__)
+  const char* compiled = "avx2";
+#else
+  const char* compiled = "baseline";
+#endif
+  std::printf(
+      "RESULT {\"side\":\"mote\",\"case\":\"ceilings\",\"threads\":%d,\"fma_isa\":\"%s\",\"fma_peak_gflops\":%.2f,"
+      "\"bf16_peak_gflops\":%.2f,\"gemm\":%s,\"c1_weight_bytes\":%.0f,\"c1_weights_read_gbps\":%.3f,"
+      "\"c2_weight_bytes\":%.0f,\"c2_weights_read_gbps\":%.3f,\"dram_bytes\":%.0f,\"dram_read_gbps\":%.3f,"
+      "\"llc_bytes\":%.0f,\"compiler\":\"%s\",\"compiled_isa\":\"%s\",\"eigen\":\"%d.%d.%d\","
+      "\"bf16_kernel\":%s,\"omp_wait_policy\":\"%s\"}\n",
+      mote_bench::bench_threads(), isa.c_str(), fma, bf16, gemms.c_str(), c1_bytes, c1_read * 1e-9, c2_bytes,
+      c2_read * 1e-9, double(dram_bytes), dram_read * 1e-9, double(mote_bench::last_level_cache_bytes()), __VERSION__,
+      compiled, EIGEN_WORLD_VERSION, EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION,
+      mote::backend::bf16_kernel_available() ? "true" : "false",
+      std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "");
+  return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, models_only = false, lora_only = false, bf16 = false;
+  bool quick = false, models_only = false, lora_only = false, bf16 = false, ceilings = false;
+  std::string case_name;
+  int warmup = 2, case_reps = 5;
+  std::int64_t new_tokens = 128;
   for (int i = 1; i < argc; ++i) {
-    quick = quick || std::strcmp(argv[i], "--quick") == 0;
-    models_only = models_only || std::strcmp(argv[i], "--models") == 0;
-    lora_only = lora_only || std::strcmp(argv[i], "--lora") == 0;
-    bf16 = bf16 || std::strcmp(argv[i], "--bf16") == 0;
+    const bool has_value = i + 1 < argc;
+    if (std::strcmp(argv[i], "--case") == 0 && has_value) case_name = argv[++i];
+    else if (std::strcmp(argv[i], "--warmup") == 0 && has_value) warmup = std::atoi(argv[++i]);
+    else if (std::strcmp(argv[i], "--reps") == 0 && has_value) case_reps = std::atoi(argv[++i]);
+    else if (std::strcmp(argv[i], "--new-tokens") == 0 && has_value) new_tokens = std::atoll(argv[++i]);
+    else if (std::strcmp(argv[i], "--ceilings") == 0) ceilings = true;
+    else if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+    else if (std::strcmp(argv[i], "--models") == 0) models_only = true;
+    else if (std::strcmp(argv[i], "--lora") == 0) lora_only = true;
+    else if (std::strcmp(argv[i], "--bf16") == 0) bf16 = true;
+    else {
+      std::fprintf(stderr, "mote_bench: unknown argument '%s'\n", argv[i]);
+      return 2;
+    }
+  }
+  if (ceilings) return print_ceilings(std::max(3, case_reps));
+  if (!case_name.empty()) {
+    try {
+      return mote_bench::run_case(case_name, std::max(0, warmup), std::max(1, case_reps), new_tokens);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "mote_bench: %s: %s\n", case_name.c_str(), e.what());
+      return 1;
+    }
   }
   const int reps = quick ? 3 : 15;
   std::printf("mote benchmarks (Eigen %d.%d.%d, %d OpenMP threads, bf16 kernel %s)\n\n", EIGEN_WORLD_VERSION,
@@ -446,7 +406,7 @@ int main(int argc, char** argv) {
   if (lora_only) {
     select_precision();
     lora_benchmarks(reps);
-    return 0;
+    return bad_first_loss ? 3 : 0;
   }
   const GemmPeaks peaks = gemm_benchmarks(reps);
   if (!models_only) {
@@ -458,4 +418,6 @@ int main(int argc, char** argv) {
   const bool bf16_peak = bf16 && peaks.bf16 > 0;
   model_benchmarks(bf16_peak ? peaks.bf16 : peaks.fp32, bf16_peak ? "bf16 GEMM" : "GEMM peak", reps);
   if (!models_only) lora_benchmarks(reps);
+  if (bad_first_loss) std::printf("\nfailed: a training step's first loss is not within 10%% of ln V\n");
+  return bad_first_loss ? 3 : 0;
 }

@@ -1,56 +1,42 @@
 #!/usr/bin/env python3
-"""PyTorch baseline for mote's LoRA / MoTE training step, on the C2 shape of pytorch_gpt2.py.
+"""PyTorch baseline for mote's LoRA and MoTE training steps, on the C2 shape of pytorch_gpt2.py.
 
 Model: C2 = GPT-2 style (LayerNorm, gelu-tanh MLP, learned positions, tied embeddings), 6 layers,
-6 heads, d_model 384, d_ff 1536, vocab 8192, batch 8 x 128 tokens, float32, reusing the GPT/Block
-classes of benchmarks/pytorch_gpt2.py (its four nn.Linear layers per block are swapped for adapter
-wrappers after construction; pytorch_gpt2.py itself is untouched).
+6 heads, d_model 384, d_ff 1536, vocab 8192, batch 8 x 128 tokens, float32, built and initialized
+by pytorch_gpt2.GPT as mote initializes it; its four nn.Linear layers per block are then frozen and
+wrapped with adapters. A step is forward, cross-entropy over all 1024 tokens, backward, and AdamW
+(lr 1e-4) over the adapters only. Cases (the names of mote_bench --case):
+  c2_lora         LoRA rank 16, alpha 32 on c_attn, attn c_proj, c_fc and mlp c_proj of every block:
+                  y = base(x) + (alpha/r) * (x @ A.T) @ B.T, A [r, in] kaiming-uniform(a=sqrt(5)) as
+                  PEFT and mote draw it, B [out, r] N(0, 0.02) (not zeros, so that every gradient is
+                  non-trivial, as in steady state; mote_bench does the same)
+  c2_mote         per linear layer 3 step experts + 1 shared expert, each a rank-16 LoRA as above;
+                  every token carries a step id in {0, 1, 2} and
+                  y = base(x) + 0.5 * E_step(x) + 0.5 * E_shared(x). Tokens are gathered per expert:
+                  flatten to [N, d]; per step expert e, idx = nonzero(step_ids == e), x_e = x[idx],
+                  out.index_add_(0, idx, 0.5 * E_e(x_e)); the shared expert runs on all tokens. The
+                  index lists are computed once per batch (shared by all 24 layers) inside the timed
+                  step. Each sequence is three contiguous runs (step 0, then 1, then 2): the first two
+                  of 32-56 tokens, the third the rest, as in mote_bench.
+  c2_lora_r32     one LoRA of rank 32 per linear layer (the "single LoRA, rank x2" baseline)
+  c2_full         every parameter trains (pytorch_gpt2.py's c2_train)
 
-It times one training step (forward, cross entropy over all 1024 tokens, backward, AdamW over the
-trainable parameters only) in four configurations and prints tokens/s for each:
-  full            every parameter trains (the same step as pytorch_gpt2.py's C2 train, re-measured here)
-  lora            base frozen; LoRA rank 16, alpha 32 on c_attn, attn c_proj, c_fc and mlp c_proj of
-                  every block: y = base(x) + (alpha/r) * (x @ A.T) @ B.T, A [r, in] kaiming-uniform(a=sqrt(5)),
-                  B [out, r] small random (not zero, so every gradient is non-trivial as in steady state)
-  mote            base frozen; per linear layer 3 step experts + 1 shared expert, each a rank-16 LoRA as
-                  above (same alpha/r scaling); every token carries a step id in {0, 1, 2} and
-                  y = base(x) + 0.5 * E_step(x) + 0.5 * E_shared(x). Implemented by gathering tokens per
-                  expert: flatten to [N, d]; per step expert e, idx = nonzero(step_ids == e), x_e = x[idx],
-                  out.index_add_(0, idx, 0.5 * E_e(x_e)); the shared expert runs on all tokens. The per-expert
-                  index lists are computed once per batch (shared by all 24 layers) inside the timed step;
-                  the gathers and index_adds run inside every layer's forward. Each sequence is split into
-                  three contiguous runs (step 0, then 1, then 2) of different, per-sequence lengths (~32-56).
-  single_lora_2r  base frozen; one LoRA of rank 32 per linear layer (the "single LoRA, rank x2" baseline)
-Timing: 2 warm-up steps per configuration, then `reps` rounds in which each configuration runs one step
-(interleaved, so background load drifts hit all four alike); the median step time is reported. It also
-prints the cost of mote relative to lora (time per step ratio), the speedup of lora over full training
-(full time / lora time), trainable parameter counts and peak RSS.
-
-Before timing it always runs a small self-check on a tiny shape: the MoTE layer's output (and its
+Before anything else it runs a small self-check on a tiny shape: the MoTE layer's output (and its
 gradients) equal a dense mask-based reference to 1e-5, the LoRA layer equals the base layer when B is
-zero, and the step-id layout is three contiguous runs per sequence. `--check` runs only the self-check;
-`--quick` uses 3 timed rounds instead of 7; `--bf16` runs forward and loss under bf16 autocast.
-
-Run it in PyTorch's fastest configuration on this machine, in its own command:
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 benchmarks/pytorch_lora.py
-Debian's python3-torch does its matrix products through whatever libblas.so.3 Debian's alternatives
-system selects; it needs an optimized BLAS installed (`apt-get install libopenblas0-openmp`, which
-registers itself as the preferred alternative; check with
-`update-alternatives --display libblas.so.3-x86_64-linux-gnu`). Without it torch falls back to the
-reference BLAS, about 6 GFLOP/s instead of about 170 here, and every number below is meaningless.
+zero, and the step-id layout is three contiguous runs per sequence. `--check` runs only the self-check.
+The command line, the environment report and the reference-BLAS guard are pytorch_gpt2.py's:
+    /usr/bin/python3 benchmarks/pytorch_lora.py --case c2_mote --threads 2 [--warmup 2] [--reps 5]
 """
 import math
 import os
-import resource
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import pytorch_gpt2  # noqa: E402  (GPT, Block)
-from pytorch_gpt2 import precision  # noqa: E402  (autocast under --bf16)
+import pytorch_gpt2  # noqa: E402  (GPT, the case runner, the environment checks)
 
 LINEARS = ("c_attn", "c_proj", "c_fc", "mlp_proj")  # mlp_proj is GPT-2's mlp.c_proj
 RANK, ALPHA = 16, 32.0
@@ -119,16 +105,13 @@ class MoTELinear(torch.nn.Module):
 
 
 def step_id_layout(batch, seq, generator):
-    """Per sequence, three contiguous runs 0..0 1..1 2..2 whose lengths differ and vary per sequence."""
+    """Per sequence, three contiguous runs 0..0 1..1 2..2: the first two of 32..56 tokens (at seq 128;
+    seq/4 .. seq/4 + 24 in general), the third the rest."""
     ids = torch.empty(batch, seq, dtype=torch.long)
-    lo, hi = seq // 4, seq // 2 - seq // 16  # 32..56 at seq 128
+    lo = seq // 4
     for b in range(batch):
-        while True:
-            n0 = int(torch.randint(lo, hi + 1, (1,), generator=generator))
-            n1 = int(torch.randint(lo, hi + 1, (1,), generator=generator))
-            n2 = seq - n0 - n1
-            if lo <= n2 <= hi and len({n0, n1, n2}) == 3:
-                break
+        n0 = lo + int(torch.randint(0, 25, (1,), generator=generator))
+        n1 = lo + int(torch.randint(0, 25, (1,), generator=generator))
         ids[b, :n0], ids[b, n0:n0 + n1], ids[b, n0 + n1:] = 0, 1, 2
     return ids
 
@@ -205,7 +188,7 @@ def self_check():
     ids = step_id_layout(8, 128, torch.Generator().manual_seed(0))
     for row in ids:
         counts = torch.bincount(row, minlength=3).tolist()
-        assert len(set(counts)) == 3 and min(counts) > 0, counts
+        assert 32 <= counts[0] <= 56 and 32 <= counts[1] <= 56 and counts[2] >= 16, counts
         assert torch.equal(row, torch.sort(row).values), "runs not contiguous"
 
     # Trainable parameter sets of the benchmark configurations (tiny model).
@@ -217,58 +200,23 @@ def self_check():
     print("self-check passed (mote == dense reference to 1e-5, fwd+grad; lora == base when B == 0)")
 
 
-def main():
-    torch.set_num_threads(os.cpu_count())
-    mode = "bf16 autocast" if "--bf16" in sys.argv else "float32"
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {mode}")
-    self_check()
-    if "--check" in sys.argv:
-        return
-    reps = 3 if "--quick" in sys.argv else 7
-    vocab, d, layers, heads, batch, seq = 8192, 384, 6, 6, 8, 128
-    tokens = batch * seq
-    ids = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(3))
-    targets = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(4))
+def run_case(name, warmup, reps, new_tokens):
+    """Returns (tokens per repetition, seconds, losses, ln V), as pytorch_gpt2.run_case."""
+    modes = {"c2_lora": "lora", "c2_mote": "mote", "c2_lora_r32": "single_lora_2r", "c2_full": "full"}
+    if name not in modes:
+        raise SystemExit(f"pytorch_lora.py: unknown case {name!r} (one of {', '.join(modes)})")
+    c = pytorch_gpt2.CONFIGS["c2"]
+    vocab, batch, seq = c["vocab"], c["batch"], c["seq"]
+    model, trainable, routing = build(modes[name], vocab, c["d"], c["layers"], c["heads"], seed=1)
+    ids, targets = pytorch_gpt2.random_batch(vocab, batch, seq)
     step_ids = step_id_layout(batch, seq, torch.Generator().manual_seed(5))
-
-    modes = ("full", "lora", "mote", "single_lora_2r")
-    steps, counts = {}, {}
-    for mode in modes:
-        model, trainable, routing = build(mode, vocab, d, layers, heads)
-        opt = torch.optim.AdamW(trainable, lr=1e-4)
-        counts[mode] = sum(p.numel() for p in trainable)
-
-        def train_step(model=model, opt=opt, routing=routing):
-            opt.zero_grad(set_to_none=True)
-            if routing is not None:
-                routing.set(step_ids)  # per-batch expert index lists, inside the timed step
-            with precision():
-                loss = F.cross_entropy(model(ids).view(-1, vocab), targets.view(-1))
-            loss.backward()
-            opt.step()
-
-        steps[mode] = train_step
-
-    for mode in modes:  # warm-up (also creates the AdamW state)
-        steps[mode]()
-        steps[mode]()
-    times = {mode: [] for mode in modes}
-    for _ in range(reps):
-        for mode in modes:
-            start = time.perf_counter()
-            steps[mode]()
-            times[mode].append(time.perf_counter() - start)
-    med = {mode: sorted(ts)[len(ts) // 2] for mode, ts in times.items()}
-
-    print(f"C2 6L d384 b{batch}x{seq}, train step (fwd + bwd + AdamW), median of {reps}")
-    for mode in modes:
-        print(f"  {mode:15s} {tokens / med[mode]:8.0f} tok/s  {med[mode] * 1e3:7.1f} ms/step"
-              f"  {counts[mode] / 1e6:7.3f} M trainable")
-    print(f"  mote / lora cost            {med['mote'] / med['lora']:5.2f}x time per step")
-    print(f"  single_lora_2r / lora cost  {med['single_lora_2r'] / med['lora']:5.2f}x time per step")
-    print(f"  full / lora (lora speedup)  {med['full'] / med['lora']:5.2f}x")
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    opt = torch.optim.AdamW(trainable, lr=1e-4)
+    before = (lambda: routing.set(step_ids)) if routing is not None else None  # per-batch index lists, timed
+    losses = []
+    seconds = pytorch_gpt2.time_reps(warmup, reps, pytorch_gpt2.train_step_fn(model, opt, ids, targets, losses, before))
+    return batch * seq, seconds, losses, math.log(vocab)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(pytorch_gpt2.main_with(run_case, "LoRA / MoTE baseline for mote_bench",
+                                    ["c2_full", "c2_lora", "c2_mote", "c2_lora_r32"], self_check))

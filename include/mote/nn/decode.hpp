@@ -4,7 +4,7 @@
 // and activations are the layer-by-layer forward's kernels with the same arguments and equally
 // aligned buffers, and its bias and residual additions add the same values, so its output is bit
 // for bit the same. What it skips is the cost of each graph op (tensor allocations, shape checks, views
-// and packed copies), which at d_model 384 made decoding 7-11% faster.
+// and packed copies), which is a visible share of a step at small widths.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

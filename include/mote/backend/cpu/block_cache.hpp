@@ -1,7 +1,7 @@
 #pragma once
 // A cache of freed large CPU blocks. A training loop allocates the same sizes every step; handing
-// a freed block back skips the page faults and kernel zeroing that fresh memory costs (about 5% of
-// a step). Sizes are rounded up to sixteenths of a power of two, so a growing tensor (a KV cache
+// a freed block back skips the page faults and kernel zeroing that fresh memory costs every
+// step. Sizes are rounded up to sixteenths of a power of two, so a growing tensor (a KV cache
 // gaining a token per step) reuses the block it just freed; pages a request never touches stay
 // unmapped. Cached plus live bytes stay within a quarter above the most that was ever live at once:
 // a miss frees cached blocks (least recently freed first) only as far as that bound needs, and the

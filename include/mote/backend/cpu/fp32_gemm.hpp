@@ -1,7 +1,7 @@
 #pragma once
 // mote's own float GEMM for CPUs with AVX-512: a 12x32 register tile of fused multiply-adds over
-// packed panels. On the benchmark machine (Zen 4) it ran 1.1-1.3x Eigen's product, at 0.87-0.89 of
-// the cores' FMA peak on large shapes where Eigen reaches 0.71-0.74 (docs/benchmarks.md).
+// packed panels. mote_bench's GEMM rows set it beside Eigen's product and the cores' FMA peak
+// (docs/benchmarks.md).
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -17,15 +17,15 @@ using packed_gemm::tile_cols;
 using packed_gemm::tile_rows;
 
 // Cache blocks: 384 deep, so that a product as deep as a model's width writes each C tile once
-// instead of re-reading it per block (a 1024 x 8192 LM head ran 12% faster than with 128); the
-// B micro-panel (48 KiB) and A panel (18 KiB) stream from L2, where an A block of 192 rows sits.
+// instead of re-reading it per block (an LM head ran faster than with 128); the B micro-panel
+// (48 KiB) and A panel (18 KiB) stream from L2, where an A block of 192 rows sits.
 inline constexpr std::int64_t block_k = 384;
 inline constexpr std::int64_t block_rows = 192;
 inline constexpr std::int64_t block_cols = 2048;
 
 // Products with an output side under 64 (decode's rows, a LoRA rank as the output) or a depth
 // under 16 stay with Eigen and the matrix-vector kernel, which measured faster on them. A rank-16
-// depth (a LoRA up-projection, or its input gradient) ran 1.2x Eigen here.
+// depth (a LoRA up-projection, or its input gradient) measured faster here than in Eigen.
 inline bool worthwhile(std::int64_t m, std::int64_t n, std::int64_t k) {
   return std::min(m, n) >= 64 && k >= 16 && double(m) * double(n) * double(k) >= double(1 << 16);
 }
@@ -109,7 +109,7 @@ MOTE_FP32_TARGET inline void pack_panels(const Operand& x, std::int64_t row0, st
 }
 
 // C[rows<=12, cols<=32] = alpha * (packed A panel . packed B panel) + beta * C. Kept out of line:
-// when a change to blocked_gemm let GCC 12 inline it there, the loop ran at 0.6x the speed.
+// when a change to blocked_gemm let GCC 12 inline it there, the loop ran much slower.
 MOTE_FP32_TARGET __attribute__((noinline)) inline void tile_kernel(std::int64_t depth, const float* a, const float* b,
                                                                    float alpha, float beta, float* c, std::int64_t ldc,
                                                                    std::int64_t rows, std::int64_t cols) {
