@@ -96,7 +96,7 @@ int make_demo(const std::filesystem::path& dir) {
   vocab.set("\xC4\xA0", id++);  // U+0120, GPT-2's byte-level form of a space
   vocab.set("<|endoftext|>", id++);
   io::json::write_file(dir / "vocab.json", vocab);
-  io::detail::atomic_write(dir / "merges.txt", {"#version: 0.2\n"}, "'" + (dir / "merges.txt").string() + "'");
+  io::atomic_write(dir / "merges.txt", {"#version: 0.2\n"}, "'" + (dir / "merges.txt").string() + "'");
   std::cout << "wrote " << dir.string() << " (" << id << " tokens); try: generate " << dir.string() << " \"hello world\" 8\n";
   return 0;
 }

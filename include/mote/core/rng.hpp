@@ -1,15 +1,39 @@
 #pragma once
 // A seeded, platform-independent random generator (xoshiro256**), so that fills,
-// dropout masks and data shuffles repeat exactly on every standard library.
+// dropout masks and data shuffles repeat exactly on every standard library. Its whole state can be
+// saved and restored, so a resumed training run draws what an uninterrupted one would have drawn.
+#include <array>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <numbers>
+#include <string>
+
+#include "mote/core/error.hpp"
 
 namespace mote {
 
 class Rng {
  public:
+  // Everything the next draws depend on: the four xoshiro words and the cached second normal.
+  struct State {
+    std::array<std::uint64_t, 4> words{};
+    double spare = 0.0;
+    bool spare_valid = false;
+    friend bool operator==(const State&, const State&) = default;
+  };
+
   explicit Rng(std::uint64_t seed = 0x6d6f7465ULL) { reseed(seed); }
+
+  State state() const noexcept { return State{{state_[0], state_[1], state_[2], state_[3]}, spare_, spare_valid_}; }
+  // Restores a state() exactly; all-zero words are xoshiro's one fixed point (it would draw zeros forever).
+  void set_state(const State& s) {
+    if (s.words[0] == 0 && s.words[1] == 0 && s.words[2] == 0 && s.words[3] == 0)
+      throw value_error("mote: Rng::set_state: the four state words are all zero; expected a state() of a seeded Rng");
+    for (std::size_t i = 0; i < 4; ++i) state_[i] = s.words[i];
+    spare_ = s.spare;
+    spare_valid_ = s.spare_valid;
+  }
 
   void reseed(std::uint64_t seed) {
     for (auto& s : state_) s = splitmix(seed);
@@ -58,6 +82,14 @@ class Rng {
   std::uint64_t state_[4]{};
   double spare_ = 0.0;
   bool spare_valid_ = false;
+};
+
+// One named random stream's saved state; a component with several streams (an expert set: routing
+// draws and each layer's dropout) reports them as a list of these, in a fixed order.
+struct RngStreamState {
+  std::string name;
+  Rng::State state;
+  friend bool operator==(const RngStreamState&, const RngStreamState&) = default;
 };
 
 }  // namespace mote

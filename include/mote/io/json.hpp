@@ -1,9 +1,7 @@
 #pragma once
 // Strict RFC 8259 JSON: a Value tree that keeps object order and exact integers, a parser whose
 // errors name the source, byte offset and what was expected, and a dump that round-trips.
-#include <atomic>
 #include <charconv>
-#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -19,8 +17,9 @@
 #include <utility>
 #include <vector>
 
-#include "mote/io/utf8.hpp"
 #include "mote/core/error.hpp"
+#include "mote/io/atomic_file.hpp"
+#include "mote/io/utf8.hpp"
 
 namespace mote::io::json {
 
@@ -581,16 +580,7 @@ inline Value parse(std::string_view text, std::string_view source = "json") {
   return Parser(text, source).parse_document();
 }
 
-inline Value parse_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) throw io_error("mote: cannot open '" + path.string() + "'");
-  const std::streamoff size = in.tellg();
-  if (size < 0) throw io_error("mote: cannot read '" + path.string() + "'");
-  std::string data(static_cast<std::size_t>(size), '\0');
-  in.seekg(0);
-  if (size > 0 && !in.read(data.data(), size)) throw io_error("mote: cannot read '" + path.string() + "'");
-  return parse(data, path.string());
-}
+inline Value parse_file(const std::filesystem::path& path) { return parse(io::read_file(path), path.string()); }
 
 namespace detail {
 
@@ -691,50 +681,9 @@ inline std::string dump(const Value& v, int indent = -1) {
 }
 
 // Writes `value` (indented, newline-terminated) atomically: a temporary file beside it, then rename.
-inline void write_file(const std::filesystem::path& path, const Value& value, int indent = 2);
-
-}  // namespace mote::io::json
-
-namespace mote::io::detail {
-
-// Removes the temporary file on every path out of atomic_write except a successful rename.
-struct TemporaryFile {
-  std::filesystem::path path;
-  bool keep = false;
-  ~TemporaryFile() {
-    std::error_code ignored;
-    if (!keep) std::filesystem::remove(path, ignored);
-  }
-};
-
-// Writes the pieces in order to a temporary file in the target's directory (so the rename is atomic and
-// never crosses file systems), then renames it over `path`; `what` names the file in errors.
-inline void atomic_write(const std::filesystem::path& path, std::initializer_list<std::string_view> pieces,
-                         const std::string& what) {
-  static std::atomic<std::uint64_t> counter{0};
-  const auto ticks = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-  TemporaryFile tmp{path, false};
-  tmp.path += ".tmp" + std::to_string(ticks) + "-" + std::to_string(counter.fetch_add(1));
-  {
-    std::ofstream out(tmp.path, std::ios::binary | std::ios::trunc);
-    if (!out) throw io_error("mote: cannot write " + what + ": opening '" + tmp.path.string() + "' failed");
-    for (std::string_view p : pieces) out.write(p.data(), static_cast<std::streamsize>(p.size()));
-    out.close();
-    if (!out) throw io_error("mote: writing " + what + " failed (disk full or I/O error)");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp.path, path, ec);
-  if (ec) throw io_error("mote: cannot replace " + what + ": " + ec.message());
-  tmp.keep = true;
-}
-
-}  // namespace mote::io::detail
-
-namespace mote::io::json {
-
-inline void write_file(const std::filesystem::path& path, const Value& value, int indent) {
+inline void write_file(const std::filesystem::path& path, const Value& value, int indent = 2) {
   const std::string text = dump(value, indent) + "\n";
-  io::detail::atomic_write(path, {text}, "'" + path.string() + "'");
+  io::atomic_write(path, {text}, "'" + path.string() + "'");
 }
 
 }  // namespace mote::io::json

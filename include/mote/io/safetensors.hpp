@@ -31,6 +31,7 @@
 #include "mote/core/error.hpp"
 #include "mote/core/shape.hpp"
 #include "mote/core/tensor.hpp"
+#include "mote/io/atomic_file.hpp"
 #include "mote/io/json.hpp"
 
 namespace mote::io::safetensors {
@@ -528,10 +529,10 @@ void save(const std::filesystem::path& path, const NamedTensors<T>& tensors,
 
   std::uint8_t len[8];
   detail::store_le(len, text.size(), 8);
-  io::detail::atomic_write(path,
-                           {std::string_view(reinterpret_cast<const char*>(len), 8), text,
-                            std::string_view(reinterpret_cast<const char*>(data.data()), data.size())},
-                           "safetensors file '" + path.string() + "'");
+  io::atomic_write(path,
+                   {std::string_view(reinterpret_cast<const char*>(len), 8), text,
+                    std::string_view(reinterpret_cast<const char*>(data.data()), data.size())},
+                   "safetensors file '" + path.string() + "'");
 }
 
 // A checkpoint directory: model.safetensors, or model.safetensors.index.json plus the shards it names.

@@ -111,6 +111,9 @@ class ExpertLinear final : public nn::LinearAdapter<T, B> {
   void set_training(bool on) noexcept { training_ = on; }
   void set_merged(bool on) noexcept { merged_ = on; }
   void set_options(const Options& options) { options_ = options; }
+  // The stream behind dropout masks drawn without a routing context, saved and restored for exact resume.
+  Rng::State dropout_random_state() const noexcept { return dropout_rng_.state(); }
+  void set_dropout_random_state(const Rng::State& state) { dropout_rng_.set_state(state); }
 
  private:
   // Routes this forward pass and hands the experts to `mix` (which adds them to the base product).

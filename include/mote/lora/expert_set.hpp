@@ -92,8 +92,8 @@ class ExpertSet {
     return out;
   }
 
-  // Routing for one batch of step ids [batch, length]: step tokens carry 0 .. steps - 1, question
-  // tokens lora::question_step. Pass the result as ForwardOptions::adapter or LossOptions::adapter.
+  // Routing for one batch of route ids [batch, length]: routed tokens carry 0 .. steps - 1, the others
+  // lora::unrouted. Pass the result as ForwardOptions::adapter or LossOptions::adapter.
   std::shared_ptr<const Routing> route(const Tensor<std::int32_t, B>& step_ids)
     requires is_step_router<R>
   {
@@ -114,14 +114,55 @@ class ExpertSet {
     routing->dropout_seed = rng_.next_u64();
     return routing;
   }
+  // The context for one batch whatever the router: step routers route `routes` [batch, length] (route ids,
+  // lora::unrouted for tokens without one); the others ignore it and get context(). Trainers call this.
+  std::shared_ptr<const Routing> context_for(const Tensor<std::int32_t, B>& routes) {
+    if constexpr (is_step_router<R>) {
+      if (!routes.defined())
+        throw value_error(std::string("mote: lora::ExpertSet::context_for: a ") + R::name +
+                          " router needs the batch's route ids [batch, length], got an undefined tensor "
+                          "(a train::Batch must set routes for step experts)");
+      return route(routes);
+    } else {
+      return context();
+    }
+  }
   // Training mode turns adapter dropout on; eval() turns it off (for generation and evaluation).
   void train(bool on = true) {
     for (auto& e : layers_) e.layer->set_training(on);
   }
   void eval() { train(false); }
 
-  // Reseeds the stream behind random question routing and dropout seeds.
+  // Reseeds the stream behind the random placement of unrouted tokens and the dropout seeds.
   void reseed(std::uint64_t seed) { rng_.reseed(seed); }
+
+  // Every random stream of the set, for checkpoints: "routing" (unrouted-token draws and dropout seeds),
+  // then "dropout.<module>" per layer (masks drawn without a routing context), in layer order.
+  std::vector<RngStreamState> random_state() const {
+    std::vector<RngStreamState> out;
+    out.reserve(layers_.size() + 1);
+    out.push_back({"routing", rng_.state()});
+    for (const auto& e : layers_) out.push_back({"dropout." + e.module, e.layer->dropout_random_state()});
+    return out;
+  }
+  // Restores what random_state() returned; the stream names must match this set's, in order. Checked
+  // before anything is assigned, so a mismatch leaves the streams as they were.
+  void set_random_state(const std::vector<RngStreamState>& streams) {
+    const std::string where = "mote: lora::ExpertSet::set_random_state";
+    if (streams.size() != layers_.size() + 1)
+      throw value_error(where + ": got " + std::to_string(streams.size()) + " streams, expected " +
+                        std::to_string(layers_.size() + 1) + " (routing plus one dropout stream per adapted module)");
+    const std::vector<RngStreamState> mine = random_state();
+    for (std::size_t i = 0; i < streams.size(); ++i) {
+      if (streams[i].name != mine[i].name)
+        throw value_error(where + ": stream " + std::to_string(i) + " is named '" + streams[i].name + "', expected '" +
+                          mine[i].name + "'");
+      Rng probe;
+      probe.set_state(streams[i].state);  // rejects an all-zero state before anything changes
+    }
+    rng_.set_state(streams[0].state);
+    for (std::size_t i = 0; i < layers_.size(); ++i) layers_[i].layer->set_dropout_random_state(streams[i + 1].state);
+  }
 
   // The tensors that train: every expert's A and B (and the gates of a TopKRouter).
   std::vector<V> parameters() const {

@@ -10,9 +10,7 @@
 // u32 buffer count and per buffer u8 defined (+ numel values when defined); last, a u64 FNV-1a
 // checksum of every byte before it. Strings are a u32 length and the bytes.
 #include <array>
-#include <atomic>
 #include <bit>
-#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -20,10 +18,10 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <ostream>
 #include <optional>
 #include <set>
 #include <string>
-#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -34,6 +32,7 @@
 #include "mote/core/error.hpp"
 #include "mote/core/shape.hpp"
 #include "mote/core/tensor.hpp"
+#include "mote/io/atomic_file.hpp"
 
 namespace mote::optim {
 
@@ -91,7 +90,7 @@ using same_size_uint =
 // Streams the state file while hashing it, so the checksum costs no second pass.
 class StateWriter {
  public:
-  explicit StateWriter(std::ofstream& out) : out_(out) {}
+  explicit StateWriter(std::ostream& out) : out_(out) {}
   void bytes(const char* p, std::size_t n) {
     out_.write(p, static_cast<std::streamsize>(n));
     hash_ = fnv1a(hash_, p, n);
@@ -121,7 +120,7 @@ class StateWriter {
   void finish() { uint(hash_, 8); }
 
  private:
-  std::ofstream& out_;
+  std::ostream& out_;
   std::uint64_t hash_ = fnv_offset;
 };
 
@@ -188,27 +187,10 @@ inline std::string file_source(const std::filesystem::path& path) {
   return "optimizer state file '" + path.string() + "'";
 }
 
-// Removes the temporary file on every path out of write_state_file except a successful rename.
-struct TemporaryFile {
-  std::filesystem::path path;
-  bool keep = false;
-  ~TemporaryFile() {
-    std::error_code ignored;
-    if (!keep) std::filesystem::remove(path, ignored);
-  }
-};
-
+// Written atomically (io::atomic_write_with), so a crash mid-save leaves the previous state file whole.
 template <Real T>
 void write_state_file(const std::filesystem::path& path, const OptimizerState<T>& state) {
-  // Same directory as the target, so the final rename is atomic and never crosses file systems.
-  static std::atomic<std::uint64_t> counter{0};
-  const auto ticks = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-  TemporaryFile tmp{path, false};
-  tmp.path += ".tmp" + std::to_string(ticks) + "-" + std::to_string(counter.fetch_add(1));
-  {
-    std::ofstream out(tmp.path, std::ios::binary | std::ios::trunc);
-    if (!out)
-      throw io_error("mote: cannot write " + file_source(path) + ": opening '" + tmp.path.string() + "' failed");
+  io::atomic_write_with(path, file_source(path), [&](std::ostream& out) {
     StateWriter w(out);
     w.bytes(state_magic, sizeof state_magic);
     w.u32(state_version);
@@ -228,13 +210,7 @@ void write_state_file(const std::filesystem::path& path, const OptimizerState<T>
       }
     }
     w.finish();
-    out.close();
-    if (!out) throw io_error("mote: writing " + file_source(path) + " failed (disk full or I/O error)");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp.path, path, ec);
-  if (ec) throw io_error("mote: cannot replace " + file_source(path) + ": " + ec.message());
-  tmp.keep = true;
+  });
 }
 
 template <Real T>
