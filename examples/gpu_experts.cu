@@ -30,7 +30,7 @@ const std::vector<std::string> step_tokens = {"<analysis>", "<guidance>", "<answ
 void run() {
   // Characters as ids; each token's step is the one whose step token opened its segment.
   std::vector<std::int32_t> ids, targets, steps;
-  std::int32_t step = mote::lora::question_step;
+  std::int32_t step = mote::lora::unrouted;
   for (std::size_t i = 0; i + 1 < chain.size(); ++i) {
     for (std::size_t s = 0; s < step_tokens.size(); ++s)
       if (chain.compare(i, step_tokens[s].size(), step_tokens[s]) == 0) step = static_cast<std::int32_t>(s);
@@ -56,7 +56,7 @@ void run() {
   }
 
   auto experts = mote::lora::attach<mote::lora::StepRouter<3>>(
-      model, {.rank = 8, .alpha = 16, .seed = 1, .step_tokens = step_tokens});
+      model, {.rank = 8, .alpha = 16, .seed = 1});
   std::printf("%s\n", experts.trainable_parameters_line().c_str());
   mote::optim::AdamW<float, gpu> opt(experts.parameters(), {.lr = 1e-2f, .weight_decay = 0.0f});
   for (int i = 0; i <= 100; ++i) {

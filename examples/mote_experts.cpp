@@ -35,13 +35,13 @@ struct Batch {
   Tensor<std::int32_t> ids, targets, steps;
 };
 
-// Characters as ids; step id per token: question_step before the first step token, then the step
+// Characters as ids; route id per token: lora::unrouted before the first step token, then the step
 // whose token opened the current segment.
 Batch make_batch(std::int64_t length) {
   std::vector<std::int32_t> ids, targets, steps;
   for (const char* chain : chains) {
     const std::string text(chain);
-    std::int32_t step = lora::question_step;
+    std::int32_t step = lora::unrouted;
     for (std::int64_t i = 0; i < length; ++i) {
       for (int s = 0; s < 3; ++s)
         if (text.compare(static_cast<std::size_t>(i), std::string(step_tokens[s]).size(), step_tokens[s]) == 0) step = s;
@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
 
   // 2. MoTE experts on every linear layer; only they train.
   auto experts = lora::attach<lora::StepRouter<3>>(
-      model, {.rank = 8, .alpha = 16, .seed = 1, .step_tokens = {step_tokens[0], step_tokens[1], step_tokens[2]}});
+      model, {.rank = 8, .alpha = 16, .seed = 1});
   std::printf("%s\n", experts.trainable_parameters_line().c_str());
   optim::AdamW<float> opt(experts.parameters(), {.lr = 1e-2f, .weight_decay = 0.0f});
   for (int step = 0; step <= 150; ++step) {

@@ -42,8 +42,11 @@
 #include "mote/optim/param_group.hpp"
 #include "mote/optim/sgd.hpp"
 #include "mote/optim/adamw.hpp"
+#include "mote/optim/clip.hpp"
 
+#include "mote/io/atomic_file.hpp"
 #include "mote/io/json.hpp"
+#include "mote/io/jsonl.hpp"
 #include "mote/io/safetensors.hpp"
 #include "mote/io/hf_config.hpp"
 #include "mote/io/tokenizer.hpp"
@@ -51,3 +54,7 @@
 #include "mote/nn/nn.hpp"
 
 #include "mote/lora/lora.hpp"
+
+#include "mote/train/train.hpp"
+
+#include "mote/aligncot/aligncot.hpp"

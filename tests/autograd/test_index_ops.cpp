@@ -1,4 +1,4 @@
-// embedding, index_select and index_add with repeated indices through the generic op tester,
+// embedding, index_select, index_add (with repeated indices) and index_copy through the generic op tester,
 // against naive loops; their range and shape errors; the kernels at sizes that run threaded.
 #include <cstdint>
 #include <string>
@@ -126,6 +126,49 @@ BOOST_AUTO_TEST_CASE(index_add_dims_0_and_1_with_duplicates) {
   // Only one side trained (a frozen base, as when experts add into a frozen stream).
   testing::check_op({.name = "index_add frozen base", .inputs = {{3, 2}, {4, 2}}, .differentiable = {false, true}},
                     [&](auto& v) { return index_add(v[0], 0, idx, v[1]); });
+}
+
+BOOST_AUTO_TEST_CASE(index_copy_dims_0_and_2) {
+  const Shape base{4, 3, 5};
+  const std::vector<std::int32_t> index{2, 0};
+  const Ids idx = Ids::from_vector({2}, index);
+  for (int dim : {0, 2}) {
+    Shape src = base;
+    src[dim] = 2;
+    const OpSpec spec{.name = "index_copy dim " + std::to_string(dim), .inputs = {base, src}};
+    const auto ref = testing::check_op(spec, [&](auto& v) { return index_copy(v[0], dim, idx, v[1]); });
+    BOOST_TEST(ref.shape == base);
+    // Expected: base with the indexed slices replaced by src's, exactly.
+    const auto values = testing::draw_inputs(spec);
+    auto expected = values[0];
+    auto base_grad = testing::seed_weights(base.numel(), spec.seed);
+    const auto [outer, n, inner] = around(base, dim);
+    for (std::int64_t o = 0; o < outer; ++o)
+      for (std::int64_t j = 0; j < 2; ++j)
+        for (std::int64_t i = 0; i < inner; ++i) {
+          const auto at = static_cast<std::size_t>((o * n + index[static_cast<std::size_t>(j)]) * inner + i);
+          expected[at] = values[1][static_cast<std::size_t>((o * 2 + j) * inner + i)];
+          base_grad[at] = 0.0;  // a replaced entry passes nothing back to base
+        }
+    BOOST_TEST(ref.output == expected, boost::test_tools::per_element());
+    BOOST_TEST(ref.grads[0] == base_grad, boost::test_tools::per_element());
+  }
+  // A frozen base, as when a few trainable token rows replace rows of a frozen embedding.
+  testing::check_op({.name = "index_copy frozen base", .inputs = {{6, 2}, {2, 2}}, .differentiable = {false, true}},
+                    [&](auto& v) { return index_copy(v[0], 0, Ids::from_vector({2}, {5, 1}), v[1]); });
+}
+
+BOOST_AUTO_TEST_CASE(index_copy_refuses_repeats_and_wrong_shapes) {
+  Var<float> x(Tensor<float>::zeros({3, 2}));
+  Var<float> rows(Tensor<float>::zeros({2, 2}));
+  auto msg = error_message<value_error>([&] { (void)index_copy(x, 0, Ids::from_vector({2}, {1, 1}), rows); });
+  BOOST_TEST(contains(msg, "index_copy"));
+  BOOST_TEST(contains(msg, "index[1] = 1"));
+  BOOST_TEST(contains(msg, "distinct"));
+  msg = error_message<shape_error>([&] { (void)index_copy(x, 1, Ids::from_vector({1}, {0}), rows); });
+  BOOST_TEST(contains(msg, "src"));
+  BOOST_TEST(contains(msg, "[3, 1]"));
+  BOOST_CHECK_THROW((void)index_copy(x, 0, Ids::from_vector({2}, {0, 3}), rows), value_error);
 }
 
 BOOST_AUTO_TEST_CASE(index_errors_name_the_index_and_shapes) {

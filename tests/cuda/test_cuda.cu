@@ -673,7 +673,7 @@ void mote_layer_checks(Report& report) {
       for (std::int64_t t = 0; t < len; ++t) {
         ids.push_back(static_cast<std::int32_t>((7 * t + 3 * b + 1) % C.vocab));
         targets.push_back(static_cast<std::int32_t>((5 * t + b + 2) % C.vocab));
-        steps.push_back(t < 3 ? mote::lora::question_step : static_cast<std::int32_t>((t - 3) / (3 + b)));
+        steps.push_back(t < 3 ? mote::lora::unrouted : static_cast<std::int32_t>((t - 3) / (3 + b)));
       }
     const auto on_cpu = [&](const std::vector<std::int32_t>& v) { return Tensor<std::int32_t, mote::cpu>::from_vector({batch, len}, v); };
     const auto ids_cpu = on_cpu(ids), targets_cpu = on_cpu(targets), steps_cpu = on_cpu(steps);

@@ -465,11 +465,11 @@ BOOST_AUTO_TEST_CASE(ablations_compute_what_they_claim) {
   // Question tokens routed shared-only get the shared expert alone, at weight 1.
   {
     Llama<double> m(1), ref(1);
-    auto moe = lora::attach<lora::StepRouter<3>>(m, {.rank = 4, .alpha = 8, .question = lora::QuestionRouting::SharedOnly});
+    auto moe = lora::attach<lora::StepRouter<3>>(m, {.rank = 4, .alpha = 8, .unrouted = lora::UnroutedPolicy::SharedOnly});
     auto single = lora::attach<lora::SingleLoRA<>>(ref, {.rank = 4, .alpha = 8});
     randomize_experts(moe, 13);
     copy_expert(moe, 3, single);
-    BOOST_TEST(relative_error(as_double(m.logits(ids_2x6(), {.adapter = moe.route(filled(lora::question_step))}).value()),
+    BOOST_TEST(relative_error(as_double(m.logits(ids_2x6(), {.adapter = moe.route(filled(lora::unrouted))}).value()),
                               as_double(ref.logits(ids_2x6()).value())) < 1e-12);
   }
   // Any alpha: mix_alpha = 1 leaves the shared expert out entirely.
@@ -484,24 +484,24 @@ BOOST_AUTO_TEST_CASE(ablations_compute_what_they_claim) {
   }
   Llama<double> m(1);
   expect_error<value_error>(
-      [&] { lora::attach<lora::StepRouter<3, lora::without_shared>>(m, {.question = lora::QuestionRouting::SharedOnly}); },
+      [&] { lora::attach<lora::StepRouter<3, lora::without_shared>>(m, {.unrouted = lora::UnroutedPolicy::SharedOnly}); },
       {"shared_only", "without_shared"});
 }
 
-BOOST_AUTO_TEST_CASE(question_tokens_follow_the_policy) {
+BOOST_AUTO_TEST_CASE(unrouted_tokens_follow_the_policy) {
   no_grad off;
   Llama<double> m(1);
   auto moe = lora::attach<lora::StepRouter<3>>(m, {.rank = 4, .alpha = 8, .seed = 9,
-                                                   .question = lora::QuestionRouting::FixedStep, .question_expert = 2});
+                                                   .unrouted = lora::UnroutedPolicy::FixedStep, .unrouted_expert = 2});
   randomize_experts(moe, 15);
   const auto as_step2 = as_double(m.logits(ids_2x6(), {.adapter = moe.route(filled(2))}).value());
-  BOOST_TEST(relative_error(as_double(m.logits(ids_2x6(), {.adapter = moe.route(filled(lora::question_step))}).value()), as_step2) < 1e-12);
+  BOOST_TEST(relative_error(as_double(m.logits(ids_2x6(), {.adapter = moe.route(filled(lora::unrouted))}).value()), as_step2) < 1e-12);
 
   // Random: one expert per sequence, shared by every layer; the same seed gives the same draws.
   Llama<double> r(1);
   auto random = lora::attach<lora::StepRouter<3>>(r, {.rank = 4, .alpha = 8, .seed = 9});
   randomize_experts(random, 15);
-  const auto routing = random.route(filled(lora::question_step));
+  const auto routing = random.route(filled(lora::unrouted));
   const auto got = as_double(r.logits(ids_2x6(), {.adapter = routing}).value());
   std::vector<int> matched;
   for (int s = 0; s < 3; ++s) {
@@ -515,7 +515,7 @@ BOOST_AUTO_TEST_CASE(question_tokens_follow_the_policy) {
   }
   BOOST_TEST(matched.size() == 2u);  // each sequence equals exactly one step expert's output
   random.reseed(9);
-  BOOST_TEST(random.route(filled(lora::question_step))->plan->token == routing->plan->token);
+  BOOST_TEST(random.route(filled(lora::unrouted))->plan->token == routing->plan->token);
 }
 
 BOOST_AUTO_TEST_CASE(bad_routing_is_a_typed_error) {
@@ -523,12 +523,12 @@ BOOST_AUTO_TEST_CASE(bad_routing_is_a_typed_error) {
   auto moe = lora::attach<lora::StepRouter<3>>(m, {.rank = 4});
   auto bad = filled(0);
   bad.data()[7] = 3;
-  expect_error<value_error>([&] { moe.route(bad); }, {"step id 3", "[1, 1]", "3 step experts"});
+  expect_error<value_error>([&] { moe.route(bad); }, {"route id 3", "[1, 1]", "3 step experts"});
   expect_error<value_error>([&] { m.logits(ids_2x6()); }, {"model.layers.0.self_attn.q_proj", "step ids"});
   const auto short_routing = moe.route(Tensor<std::int32_t>::full({1, 6}, 0));
   expect_error<shape_error>([&] { m.logits(ids_2x6(), {.adapter = short_routing}); }, {"covers 6 tokens", "has 12"});
-  expect_error<value_error>([&] { lora::attach<lora::StepRouter<3>>(m, {.question = lora::QuestionRouting::FixedStep, .question_expert = 3}); },
-                            {"question_expert = 3"});
+  expect_error<value_error>([&] { lora::attach<lora::StepRouter<3>>(m, {.unrouted = lora::UnroutedPolicy::FixedStep, .unrouted_expert = 3}); },
+                            {"unrouted_expert = 3"});
 }
 
 // Finite differences in double through a whole model for each router.
@@ -711,9 +711,9 @@ BOOST_AUTO_TEST_CASE(mote_experts_match_pytorch) {
   Llama<double> model(1);
   load_base(model, "model_tiny_llama");
   auto set = lora::attach<lora::StepRouter<3>>(model, {.rank = 4, .alpha = 8});
-  set.load(mote::testing::fixture_path("mote_llama"));  // also sets fixed_step question routing to expert 1
-  BOOST_TEST(set.options().question_expert == 1);
-  BOOST_TEST(set.options().step_tokens == (std::vector<std::string>{"<analysis>", "<guidance>", "<answer>"}));
+  set.load(mote::testing::fixture_path("mote_llama"));  // also sets the fixed_step unrouted policy, to expert 1
+  BOOST_TEST(set.options().unrouted_expert == 1);
+  BOOST_TEST((set.options().unrouted == lora::UnroutedPolicy::FixedStep));
   const auto f = mote::testing::load_text_fixture("mote_llama");
   check_adapter_fixture(model, set, "mote_llama", {.adapter = set.route(f.tensor<std::int32_t>("step_ids"))}, 1e-10);
   // Float within 1e-5 of the double reference.
@@ -758,16 +758,14 @@ BOOST_AUTO_TEST_CASE(adapters_round_trip_bit_exactly) {
   TempDir dir("lora_round_trip");
   {
     Llama<float> a(1), b(2);
-    auto saved = lora::attach<lora::StepRouter<3>>(a, {.rank = 4, .mix_alpha = 0.25, .question = lora::QuestionRouting::SharedOnly,
-                                                       .step_tokens = {"<a>", "<g>", "<ans>"}});
+    auto saved = lora::attach<lora::StepRouter<3>>(a, {.rank = 4, .mix_alpha = 0.25, .unrouted = lora::UnroutedPolicy::SharedOnly});
     randomize_experts(saved, 31);
     saved.save(dir.path / "mote");
     auto loaded = lora::attach<lora::StepRouter<3>>(b, {.rank = 4, .seed = 77});
     loaded.load(dir.path / "mote");
     BOOST_TEST((snapshot(loaded) == snapshot(saved)));
     BOOST_TEST(loaded.options().mix_alpha == 0.25);
-    BOOST_TEST((loaded.options().question == lora::QuestionRouting::SharedOnly));
-    BOOST_TEST(loaded.options().step_tokens == saved.options().step_tokens);
+    BOOST_TEST((loaded.options().unrouted == lora::UnroutedPolicy::SharedOnly));
     BOOST_TEST(fs::exists(dir.path / "mote" / "shared" / "adapter_config.json"));
   }
   {
@@ -944,6 +942,108 @@ BOOST_AUTO_TEST_CASE(dropout_masks_survive_recomputation) {
   const auto plain = grads(false), recomputed = grads(true);
   BOOST_TEST(!plain.empty());
   BOOST_TEST(relative_error(recomputed, plain) < 1e-12);
+}
+
+// Trainable token rows (PEFT's TRAINABLE_TOKENS): a fresh set changes nothing; trained rows act as
+// if written into the weights (merge gives the same logits); gradients match finite differences;
+// files round-trip and refuse rows of other tokens.
+template <class Model>
+void check_trainable_tokens(const std::string& tag) {
+  using TT = lora::TrainableTokens<Model>;
+  TempDir dir(tag);
+  Model m(1);
+  const auto ids = ids_2x6();  // holds 9 three times and 3 twice
+  std::vector<double> before;
+  {
+    no_grad off;
+    before = as_double(m.logits(ids).value());
+  }
+  TT rows(m, {9, 3, 60});
+  {
+    no_grad off;  // the head's replaced columns come from their own product: equal up to its rounding
+    BOOST_TEST(relative_error(as_double(m.logits(ids).value()), before) < 1e-13);
+  }
+  Rng rng(44);
+  for (auto p : rows.parameters())
+    p.mutable_value().copy_from(Tensor<double>::normal(p.shape(), 0.0, 0.5, rng));
+  std::vector<double> adapted;
+  {
+    no_grad off;
+    adapted = as_double(m.logits(ids).value());
+  }
+  BOOST_TEST(relative_error(adapted, before) > 1e-3);  // the rows took effect
+  rows.merge();
+  BOOST_TEST(!m.token_adapter());
+  {
+    no_grad off;
+    BOOST_TEST(relative_error(as_double(m.logits(ids).value()), adapted) < 1e-12);
+  }
+  rows.unmerge();
+  BOOST_TEST(m.token_adapter());
+  {
+    no_grad off;
+    BOOST_TEST(as_double(m.logits(ids).value()) == adapted, boost::test_tools::per_element());
+  }
+  m.set_trainable(false);
+  // Central differences in double on every row entry the batch touches.
+  auto loss_of = [&] { return m.loss(ids, ids); };
+  for (auto p : rows.parameters()) p.zero_grad();
+  loss_of().backward();
+  for (auto [name, p] : rows.named_parameters()) {
+    BOOST_TEST(p.grad().defined());
+    for (std::int64_t i = 0; i < p.numel(); i += 7) {
+      double* v = p.mutable_value().data() + i;
+      const double keep = *v, h = 1e-6;
+      double up, down;
+      {
+        no_grad off;
+        *v = keep + h;
+        up = loss_of().value().item();
+        *v = keep - h;
+        down = loss_of().value().item();
+        *v = keep;
+      }
+      const double numeric = (up - down) / (2 * h), analytic = p.grad().data()[i];
+      BOOST_TEST_CONTEXT(name << "[" << i << "]") { BOOST_TEST(std::abs(analytic - numeric) <= 1e-8 + 1e-6 * std::abs(numeric)); }
+    }
+  }
+  // Files: PEFT's names, bit-exact round trip, and refusals.
+  rows.save(dir.path / "tokens");
+  const auto file = io::safetensors::File::open(dir.path / "tokens" / "adapter_model.safetensors");
+  for (const auto& [name, p] : rows.named_parameters()) BOOST_TEST(file.has(name), name);
+  const auto cfg = io::json::parse_file(dir.path / "tokens" / "adapter_config.json");
+  BOOST_TEST(cfg.at("peft_type").as_string() == "TRAINABLE_TOKENS");
+  BOOST_TEST(cfg.at("token_indices").size() == 3u);
+  Model other(2);
+  TT loaded(other, {9, 3, 60});
+  loaded.load(dir.path / "tokens");
+  for (std::size_t k = 0; k < rows.parameters().size(); ++k)
+    BOOST_TEST(loaded.parameters()[k].value().to_vector() == rows.parameters()[k].value().to_vector(),
+               boost::test_tools::per_element());
+  Model third(3);
+  TT wrong(third, {9, 3, 61});
+  expect_error<value_error>([&] { wrong.load(dir.path / "tokens"); }, {"adapter_config.json", "token_indices", "61"});
+  expect_error<io_error>([&] { wrong.load(dir.path / "missing"); }, {"does not exist"});
+}
+
+BOOST_AUTO_TEST_CASE(trainable_token_rows_tied_and_untied) {
+  check_trainable_tokens<Gpt2<double>>("tokens_gpt2");   // tied: one set of rows serves both ends
+  check_trainable_tokens<Llama<double>>("tokens_llama");  // untied: embedding rows and LM head rows
+  Llama<double> m(1);
+  expect_error<value_error>([&] { lora::TrainableTokens<Llama<double>>(m, {}); }, {"no token ids"});
+  expect_error<value_error>([&] { lora::TrainableTokens<Llama<double>>(m, {3, 64}); }, {"64", "[0, 64)"});
+  expect_error<value_error>([&] { lora::TrainableTokens<Llama<double>>(m, {3, 3}); }, {"appears twice"});
+  lora::TrainableTokens<Llama<double>> rows(m, {5});
+  expect_error<value_error>([&] { lora::TrainableTokens<Llama<double>>(m, {6}); }, {"already has trainable token rows"});
+  expect_error<value_error>([&] { (void)nn::resize_vocab<70>(m); }, {"trainable token rows"});
+  // Decoding with the rows attached gives what the merged model gives.
+  Rng rng(3);
+  rows.embedding_rows().mutable_value().copy_from(Tensor<double>::normal({1, 32}, 0.0, 1.0, rng));
+  rows.head_rows().mutable_value().copy_from(Tensor<double>::normal({1, 32}, 0.0, 1.0, rng));
+  const std::vector<std::int32_t> prompt{5, 7, 5};
+  const auto adapted = nn::generate(m, prompt, {.max_new_tokens = 6});
+  rows.merge();
+  BOOST_TEST(nn::generate(m, prompt, {.max_new_tokens = 6}) == adapted, boost::test_tools::per_element());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

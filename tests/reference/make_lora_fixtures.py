@@ -15,7 +15,7 @@ base(x) is x @ W0.T for nn.Linear (Llama) and x @ W0 + b for GPT-2's Conv1D, who
 A and B are seeded random draws (std 0.1, B not zero), so the adapted model differs from the base.
 
 MoTE (mixture of thought experts) with a step router, per adapted linear layer and per token t with
-step id s_t (question tokens carry s_t = -1 and are routed to step expert `question_expert`):
+route id s_t (unrouted tokens carry s_t = -1 and go to step expert `unrouted_expert`):
     y = base(x) + mix_alpha * E_{s_t}(x) + (1 - mix_alpha) * E_shared(x)
     E(x) = scale * (x @ A.T) @ B.T   (each expert is one LoRA adapter)
 
@@ -66,8 +66,7 @@ LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
 R, ALPHA = 4, 8
 
 MOTE = {"mote_version": 1, "router": "step", "experts": ["step_0", "step_1", "step_2", "shared"], "steps": 3,
-        "shared_expert": True, "mix_alpha": 0.5, "question_routing": "fixed_step", "question_expert": 1,
-        "step_tokens": ["<analysis>", "<guidance>", "<answer>"]}
+        "shared_expert": True, "mix_alpha": 0.5, "unrouted_policy": "fixed_step", "unrouted_expert": 1}
 # Per row: two question tokens, then runs of steps 0, 1, 2 (lengths 2 3 1 and 1 2 3).
 STEP_IDS = torch.tensor([[-1, -1, 0, 0, 1, 1, 1, 2],
                          [-1, -1, 0, 1, 1, 2, 2, 2]], dtype=torch.int32)
@@ -211,7 +210,7 @@ def single_hook(ad, scale):
 def mote_hook(experts, scale, step_ids):
     """experts: folder -> adapter. Per-token coefficient of each expert, from the step router."""
     mix, nsteps = MOTE["mix_alpha"], MOTE["steps"]
-    route = torch.where(step_ids < 0, torch.full_like(step_ids, MOTE["question_expert"]), step_ids).to(torch.int64)
+    route = torch.where(step_ids < 0, torch.full_like(step_ids, MOTE["unrouted_expert"]), step_ids).to(torch.int64)
     coef = {f"step_{s}": (route == s).to(f64) * mix for s in range(nsteps)}
     coef["shared"] = torch.full(step_ids.shape, 1.0 - mix, dtype=f64)
 
@@ -356,7 +355,7 @@ def main():
     write_json(os.path.join(root, "mote_config.json"), MOTE, sort_keys=False)
     write_case("mote_llama", llama_c, llama_forward, mods, experts, folders, scale,
                dict(r=R, lora_alpha=ALPHA, scale=scale, use_rslora=0, steps=MOTE["steps"],
-                    mix_alpha=MOTE["mix_alpha"], question_expert=MOTE["question_expert"]), step_ids=STEP_IDS)
+                    mix_alpha=MOTE["mix_alpha"], unrouted_expert=MOTE["unrouted_expert"]), step_ids=STEP_IDS)
 
 
 if __name__ == "__main__":

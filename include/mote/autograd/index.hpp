@@ -1,6 +1,6 @@
 #pragma once
-// Index ops: embedding (rows of a table by id), index_select (entries along a dim) and
-// index_add (entries added at positions along a dim). Repeated indices accumulate in
+// Index ops: embedding (rows of a table by id), index_select (entries along a dim),
+// index_add (entries added at positions along a dim) and index_copy (entries replaced there). Repeated indices accumulate in
 // backward. Every index is checked against its range before any kernel runs.
 #include <cstdint>
 #include <string>
@@ -56,6 +56,33 @@ void expect_vector_index(const char* op, const Tensor<std::int32_t, B>& index) {
   if (index.rank() != 1)
     throw shape_error(std::string("mote: ") + op + ": argument 'index' has shape " + index.shape().str() +
                       "; expected 1-D [M]");
+}
+
+// base viewed as [outer, n, inner] around dim, and src's m slices for the positions in index: the
+// checked operands of index_add and index_copy.
+template <Backend B>
+struct SliceOperands {
+  std::int64_t outer, n, inner, m;
+  Tensor<std::int32_t, B> packed;
+};
+
+template <Real T, Backend B>
+SliceOperands<B> slices_at(const char* op, const Var<T, B>& base, int dim, const Tensor<std::int32_t, B>& index,
+                           const Var<T, B>& src) {
+  expect_defined(base, op, "base");
+  expect_defined(src, op, "src");
+  expect_vector_index(op, index);
+  const Shape& shape = base.shape();
+  const int d = shape_detail::checked_dim(op, "base", shape, dim);
+  const std::int64_t m = index.numel();
+  Shape expected_src = shape;
+  expected_src[d] = m;
+  if (!(src.shape() == expected_src))
+    throw shape_error(std::string("mote: ") + op + ": argument 'src' has shape " + src.shape().str() + " but base " +
+                      shape.str() + " with dimension " + std::to_string(d) + " set to the " + std::to_string(m) +
+                      " entries of index expects " + expected_src.str());
+  return {shape.prefix(d), shape[d], shape.suffix(d + 1), m,
+          checked_indices(op, "index", index, shape[d], "the size of dimension " + std::to_string(d) + " of base " + shape.str())};
 }
 
 }  // namespace index_detail
@@ -130,20 +157,7 @@ Var<T, B> index_select(const Var<T, B>& x, int dim, const Tensor<std::int32_t, B
 // src has base's shape with dim replaced by M.
 template <Real T, Backend B>
 Var<T, B> index_add(const Var<T, B>& base, int dim, const Tensor<std::int32_t, B>& index, const Var<T, B>& src) {
-  expect_defined(base, "index_add", "base");
-  expect_defined(src, "index_add", "src");
-  index_detail::expect_vector_index("index_add", index);
-  const Shape& shape = base.shape();
-  const int d = shape_detail::checked_dim("index_add", "base", shape, dim);
-  const std::int64_t outer = shape.prefix(d), n = shape[d], inner = shape.suffix(d + 1), m = index.numel();
-  Shape expected_src = shape;
-  expected_src[d] = m;
-  if (!(src.shape() == expected_src))
-    throw shape_error("mote: index_add: argument 'src' has shape " + src.shape().str() + " but base " + shape.str() +
-                      " with dimension " + std::to_string(d) + " set to the " + std::to_string(m) +
-                      " entries of index expects " + expected_src.str());
-  const Tensor<std::int32_t, B> packed = index_detail::checked_indices(
-      "index_add", "index", index, n, "the size of dimension " + std::to_string(d) + " of base " + shape.str());
+  const auto [outer, n, inner, m, packed] = index_detail::slices_at("index_add", base, dim, index, src);
   Tensor<T, B> out = base.value().clone();
   if (src.numel() > 0) {
     const Tensor<T, B> src_value = src.value().contiguous();
@@ -165,10 +179,56 @@ Var<T, B> index_add(const Var<T, B>& base, int dim, const Tensor<std::int32_t, B
   });
 }
 
+// base with its slices along dim at the positions in index [M] replaced by src's M slices
+// (torch.index_copy). The index must not repeat. Backward: base's gradient is the output's with those
+// slices zeroed, src's is the output's at them, so replaced entries are exact, not base + (src - base).
+template <Real T, Backend B>
+Var<T, B> index_copy(const Var<T, B>& base, int dim, const Tensor<std::int32_t, B>& index, const Var<T, B>& src) {
+  const auto [outer, n, inner, m, packed] = index_detail::slices_at("index_copy", base, dim, index, src);
+  {
+    const std::vector<std::int32_t> host = packed.to_vector();
+    std::vector<bool> seen(static_cast<std::size_t>(n), false);
+    for (std::size_t j = 0; j < host.size(); ++j) {
+      if (seen[static_cast<std::size_t>(host[j])])
+        throw value_error("mote: index_copy: index[" + std::to_string(j) + "] = " + std::to_string(host[j]) +
+                          " repeats an earlier entry; expected distinct positions");
+      seen[static_cast<std::size_t>(host[j])] = true;
+    }
+  }
+  Tensor<T, B> out = base.value().clone();
+  if (src.numel() > 0) {
+    const Tensor<T, B> src_value = src.value().contiguous();
+    const T* ps = src_value.data();
+    const std::int32_t* pi = packed.data();
+    T* po = out.data();
+    MOTE_CALL_KERNEL(B, index_scatter_copy, ps, outer, m, inner, pi, n, po);
+  }
+  return make_result("index_copy", std::move(out), {base, src}, [packed, outer, n, inner, m](Node<T, B>& self) {
+    const T* g = self.grad.data();
+    const std::int32_t* pi = packed.data();
+    if (T* gbase = input_grad(self, 0)) {
+      Tensor<T, B> passed = self.grad.clone();
+      if (outer * m * inner > 0) {
+        const Tensor<T, B> zeros = Tensor<T, B>::zeros({outer, m, inner});
+        const T* pz = zeros.data();
+        T* pp = passed.data();
+        MOTE_CALL_KERNEL(B, index_scatter_copy, pz, outer, m, inner, pi, n, pp);
+      }
+      const T* pp = passed.data();
+      const std::int64_t count = passed.numel();
+      MOTE_CALL_KERNEL(B, axpy, T(1), pp, gbase, count);
+    }
+    T* gsrc = input_grad(self, 1);
+    if (!gsrc || outer * m * inner == 0) return;
+    MOTE_CALL_KERNEL(B, index_gather_add, g, outer, n, inner, pi, m, gsrc);
+  });
+}
+
 }  // namespace mote::autograd
 
 namespace mote {
 using autograd::embedding;
 using autograd::index_add;
+using autograd::index_copy;
 using autograd::index_select;
 }  // namespace mote

@@ -182,9 +182,8 @@ io::json::Value mote_config(const Set& set) {
     cfg.set("steps", R::steps);
     cfg.set("shared_expert", R::shared);
     cfg.set("mix_alpha", o.mix_alpha);
-    cfg.set("question_routing", question_routing_name(o.question));
-    cfg.set("question_expert", o.question_expert);
-    cfg.set("step_tokens", o.step_tokens);
+    cfg.set("unrouted_policy", unrouted_policy_name(o.unrouted));
+    cfg.set("unrouted_expert", o.unrouted_expert);
   } else {
     cfg.set("top_k", R::top_k);
     cfg.set("aux_loss_coef", o.aux_loss_coef);
@@ -215,17 +214,15 @@ Options read_mote_config(const Set& set, const std::filesystem::path& file) {
   Options o = set.options();
   if constexpr (is_step_router<R>) {
     o.mix_alpha = cfg.at("mix_alpha").as_double();
-    const std::string q = cfg.at("question_routing").as_string();
+    const std::string q = cfg.at("unrouted_policy").as_string();
     bool found = false;
-    for (QuestionRouting candidate : {QuestionRouting::RandomStep, QuestionRouting::FixedStep, QuestionRouting::SharedOnly})
-      if (q == question_routing_name(candidate)) {
-        o.question = candidate;
+    for (UnroutedPolicy candidate : {UnroutedPolicy::RandomStep, UnroutedPolicy::FixedStep, UnroutedPolicy::SharedOnly})
+      if (q == unrouted_policy_name(candidate)) {
+        o.unrouted = candidate;
         found = true;
       }
-    if (!found) throw value_error(where + ": question_routing = \"" + q + "\"; expected random_step, fixed_step or shared_only");
-    o.question_expert = static_cast<std::int32_t>(cfg.at("question_expert").as_int64());
-    o.step_tokens.clear();
-    for (const auto& t : cfg.at("step_tokens").as_array()) o.step_tokens.push_back(t.as_string());
+    if (!found) throw value_error(where + ": unrouted_policy = \"" + q + "\"; expected random_step, fixed_step or shared_only");
+    o.unrouted_expert = static_cast<std::int32_t>(cfg.at("unrouted_expert").as_int64());
   } else {
     o.aux_loss_coef = cfg.at("aux_loss_coef").as_double();
   }

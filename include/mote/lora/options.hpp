@@ -8,24 +8,24 @@
 
 namespace mote::lora {
 
-// Where a StepRouter sends question tokens (step id lora::question_step).
-enum class QuestionRouting {
-  RandomStep,  // one step expert drawn per sequence from the set's seeded Rng (the paper's choice)
-  FixedStep,   // always step expert Options::question_expert
+// Where a StepRouter sends tokens that carry no route (route id lora::unrouted).
+enum class UnroutedPolicy {
+  RandomStep,  // one step expert drawn per sequence from the set's seeded Rng
+  FixedStep,   // always step expert Options::unrouted_expert
   SharedOnly,  // the shared expert alone, at weight 1
 };
 
-inline const char* question_routing_name(QuestionRouting q) {
+inline const char* unrouted_policy_name(UnroutedPolicy q) {
   switch (q) {
-    case QuestionRouting::RandomStep: return "random_step";
-    case QuestionRouting::FixedStep: return "fixed_step";
-    case QuestionRouting::SharedOnly: return "shared_only";
+    case UnroutedPolicy::RandomStep: return "random_step";
+    case UnroutedPolicy::FixedStep: return "fixed_step";
+    case UnroutedPolicy::SharedOnly: return "shared_only";
   }
   return "unknown";
 }
 
-// The step id of a question token; step tokens carry 0 .. steps - 1.
-inline constexpr std::int32_t question_step = -1;
+// The route id of a token that belongs to no step expert; routed tokens carry 0 .. steps - 1.
+inline constexpr std::int32_t unrouted = -1;
 
 struct Options {
   std::int64_t rank = 16;
@@ -34,14 +34,12 @@ struct Options {
   bool use_rslora = false;   // scale by alpha / sqrt(rank) instead (rsLoRA)
   // Hugging Face module names, or their last component ("q_proj", "c_attn"); empty = every linear layer.
   std::vector<std::string> targets = {};
-  std::uint64_t seed = 0;    // adapter initialization, dropout masks and random question routing
+  std::uint64_t seed = 0;    // adapter initialization, dropout masks and random placement of unrouted tokens
 
   // StepRouter: y = W0 x + mix_alpha * E_step(x) + (1 - mix_alpha) * E_shared(x).
   double mix_alpha = 0.5;
-  QuestionRouting question = QuestionRouting::RandomStep;
-  std::int32_t question_expert = 0;
-  // AlignCoT step tokens, recorded in mote_config.json so a reader knows which token starts which step.
-  std::vector<std::string> step_tokens = {};
+  UnroutedPolicy unrouted = UnroutedPolicy::RandomStep;
+  std::int32_t unrouted_expert = 0;
 
   // TopKRouter: coefficient of the Switch/Mixtral load-balancing loss (MixLoRA uses 0.01).
   double aux_loss_coef = 0.01;

@@ -17,6 +17,7 @@
 #include "mote/nn/config.hpp"
 #include "mote/nn/decode.hpp"
 #include "mote/nn/layers.hpp"
+#include "mote/nn/token_adapter.hpp"
 
 namespace mote::nn {
 
@@ -42,7 +43,8 @@ struct ForwardOptions {
   // just the last one, and the LM head is a short prompt's largest product.
   std::int64_t logits_to_keep = 0;
   // A cached step of one token per sequence on the CPU, with no graph to record and no adapters,
-  // runs nn/decode.hpp's graph-free step: the same logits, bit for bit, for less time per token.
+  // runs nn/decode.hpp's graph-free step: the same logits, bit for bit, for less time per token
+  // (without adapters: a model with linear or token-row adapters attached goes layer by layer).
   // false runs the layer-by-layer forward instead.
   bool graph_free_decode = true;
 };
@@ -130,13 +132,15 @@ class CausalLM {
       if (takes_graph_free_step(ids, options, cache)) return V(graph_free_step(ids, *positions, options.mask, *cache));
 
     V x = autograd::embedding(tok_embed_, ids);
+    if (token_adapter_) x = token_adapter_->embed(x, ids);
     if constexpr (C.positions == Positions::Learned) x = x + autograd::embedding(pos_embed_, *positions);
     const LayerInputs<B> in{.positions = positions, .mask = options.mask, .adapter = options.adapter};
     for (std::size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i](x, in, cache ? &cache->layers[i] : nullptr);
     if (options.logits_to_keep > 0 && options.logits_to_keep < len)
       x = autograd::slice(x, 1, len - options.logits_to_keep, options.logits_to_keep);
     x = final_norm_(x);
-    return autograd::linear(x, C.tied_embeddings ? tok_embed_ : lm_head_);
+    V out = autograd::linear(x, C.tied_embeddings ? tok_embed_ : lm_head_);
+    return token_adapter_ ? token_adapter_->head(out, x) : out;
   }
 
   // Mean next-token cross-entropy of logits(ids) against targets [B, L] (-100 = ignored).
@@ -236,6 +240,11 @@ class CausalLM {
   }
 
   const std::vector<Block<C, T, B>>& blocks() const { return blocks_; }
+
+  // The adapter of the token rows (lora::TrainableTokens attaches one); null for none. Copies of the
+  // model share it, as they share the parameters.
+  void set_token_adapter(std::shared_ptr<const TokenAdapter<T, B>> adapter) { token_adapter_ = std::move(adapter); }
+  const std::shared_ptr<const TokenAdapter<T, B>>& token_adapter() const noexcept { return token_adapter_; }
   // Turns activation recomputation on or off for every block (training memory for compute).
   void set_recompute(bool on) {
     for (auto& b : blocks_) b.recompute = on;
@@ -259,7 +268,7 @@ class CausalLM {
   // outside the vocab goes layer by layer, to get the embedding's error.
   bool takes_graph_free_step(const Tensor<std::int32_t, B>& ids, const ForwardOptions<B>& options,
                              const KVCache<T, B>* cache) const {
-    if (!options.graph_free_decode || !cache || ids.size(1) != 1 || autograd::grad_enabled()) return false;
+    if (!options.graph_free_decode || !cache || ids.size(1) != 1 || autograd::grad_enabled() || token_adapter_) return false;
     for (const auto& block : blocks_)
       if (decode_detail::has_adapters(block)) return false;
     for (const std::int32_t id : ids.contiguous().to_vector())
@@ -309,6 +318,7 @@ class CausalLM {
   }
 
   V tok_embed_, pos_embed_, lm_head_;
+  std::shared_ptr<const TokenAdapter<T, B>> token_adapter_;
   std::vector<Block<C, T, B>> blocks_;
   NormLayer<C, T, B> final_norm_;
 };

@@ -3,6 +3,7 @@
 // parameter transfer across backends.
 #include "mote/nn/config.hpp"
 #include "mote/nn/linear.hpp"
+#include "mote/nn/token_adapter.hpp"
 #include "mote/nn/layers.hpp"
 #include "mote/nn/causal_lm.hpp"
 #include "mote/nn/generate.hpp"

@@ -67,6 +67,9 @@ CausalLM<with_vocab(C, NewVocab), T, B> resize_vocab(const CausalLM<C, T, B>& mo
       throw value_error("mote: resize_vocab: module '" + name +
                         "' has an adapter attached; resize the vocabulary before attaching adapters, or detach them first");
   });
+  if (model.token_adapter())
+    throw value_error("mote: resize_vocab: the model has trainable token rows attached; resize the vocabulary before "
+                      "attaching them, or detach them first");
   std::map<std::string, autograd::Var<T, B>> old_params;
   source.for_each_parameter([&](const std::string& name, autograd::Var<T, B>& p) { old_params.emplace(name, p); });
 

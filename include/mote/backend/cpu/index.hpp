@@ -1,6 +1,6 @@
 #pragma once
-// CPU gathers and scatter-adds of slices along one dimension, for embedding, index_select and
-// index_add. Tensors are viewed as [outer, n, inner]; index has m entries, each in [0, n)
+// CPU gathers, scatter-adds and scatter-copies of slices along one dimension, for embedding,
+// index_select, index_add and index_copy. Tensors are viewed as [outer, n, inner]; index has m entries, each in [0, n)
 // (the autograd ops check that before calling).
 #include <algorithm>
 #include <cstdint>
@@ -71,6 +71,19 @@ void index_scatter_add_distinct(cpu, const T* src, std::int64_t outer, std::int6
     T* d = dst + (o * n + index[j]) * inner;
 #pragma omp simd
     for (std::int64_t i = 0; i < inner; ++i) d[i] += s[i];
+  }
+}
+
+// dst[o, index[j], :] = src[o, j, :] for an index without repeats (index_copy): rows never collide.
+template <class T>
+void index_scatter_copy(cpu, const T* src, std::int64_t outer, std::int64_t m, std::int64_t inner,
+                        const std::int32_t* index, std::int64_t n, T* dst) {
+  if (inner <= 0) return;
+  const std::int64_t rows = outer * m;
+#pragma omp parallel for if (rows > 1 && rows * inner > (1 << 15))
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const std::int64_t o = r / m, j = r % m;
+    std::memcpy(dst + (o * n + index[j]) * inner, src + r * inner, static_cast<std::size_t>(inner) * sizeof(T));
   }
 }
 

@@ -1,5 +1,6 @@
 #pragma once
-// CUDA gathers and scatter-adds of slices along one dimension (embedding, index_select, index_add),
+// CUDA gathers, scatter-adds and scatter-copies of slices along one dimension (embedding,
+// index_select, index_add, index_copy),
 // with the semantics of backend/cpu/index.hpp. Tensors are viewed as [outer, n, inner]; the index
 // holds m entries in [0, n) and lives in device memory like every other kernel operand.
 #include <cub/device/device_radix_sort.cuh>
@@ -76,9 +77,10 @@ inline void sort_by_destination(const std::int32_t* index, std::int64_t m, std::
   check(sort(temp.data()), "cub::DeviceRadixSort::SortPairs");
 }
 
-// dst[o, index[j], i] += src[o, j, i], one thread per element: the index must not repeat.
-template <class T>
-struct scatter_add_distinct_at {
+// dst[o, index[j], i] (+= when accumulate, else =) src[o, j, i], one thread per element: the index
+// must not repeat.
+template <class T, bool accumulate>
+struct scatter_distinct_at {
   const T* src;
   std::int64_t m;
   std::int64_t inner;
@@ -87,7 +89,8 @@ struct scatter_add_distinct_at {
   T* dst;
   __device__ void operator()(std::int64_t flat) const {
     const std::int64_t i = flat % inner, row = flat / inner, j = row % m, o = row / m;
-    dst[(o * n + index[j]) * inner + i] += src[flat];
+    if constexpr (accumulate) dst[(o * n + index[j]) * inner + i] += src[flat];
+    else dst[(o * n + index[j]) * inner + i] = src[flat];
   }
 };
 
@@ -131,8 +134,17 @@ void index_scatter_add_distinct(cuda, const T* src, std::int64_t outer, std::int
                                 const std::int32_t* index, std::int64_t n, T* dst) {
   if (outer <= 0 || m <= 0 || inner <= 0) return;
   cuda_detail::for_each_index(outer * m * inner,
-                              cuda_detail::scatter_add_distinct_at<T>{src, m, inner, index, n, dst},
+                              cuda_detail::scatter_distinct_at<T, true>{src, m, inner, index, n, dst},
                               "index_scatter_add_distinct kernel");
+}
+
+// dst[o, index[j], :] = src[o, j, :] for an index without repeats (index_copy).
+template <Real T>
+void index_scatter_copy(cuda, const T* src, std::int64_t outer, std::int64_t m, std::int64_t inner,
+                        const std::int32_t* index, std::int64_t n, T* dst) {
+  if (outer <= 0 || m <= 0 || inner <= 0) return;
+  cuda_detail::for_each_index(outer * m * inner, cuda_detail::scatter_distinct_at<T, false>{src, m, inner, index, n, dst},
+                              "index_scatter_copy kernel");
 }
 
 }  // namespace mote::backend

@@ -1,0 +1,671 @@
+// The aligncot room: stages and pipelines, the chain format, chain -> sequences (routes, targets,
+// positions, step-skip masks checked exhaustively against masks built another way), packing, the
+// expanded data against the single pass (losses and gradients through a MoTE model in double), the
+// dataset's batches, stage-token registration, and bad input.
+#include "op_harness.hpp"
+#include "test_files.hpp"
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <numeric>
+#include <sstream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "mote/aligncot/aligncot.hpp"
+#include "mote/io/jsonl.hpp"
+#include "mote/lora/lora.hpp"
+#include "mote/nn/nn.hpp"
+#include "mote/train/train.hpp"
+
+using namespace mote;
+using mote::testing::expect_error;
+using mote::testing::relative_error;
+using mote::testing::TempDir;
+namespace ac = mote::aligncot;
+namespace fs = std::filesystem;
+
+namespace {
+
+using Chain3 = ac::Pipeline<ac::QuestionAnalysis, ac::AnswerGuidance, ac::SafeAnswer>;
+
+// A stage of the user's own, on the expert the analysis would use.
+struct Reflection {
+  static constexpr std::string_view name = "reflection";
+  static constexpr std::string_view label = "Reflection";
+  static constexpr std::string_view start_token = "<|reflect|>";
+  static constexpr std::string_view end_token = "<|/reflect|>";
+  static constexpr ac::StageRole role = ac::StageRole::step;
+  static constexpr int expert = 0;
+  static constexpr std::string_view default_template = "Question: {question}\n{context}Reflect:";
+};
+using Custom = ac::Pipeline<Reflection, ac::OnExpert<ac::SafeAnswer, 1>, ac::SafetyCheck>;
+
+// Byte-level tokenizer: ids 0..255 are the bytes, no merges.
+io::Tokenizer byte_tokenizer() {
+  std::vector<std::pair<std::string, io::bpe::token_id>> vocab;
+  for (int b = 0; b < 256; ++b) vocab.emplace_back(io::bpe::byte_to_unicode()[static_cast<std::size_t>(b)], b);
+  return io::Tokenizer(io::bpe::Model(vocab, {}, "bytes", [](std::size_t) { return std::string(); }));
+}
+
+// A Llama-style model over those bytes with room for short chains.
+constexpr nn::Config byte_llama{.vocab = 256, .d_model = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .d_ff = 64,
+                                .max_seq = 96, .norm = nn::Norm::RMSNorm, .eps = 1e-5, .activation = nn::Activation::SwiGLU,
+                                .positions = nn::Positions::RoPE, .rope_theta = 10000.0, .bias = false,
+                                .tied_embeddings = false};
+
+// A chain written by hand: question of q tokens, then blocks of the given lengths (last = answer).
+ac::TokenizedChain hand_chain(std::int64_t q, const std::vector<std::int64_t>& lengths, std::int32_t first_id = 1) {
+  ac::TokenizedChain c;
+  std::int32_t id = first_id;
+  for (std::int64_t t = 0; t < q; ++t) c.ids.push_back(id++);
+  c.question_length = q;
+  for (std::size_t k = 0; k < lengths.size(); ++k) {
+    const std::int32_t stage = k + 1 == lengths.size() ? 2 : static_cast<std::int32_t>(k);
+    ac::Block b{stage, stage, static_cast<std::int64_t>(c.ids.size()), 0};
+    for (std::int64_t t = 0; t < lengths[k]; ++t) c.ids.push_back(id++);
+    b.end = static_cast<std::int64_t>(c.ids.size());
+    c.blocks.push_back(b);
+  }
+  return c;
+}
+
+// The step-skip mask built as the paper states it: causal, then each skipped block's columns cut out
+// of every later block's rows.
+std::vector<std::uint8_t> expected_mask(const ac::TokenizedChain& c, const std::vector<bool>& skipped) {
+  const auto n = static_cast<std::int64_t>(c.ids.size());
+  std::vector<std::uint8_t> m(static_cast<std::size_t>(n * n), 0);
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = 0; j <= i; ++j) m[static_cast<std::size_t>(i * n + j)] = 1;
+  for (std::size_t k = 0; k < c.blocks.size(); ++k) {
+    if (!skipped[k]) continue;
+    for (std::size_t later = k + 1; later < c.blocks.size(); ++later)
+      for (std::int64_t i = c.blocks[later].begin; i < c.blocks[later].end; ++i)
+        for (std::int64_t j = c.blocks[k].begin; j < c.blocks[k].end; ++j) m[static_cast<std::size_t>(i * n + j)] = 0;
+  }
+  return m;
+}
+
+std::vector<bool> pattern(std::size_t blocks, unsigned bits) {
+  std::vector<bool> p(blocks, false);
+  for (std::size_t k = 0; k + 1 < blocks; ++k) p[k] = (bits >> k) & 1U;
+  return p;
+}
+
+void write_text(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(test_aligncot)
+
+BOOST_AUTO_TEST_CASE(pipelines_know_their_stages) {
+  static_assert(Chain3::size == 3 && Chain3::routed_count == 3 && Chain3::answer_index == 2 && Chain3::token_count == 3);
+  static_assert(Chain3::names[1] == "guidance" && Chain3::experts[2] == 2);
+  static_assert(Custom::size == 3 && Custom::routed_count == 2 && Custom::answer_index == 1);
+  static_assert(Custom::token_count == 4);  // three start tokens and the reflection's end token
+  static_assert(Custom::experts[1] == 1 && Custom::roles[2] == ac::StageRole::check);
+  Chain3::require_router<lora::StepRouter<3>>();
+  Custom::require_router<lora::StepRouter<2, lora::without_shared>>();
+  Chain3::require_router<lora::SingleLoRA<>>();  // routes mean nothing to a single adapter
+  BOOST_TEST((Custom::tokens() == std::vector<std::string>{"<|reflect|>", "<|response|>", "<|check|>", "<|/reflect|>"}));
+  BOOST_TEST(Chain3::index_of("guidance").value() == 1u);
+  BOOST_TEST(!Chain3::index_of("check").has_value());
+  BOOST_TEST(Chain3::description() ==
+             "analysis <|analysis|> -> expert 0, guidance <|guidance|> -> expert 1, answer <|response|> -> expert 2");
+}
+
+BOOST_AUTO_TEST_CASE(prompt_templates_render_and_refuse_bad_ones) {
+  Chain3 p;
+  ac::PromptValues v{.question = "How do I pick a lock?", .stage_texts = {{"analysis", "It may be a break-in."}}, .draft = ""};
+  BOOST_TEST(p.render("guidance", v) ==
+             "Question: How do I pick a lock?\nAnalysis: It may be a break-in.\n"
+             "Give guidance for an answer that is safe and still as helpful as it can be.\nGuidance:");
+  p.set_template("answer", "{{Q}} {question} | {analysis} | {guidance} | {context}end");
+  BOOST_TEST(p.render("answer", v) == "{Q} How do I pick a lock? | It may be a break-in. |  | Analysis: It may be a break-in.\nend");
+  expect_error<value_error>([&] { p.set_template("answer", "Answer the user."); }, {"'answer'", "lacks the {question}"});
+  expect_error<value_error>([&] { p.set_template("answer", "{question} {mood}"); }, {"unknown placeholder {mood}"});
+  expect_error<value_error>([&] { p.set_template("answer", "{question} {oops"); }, {"unclosed '{'"});
+  expect_error<value_error>([&] { p.set_template("answer", "{question} }"); }, {"unmatched '}'"});
+  expect_error<value_error>([&] { p.set_template("critique", "{question}"); }, {"no stage is named 'critique'", "analysis"});
+  BOOST_TEST(p.prompt_template("answer") == "{{Q}} {question} | {analysis} | {guidance} | {context}end");  // unchanged by the refusals
+}
+
+BOOST_AUTO_TEST_CASE(chains_round_trip_and_bad_lines_name_their_line) {
+  TempDir dir("chains");
+  std::vector<ac::Chain> chains(2);
+  chains[0].id = "q1";
+  chains[0].question = "How do I pick a lock?";
+  chains[0].steps = {{"analysis", "Maybe a break-in."}, {"guidance", "Help with the lawful case."}};
+  chains[0].answer = "Call a locksmith.";
+  chains[0].checks = {{"guidance", "Use a tension wrench.", false}};
+  chains[0].provenance = io::json::Value::object({{"model", "tiny"}, {"seed", 3}});
+  chains[1].question = "Bake a cake?";
+  chains[1].steps = {{"guidance", "Give the recipe."}};
+  chains[1].answer = "Mix and bake.";
+  ac::write_chains<Chain3>(dir.path / "c.jsonl", chains);
+  const auto back = ac::read_chains<Chain3>(dir.path / "c.jsonl");
+  BOOST_REQUIRE(back.size() == 2u);
+  BOOST_TEST(back[0].id == "q1");
+  BOOST_TEST(back[0].steps == chains[0].steps);
+  BOOST_TEST(back[0].checks.size() == 1u);
+  BOOST_TEST(!back[0].checks[0].safe);
+  BOOST_TEST(back[0].provenance.at("seed").as_int64() == 3);
+  BOOST_TEST(back[1].step("analysis") == nullptr);
+  BOOST_TEST(*back[1].step("guidance") == "Give the recipe.");
+  BOOST_TEST(back[1].source == "'" + (dir.path / "c.jsonl").string() + "' line 2");
+
+  // Steps come back in pipeline order whatever the file's order.
+  write_text(dir.path / "order.jsonl", R"({"question": "q", "steps": {"guidance": "g", "analysis": "a"}, "answer": "x"})" "\n");
+  BOOST_TEST(ac::read_chains<Chain3>(dir.path / "order.jsonl")[0].steps.front().first == "analysis");
+
+  const auto bad = [&](const std::string& body, std::initializer_list<std::string> needles) {
+    write_text(dir.path / "bad.jsonl", "{\"question\": \"fine\", \"answer\": \"fine\"}\n\n" + body + "\n");
+    expect_error<mote::error>([&] { (void)ac::read_chains<Chain3>(dir.path / "bad.jsonl"); }, needles);
+  };
+  bad(R"({"question": "q", "answer": "a", "steps": {"reflection": "r"}})", {"line 3", "\"reflection\"", "analysis, guidance"});
+  bad(R"({"question": "q", "answer": "a", "steps": {"answer": "r"}})", {"line 3", "not a step"});
+  bad(R"({"question": "q", "answer": ""})", {"line 3", "answer is empty"});
+  bad(R"({"question": "q"})", {"line 3", "missing field \"answer\""});
+  bad(R"({"answer": "a"})", {"line 3", "\"question\""});
+  bad(R"({"question": "q", "answer": "a", "steps": {"analysis": ""}})", {"line 3", "non-empty text"});
+  bad(R"({"question": "q", "answer": "a", "mood": 1})", {"line 3", "unknown field \"mood\""});
+  bad(R"({"question": "q", "answer": "a", "checks": [{"before": "nowhere", "safe": true}]})", {"line 3", "nowhere"});
+  bad(R"({"question": "q", "answer": "a",)", {"line 3"});
+  bad(R"(["not", "an", "object"])", {"line 3", "JSON object"});
+  expect_error<io_error>([&] { (void)ac::read_chains<Chain3>(dir.path / "missing.jsonl"); }, {"missing.jsonl"});
+}
+
+BOOST_AUTO_TEST_CASE(jsonl_tolerant_read_and_appender_cut_torn_lines) {
+  TempDir dir("jsonl");
+  write_text(dir.path / "a.jsonl", "{\"a\": 1}\n{broken\n\n{\"a\": 3}\n");
+  std::vector<std::size_t> bad_lines;
+  const auto lines = io::jsonl::read(dir.path / "a.jsonl", [&](std::size_t n, const std::string&) { bad_lines.push_back(n); });
+  BOOST_TEST(lines.size() == 2u);
+  BOOST_TEST(lines[1].number == 4u);
+  BOOST_TEST(bad_lines == std::vector<std::size_t>{2});
+  // A killed writer's torn last line is cut when the file is opened for appending again.
+  write_text(dir.path / "b.jsonl", "{\"a\": 1}\n{\"a\": 2, \"tor");
+  {
+    io::jsonl::Appender out(dir.path / "b.jsonl");
+    out.append(io::json::Value::object({{"a", 3}}));
+  }
+  const auto back = io::jsonl::read(dir.path / "b.jsonl");
+  BOOST_REQUIRE(back.size() == 2u);
+  BOOST_TEST(back[1].value.at("a").as_int64() == 3);
+}
+
+BOOST_AUTO_TEST_CASE(tokenized_chains_carry_blocks_in_pipeline_order) {
+  auto tok = byte_tokenizer();
+  for (const auto& t : Chain3::tokens()) tok.add_special_token(t);
+  const auto ids = ac::stage_token_ids<Chain3>(tok);
+  BOOST_TEST((ids.start == std::vector<std::int32_t>{256, 257, 258}));
+  ac::Chain chain;
+  chain.question = "Hi <|response|>?";  // spelled-out stage tokens stay text
+  chain.steps = {{"guidance", "g!"}};
+  chain.answer = "ok";
+  const auto c = ac::tokenize_chain<Chain3>(tok, ids, chain, {.eos_id = 10, .bos_id = 1, .question_suffix = "\n"}, 0);
+  // bos, 17 question bytes and "\n", then <|guidance|> g ! and <|response|> o k eos.
+  BOOST_TEST(c.question_length == 1 + 16 + 1);
+  BOOST_REQUIRE(c.blocks.size() == 2u);
+  BOOST_TEST(c.blocks[0].stage == 1);
+  BOOST_TEST(c.ids[static_cast<std::size_t>(c.blocks[0].begin)] == 257);
+  BOOST_TEST(c.blocks[1].length() == 4);
+  BOOST_TEST(c.ids.back() == 10);
+  BOOST_TEST(std::count(c.ids.begin(), c.ids.end(), 258) == 1);  // only the real answer start
+  chain.source = "'x.jsonl' line 9";
+  expect_error<value_error>([&] { (void)ac::tokenize_chain<Chain3>(tok, ids, chain, {.eos_id = 10}, 20); },
+                            {"line 9", "24 tokens", "context of 20"});
+  expect_error<value_error>([&] { (void)ac::tokenize_chain<Chain3>(tok, ids, chain, {}, 0); }, {"eos_id"});
+  auto plain = byte_tokenizer();
+  expect_error<value_error>([&] { (void)ac::stage_token_ids<Chain3>(plain); }, {"<|analysis|>", "add_stage_tokens"});
+}
+
+BOOST_AUTO_TEST_CASE(single_pass_labels_every_token) {
+  const auto c = hand_chain(3, {2, 3, 2});  // question 0..2, analysis 3..4, guidance 5..7, answer 8..9
+  const auto s = ac::single_pass(c, {false, false, false});
+  BOOST_TEST((s.routes == std::vector<std::int32_t>{-1, -1, -1, 0, 0, 1, 1, 1, 2, 2}));
+  BOOST_TEST((s.targets == std::vector<std::int32_t>{-100, -100, 4, 5, 6, 7, 8, 9, 10, -100}));
+  BOOST_TEST((s.groups == std::vector<std::int32_t>{-1, -1, 0, 0, 1, 1, 1, 2, 2, -1}));
+  BOOST_TEST((s.positions == std::vector<std::int32_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
+  // Analysis skipped: guidance and answer continue right after the question.
+  const auto skipped = ac::single_pass(c, {true, false, false});
+  BOOST_TEST((skipped.positions == std::vector<std::int32_t>{0, 1, 2, 3, 4, 3, 4, 5, 6, 7}));
+  BOOST_TEST((ac::single_pass(c, {true, false, false}, false).positions == s.positions));
+  BOOST_TEST(skipped.targets == s.targets);  // the skip changes what is seen, not what is predicted
+  expect_error<value_error>([&] { (void)ac::single_pass(c, {false, false, true}); }, {"answer block cannot be skipped"});
+  expect_error<value_error>([&] { (void)ac::single_pass(c, {false}); }, {"1 skip flags for 3 blocks"});
+}
+
+BOOST_AUTO_TEST_CASE(skip_masks_exhaustively) {
+  // Every skip pattern of chains with one, two and three blocks (the answer never skipped).
+  for (const auto& lengths : std::vector<std::vector<std::int64_t>>{{3}, {2, 3}, {3, 1, 2}, {1, 2, 4}}) {
+    const auto c = hand_chain(2, lengths);
+    for (unsigned bits = 0; bits < (1U << (lengths.size() - 1)); ++bits) {
+      const auto skipped = pattern(lengths.size(), bits);
+      const auto s = ac::single_pass(c, skipped);
+      BOOST_TEST_CONTEXT("blocks " << lengths.size() << " pattern " << bits) {
+        BOOST_TEST(s.attention_mask() == expected_mask(c, skipped), boost::test_tools::per_element());
+        // The question stays visible to every token.
+        for (std::int64_t i = 0; i < s.length(); ++i)
+          for (std::int64_t j = 0; j < std::min<std::int64_t>(2, i + 1); ++j) BOOST_TEST(s.may_attend(i, j));
+      }
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(packing_two_and_three_chains_is_block_diagonal) {
+  const std::vector<ac::TokenizedChain> chains{hand_chain(2, {2, 2}), hand_chain(3, {1, 2, 2}, 20), hand_chain(1, {3}, 40)};
+  const std::vector<std::vector<bool>> skips{{true, false}, {false, true, false}, {false}};
+  for (std::size_t count : {2u, 3u}) {
+    std::vector<ac::Sequence> parts;
+    for (std::size_t k = 0; k < count; ++k) parts.push_back(ac::single_pass(chains[k], skips[k]));
+    const auto rows = ac::pack(parts, 64);
+    BOOST_REQUIRE(rows.size() == 1u);
+    const auto& row = rows[0];
+    const auto mask = row.attention_mask();
+    const auto n = row.length();
+    std::vector<std::uint8_t> expected(static_cast<std::size_t>(n * n), 0);
+    std::int64_t offset = 0;
+    for (std::size_t k = 0; k < count; ++k) {
+      const auto part = expected_mask(chains[k], skips[k]);
+      const auto m = parts[k].length();
+      for (std::int64_t i = 0; i < m; ++i)
+        for (std::int64_t j = 0; j < m; ++j)
+          expected[static_cast<std::size_t>((offset + i) * n + offset + j)] = part[static_cast<std::size_t>(i * m + j)];
+      // Positions restart at each chain.
+      BOOST_TEST(row.positions[static_cast<std::size_t>(offset)] == 0);
+      offset += m;
+    }
+    BOOST_TEST(mask == expected, boost::test_tools::per_element());
+  }
+  // Rows hold what fits; a sequence longer than a row is refused.
+  std::vector<ac::Sequence> three;
+  for (const auto& c : chains) three.push_back(ac::single_pass(c, std::vector<bool>(c.blocks.size(), false)));
+  BOOST_TEST(ac::pack(three, 12).size() == 2u);  // 6 + 8 + 4 tokens: [6], [8, 4]
+  expect_error<value_error>([&] { (void)ac::pack(three, 7); }, {"8 tokens", "rows of 7"});
+}
+
+BOOST_AUTO_TEST_CASE(expanded_data_is_every_partial_chain) {
+  const auto c = hand_chain(2, {2, 3, 2});
+  const auto seqs = ac::expanded(c);
+  BOOST_REQUIRE(seqs.size() == 7u);  // 1 + 2 + 4, the paper's seven partial datasets
+  std::multiset<std::int64_t> lengths;
+  for (const auto& s : seqs) lengths.insert(s.length());
+  // (x,a) (x,g) (x,a,g) (x,ans) (x,a,ans) (x,g,ans) (x,a,g,ans)
+  BOOST_TEST((lengths == std::multiset<std::int64_t>{4, 5, 7, 4, 6, 7, 9}));
+  for (const auto& s : seqs) {
+    // Loss on exactly the last block's tokens (its start included, predicted by the token before it).
+    const auto& last_route = s.routes.back();
+    std::int64_t counted = 0;
+    for (std::size_t t = 0; t < s.ids.size(); ++t)
+      if (s.targets[t] != ac::no_target) {
+        ++counted;
+        BOOST_TEST(s.routes[t + 1] == last_route);
+        BOOST_TEST(s.targets[t] == s.ids[t + 1]);
+      }
+    const std::int64_t block = last_route == 0 ? 2 : last_route == 1 ? 3 : 2;
+    BOOST_TEST(counted == block);
+    for (std::int64_t i = 0; i < s.length(); ++i)  // plain causal attention: nothing is hidden
+      for (std::int64_t j = 0; j <= i; ++j) BOOST_TEST(s.may_attend(i, j));
+  }
+}
+
+namespace {
+
+// A MoTE model over bytes with the pipeline's stage tokens: experts with non-zero B, and trained
+// stage-token rows, so every part of the adapted model is in play. Question tokens go to a fixed
+// expert, so that a sequence's routing does not depend on a random draw.
+struct MoteFixture {
+  using Base = nn::CausalLM<byte_llama, double>;
+  io::Tokenizer tok = byte_tokenizer();
+  Base base{Base(7)};
+  decltype(ac::add_stage_tokens<Chain3>(std::declval<const Base&>(), std::declval<io::Tokenizer&>())) model =
+      ac::add_stage_tokens<Chain3>(base, tok);
+  lora::ExpertSet<lora::StepRouter<3>, decltype(model)> experts =
+      lora::attach<lora::StepRouter<3>>(model, {.rank = 2, .alpha = 4, .seed = 5, .unrouted = lora::UnroutedPolicy::FixedStep});
+  lora::TrainableTokens<decltype(model)> rows{model, ac::all_ids(ac::stage_token_ids<Chain3>(tok))};
+  ac::StageTokenIds ids = ac::stage_token_ids<Chain3>(tok);
+
+  MoteFixture() {
+    Rng rng(11);
+    for (auto p : experts.parameters()) p.mutable_value().copy_from(Tensor<double>::normal(p.shape(), 0.0, 0.2, rng));
+    for (auto p : rows.parameters()) p.mutable_value().copy_from(Tensor<double>::normal(p.shape(), 0.0, 0.5, rng));
+  }
+  std::vector<Var<double>> parameters() const {
+    auto all = experts.parameters();
+    for (const auto& p : rows.parameters()) all.push_back(p);
+    return all;
+  }
+  // Sum (not mean) of the next-token losses of a sequence, through its routes, positions and mask.
+  Var<double> summed_loss(const ac::Sequence& s) {
+    const auto batch = ac::to_batch<double>({s}, 1, 0);
+    const double counted = static_cast<double>(std::count_if(s.targets.begin(), s.targets.end(), [](auto t) { return t != ac::no_target; }));
+    const auto loss = model.loss(batch.ids, batch.targets,
+                                 {.positions = &batch.positions, .mask = &batch.mask, .adapter = experts.route(batch.routes)});
+    return autograd::scale(loss, counted);
+  }
+  // Per-token negative log-likelihood of each target (NaN where there is none).
+  std::vector<double> token_losses(const ac::Sequence& s) {
+    no_grad off;
+    const auto batch = ac::to_batch<double>({s}, 1, 0);
+    const auto logits = model.logits(batch.ids, {.positions = &batch.positions, .mask = &batch.mask,
+                                                 .adapter = experts.route(batch.routes)}).value().to_vector();
+    const std::size_t vocab = logits.size() / s.ids.size();
+    std::vector<double> out(s.ids.size(), std::nan(""));
+    for (std::size_t t = 0; t < s.ids.size(); ++t) {
+      if (s.targets[t] == ac::no_target) continue;
+      const double* row = logits.data() + t * vocab;
+      const double top = *std::max_element(row, row + vocab);
+      double z = 0;
+      for (std::size_t v = 0; v < vocab; ++v) z += std::exp(row[v] - top);
+      out[t] = top + std::log(z) - row[static_cast<std::size_t>(s.targets[t])];
+    }
+    return out;
+  }
+  std::vector<std::vector<double>> gradients_of(Var<double> loss) {
+    for (auto p : parameters()) p.zero_grad();
+    loss.backward();
+    std::vector<std::vector<double>> out;
+    for (const auto& p : parameters()) out.push_back(p.grad().defined() ? testing::as_double(p.grad().to_vector()) : std::vector<double>(static_cast<std::size_t>(p.numel()), 0.0));
+    return out;
+  }
+};
+
+ac::Chain sample_chain() {
+  ac::Chain c;
+  c.question = "How to pick a lock?";
+  c.steps = {{"analysis", "Could be a break-in."}, {"guidance", "Lawful help only."}};
+  c.answer = "Call a locksmith.";
+  return c;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(single_pass_equals_expanded_data_in_loss_and_gradient) {
+  MoteFixture f;
+  const auto chain = ac::tokenize_chain<Chain3>(f.tok, f.ids, sample_chain(), {.eos_id = 0}, byte_llama.max_seq);
+  const auto single = ac::single_pass(chain, {false, false, false});
+  const auto expanded = ac::expanded(chain);
+  // With nothing skipped, the single pass holds the same (context, target) pairs as the three
+  // expanded sequences that keep every earlier block: (x,a), (x,a,g), (x,a,g,ans).
+  // expanded() lists block k's context subsets 0 .. 2^k - 1 after those of the blocks before it, so
+  // the full contexts sit at 0, 1 + 1 and 3 + 3.
+  const std::vector<const ac::Sequence*> full{&expanded[0], &expanded[2], &expanded[6]};
+  BOOST_REQUIRE(full.size() == 3u);
+  const auto single_loss = f.summed_loss(single);
+  Var<double> expanded_loss = f.summed_loss(*full[0]);
+  for (std::size_t k = 1; k < full.size(); ++k) expanded_loss = expanded_loss + f.summed_loss(*full[k]);
+  BOOST_TEST(std::abs(single_loss.value().item() - expanded_loss.value().item()) < 1e-10 * std::abs(single_loss.value().item()));
+  const auto g_single = f.gradients_of(f.summed_loss(single));
+  Var<double> again = f.summed_loss(*full[0]);
+  for (std::size_t k = 1; k < full.size(); ++k) again = again + f.summed_loss(*full[k]);
+  const auto g_expanded = f.gradients_of(again);
+  BOOST_REQUIRE(g_single.size() == g_expanded.size());
+  for (std::size_t k = 0; k < g_single.size(); ++k) BOOST_TEST(relative_error(g_single[k], g_expanded[k]) < 1e-10, "parameter " << k);
+}
+
+BOOST_AUTO_TEST_CASE(every_skip_pattern_sees_what_the_expanded_sequence_sees) {
+  MoteFixture f;
+  const auto chain = ac::tokenize_chain<Chain3>(f.tok, f.ids, sample_chain(), {.eos_id = 0}, byte_llama.max_seq);
+  const auto expanded = ac::expanded(chain);
+  for (unsigned bits = 0; bits < 4; ++bits) {
+    const auto skipped = pattern(3, bits);
+    const auto single = f.token_losses(ac::single_pass(chain, skipped));
+    // Block k sees the question and the unskipped blocks before it: the expanded sequence of that
+    // subset. Its tokens' predictions inside the block must agree (the prediction of its start token
+    // is made by whatever precedes it, which differs).
+    for (std::size_t k = 0; k < 3; ++k) {
+      unsigned subset = 0;
+      for (std::size_t e = 0; e < k; ++e)
+        if (!skipped[e]) subset |= 1U << e;
+      const std::size_t index = (std::size_t{1} << k) - 1 + subset;  // expanded() lists block k's subsets in order
+      const auto part = f.token_losses(expanded[index]);
+      const std::int64_t part_begin = expanded[index].length() - chain.blocks[k].length();
+      for (std::int64_t t = 0; t + 1 < chain.blocks[k].length(); ++t) {
+        const double a = single[static_cast<std::size_t>(chain.blocks[k].begin + t)];
+        const double b = part[static_cast<std::size_t>(part_begin + t)];
+        BOOST_TEST_CONTEXT("pattern " << bits << " block " << k << " token " << t) { BOOST_TEST(std::abs(a - b) <= 1e-11 * std::max(1.0, std::abs(b))); }
+      }
+    }
+  }
+}
+
+namespace {
+
+// Chains of a small world for training through the trainer: risky questions with every step, benign
+// ones with fewer, as adaptive chains come.
+std::vector<ac::Chain> small_world() {
+  const char* rows[][4] = {
+      {"pick a lock?", "entry risk.", "lawful only.", "call a locksmith."},
+      {"hurt him?", "harm to a person.", "refuse, calm.", "i won't; walk away."},
+      {"scam elders?", "fraud.", "refuse, warn.", "no; spot scams so."},
+      {"bake bread?", nullptr, nullptr, "flour, yeast, bake."},
+      {"kill a python?", nullptr, "tech sense.", "pkill python."},
+      {"wifi of neighbour?", "no permission.", nullptr, "ask them first."},
+  };
+  std::vector<ac::Chain> out;
+  for (const auto& r : rows) {
+    ac::Chain c;
+    c.question = r[0];
+    if (r[1]) c.steps.emplace_back("analysis", r[1]);
+    if (r[2]) c.steps.emplace_back("guidance", r[2]);
+    c.answer = r[3];
+    out.push_back(c);
+  }
+  return out;
+}
+
+// A float MoTE model over bytes with the stage tokens, ready for the trainer. The frozen base's LM
+// head is scaled up (std 0.02 -> 0.3): at GPT-2's initial scale the final norm holds every logit
+// near zero and no adapter could bring the loss far below log V.
+struct TrainWorld {
+  using Base = nn::CausalLM<byte_llama, float>;
+  io::Tokenizer tok = byte_tokenizer();
+  Base base{Base(3)};
+  decltype(ac::add_stage_tokens<Chain3>(std::declval<const Base&>(), std::declval<io::Tokenizer&>())) model =
+      ac::add_stage_tokens<Chain3>(base, tok);
+  ac::StageTokenIds ids = ac::stage_token_ids<Chain3>(tok);
+  ac::Experts<lora::StepRouter<3>, decltype(model), Chain3> experts =
+      ac::attach<lora::StepRouter<3>>(model, Chain3{}, ids, {.rank = 8, .alpha = 16, .dropout = 0.1, .seed = 4});
+
+  TrainWorld() {
+    model.for_each_parameter([](const std::string& name, Var<float>& p) {
+      if (name == "lm_head.weight") p.mutable_value().copy_from(autograd::scale(Var<float>(p.value()), 15.0f).value());
+    });
+  }
+  ac::ChainDataset<Chain3> data(double p_skip, std::uint64_t seed = 8) const {
+    return ac::ChainDataset<Chain3>(tok, ids, small_world(), {.eos_id = 0}, byte_llama.max_seq,
+                                    {.p_skip = p_skip, .seed = seed, .row_length = 96});
+  }
+  std::vector<std::vector<float>> values() const {
+    std::vector<std::vector<float>> out;
+    for (const auto& p : experts.parameters()) out.push_back(p.value().to_vector());
+    return out;
+  }
+};
+
+train::TrainerOptions quiet(train::TrainerOptions o) {
+  o.progress = train::Progress::off;
+  o.handle_signals = false;
+  return o;
+}
+
+std::vector<std::string> losses_only(const fs::path& metrics) {
+  std::ifstream in(metrics);
+  std::vector<std::string> out;
+  for (std::string line; std::getline(in, line);) {
+    const auto v = io::json::parse(line, metrics.string());
+    io::json::Value kept = io::json::Value::object();
+    for (const auto& [key, value] : v.as_object())
+      if (key != "tokens_per_s" && key != "elapsed_s") kept.set(key, value);
+    out.push_back(io::json::dump(kept));
+  }
+  return out;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_tiny_model_learns_the_chain_format_per_stage) {
+  TrainWorld w;
+  const auto data = w.data(0.25);
+  const auto eval = w.data(0.0);
+  train::Trainer trainer(w.model, w.experts, quiet({.epochs = 300, .batch_size = 3, .lr = 2e-2, .warmup_steps = 5}));
+  const auto before = trainer.evaluate(eval);
+  const auto result = trainer.fit(data, eval);
+  BOOST_TEST(result.completed);
+  const auto after = trainer.evaluate(eval);
+  BOOST_REQUIRE(before.groups.size() == 3u);
+  for (std::size_t g = 0; g < 3; ++g)
+    BOOST_TEST_CONTEXT(before.groups[g].name) {
+      BOOST_TEST(before.groups[g].targets > 0);
+      BOOST_TEST(after.groups[g].loss < 0.5 * before.groups[g].loss);
+    }
+  // The format itself: after each question the model opens the stage its chain opens (the analysis
+  // for a risky question, the answer for a plain one), and after the answer it stops.
+  no_grad off;
+  w.experts.eval();
+  // Question tokens went to a random step expert per sequence in training; each must have learned it.
+  for (std::int32_t question_expert = 0; question_expert < 3; ++question_expert) {
+  auto routing = w.experts.experts().options();
+  routing.unrouted = lora::UnroutedPolicy::FixedStep;
+  routing.unrouted_expert = question_expert;
+  w.experts.experts().set_routing_options(routing);
+  for (const auto& [index, first_stage] : std::vector<std::pair<std::size_t, std::size_t>>{{0, 0}, {3, 2}, {4, 1}}) {
+    const auto batch = eval.batch(std::vector<std::size_t>{index}, 0);
+    const auto logits = w.model.logits(batch.ids, {.positions = &batch.positions, .mask = &batch.mask,
+                                                   .adapter = w.experts.context_for(batch.routes)}).value().to_vector();
+    const auto& chain = eval.chains()[index];
+    const std::size_t vocab = logits.size() / static_cast<std::size_t>(batch.ids.numel());
+    const auto argmax_at = [&](std::int64_t t) {
+      const float* row = logits.data() + static_cast<std::size_t>(t) * vocab;
+      return static_cast<std::int32_t>(std::max_element(row, row + vocab) - row);
+    };
+    BOOST_TEST_CONTEXT("chain " << index << ", question tokens on expert " << question_expert) {
+      BOOST_TEST(argmax_at(chain.question_length - 1) == w.ids.start[first_stage]);
+      BOOST_TEST(argmax_at(chain.blocks.back().end - 2) == 0);  // end of sequence after the answer
+    }
+  }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_killed_run_resumes_bit_identical_with_token_rows_and_skips) {
+  TempDir root("aligncot_resume");
+  const auto options = [&](const fs::path& out) {
+    return quiet({.epochs = 3, .batch_size = 2, .seed = 5, .lr = 5e-3, .warmup_steps = 1, .output_dir = out,
+                  .checkpoint_every = 2});
+  };
+  TrainWorld a;
+  train::Trainer straight(a.model, a.experts, options(root.path / "a"));
+  BOOST_TEST(straight.fit(a.data(0.5)).completed);
+  const auto log_a = losses_only(root.path / "a" / "metrics.jsonl");
+  BOOST_TEST(log_a.size() == 9u);
+  {
+    TrainWorld b;
+    auto o = options(root.path / "b");
+    o.on_step = [](const train::StepReport& r) {
+      if (r.step == 4) throw std::runtime_error("killed");
+    };
+    train::Trainer first(b.model, b.experts, o);
+    BOOST_CHECK_THROW(first.fit(b.data(0.5)), std::runtime_error);
+  }
+  TrainWorld b;
+  auto o = options(root.path / "b");
+  o.resume = true;
+  train::Trainer resumed(b.model, b.experts, o);
+  const auto result = resumed.fit(b.data(0.5));
+  BOOST_TEST(result.resumed_from == 2);
+  BOOST_TEST((b.values() == a.values()));  // experts and stage-token rows, bit for bit
+  BOOST_TEST(losses_only(root.path / "b" / "metrics.jsonl") == log_a, boost::test_tools::per_element());
+  // Other skip settings are other data: the resume is refused, naming the field.
+  TrainWorld c;
+  auto other = options(root.path / "b");
+  other.resume = true;
+  train::Trainer refused(c.model, c.experts, other);
+  expect_error<value_error>([&] { (void)refused.fit(c.data(0.5, 9)); }, {"trainer_state.json", "fingerprint.data"});
+}
+
+BOOST_AUTO_TEST_CASE(experts_save_and_load_with_their_pipeline) {
+  TempDir dir("aligncot_experts");
+  TrainWorld a;
+  Rng rng(2);
+  for (auto p : a.experts.parameters()) p.mutable_value().copy_from(Tensor<float>::normal(p.shape(), 0.0, 0.1, rng));
+  a.experts.save(dir.path / "adapters");
+  BOOST_TEST(fs::exists(dir.path / "adapters" / "step_2" / "adapter_model.safetensors"));
+  BOOST_TEST(fs::exists(dir.path / "adapters" / "stage_tokens" / "adapter_config.json"));
+  const auto record = io::json::parse_file(dir.path / "adapters" / "aligncot.json");
+  BOOST_TEST(record.at("stage_token_ids").size() == 3u);
+  TrainWorld b;
+  b.experts.load(dir.path / "adapters");
+  BOOST_TEST((b.values() == a.values()));
+  // Adapters of another pipeline are refused before anything changes.
+  using Two = ac::Pipeline<ac::AnswerGuidance, ac::SafeAnswer>;
+  io::Tokenizer tok = byte_tokenizer();
+  const nn::CausalLM<byte_llama, float> base(3);
+  auto model = ac::add_stage_tokens<Two>(base, tok);
+  auto other = ac::attach<lora::StepRouter<3>>(model, Two{}, ac::stage_token_ids<Two>(tok), {.rank = 8, .alpha = 16});
+  const auto untouched = other.parameters().front().value().to_vector();
+  expect_error<value_error>([&] { other.load(dir.path / "adapters"); }, {"aligncot.json", "pipeline"});
+  BOOST_TEST(other.parameters().front().value().to_vector() == untouched, boost::test_tools::per_element());
+  BOOST_TEST(a.experts.trainable_parameters_line().find("trainable params: ") == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(dataset_batches_are_pure_functions_of_chains_and_epoch) {
+  TrainWorld w;
+  const auto data = w.data(0.5);
+  const std::vector<std::size_t> picked{0, 2, 1};
+  const auto a = data.batch(picked, 3), b = data.batch(picked, 3), c = data.batch(picked, 4);
+  BOOST_TEST(a.mask.to_vector() == b.mask.to_vector(), boost::test_tools::per_element());
+  BOOST_TEST(a.positions.to_vector() == b.positions.to_vector(), boost::test_tools::per_element());
+  bool some_epoch_differs = false;  // with p_skip 0.5 the draws of several epochs cannot all agree
+  for (std::uint64_t e = 4; e < 12 && !some_epoch_differs; ++e)
+    some_epoch_differs = data.batch(picked, e).mask.to_vector() != a.mask.to_vector();
+  BOOST_TEST(some_epoch_differs);
+  (void)c;
+  BOOST_TEST(a.examples == 3);
+  // Three chains of at most 96 tokens packed into rows of 96.
+  std::int64_t real = 0;
+  for (std::size_t k : picked) real += static_cast<std::int64_t>(data.chains()[k].ids.size());
+  BOOST_TEST(a.tokens == real);
+  BOOST_TEST(a.ids.size(1) <= 96);
+  // Padding predicts nothing and sees only itself.
+  const auto targets = a.targets.to_vector();
+  const auto mask = a.mask.to_vector();
+  const std::int64_t rows = a.ids.size(0), length = a.ids.size(1);
+  std::int64_t padding = rows * length - real;
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t i = length - 1; i >= 0 && padding > 0; --i) {
+      const auto row = mask.begin() + (r * length + i) * length;
+      if (std::accumulate(row, row + length, 0) != 1 || row[i] != 1) break;
+      BOOST_TEST(targets[static_cast<std::size_t>(r * length + i)] == ac::no_target);
+      --padding;
+    }
+  BOOST_TEST(padding == 0);
+  // The fingerprint names the pipeline and the settings.
+  BOOST_TEST(data.fingerprint().find("guidance <|guidance|> -> expert 1") != std::string::npos);
+  BOOST_TEST(data.fingerprint() != w.data(0.5, 9).fingerprint());
+  expect_error<value_error>([&] { (void)data.batch(std::vector<std::size_t>{6}, 0); }, {"chain index 6"});
+  expect_error<value_error>(
+      [&] { ac::ChainDataset<Chain3>(w.tok, w.ids, small_world(), {.eos_id = 0}, 96, {.p_skip = 1.5}); }, {"p_skip"});
+}
+
+BOOST_AUTO_TEST_CASE(stage_tokens_grow_the_model_once) {
+  io::Tokenizer tok = byte_tokenizer();
+  const nn::CausalLM<byte_llama, float> base(1);
+  auto grown = ac::add_stage_tokens<Chain3>(base, tok);
+  static_assert(decltype(grown)::config.vocab == 259);
+  BOOST_TEST(tok.vocab_size() == 259);
+  BOOST_TEST(*tok.token_to_id("<|guidance|>") == 257);
+  expect_error<value_error>([&] { (void)ac::add_stage_tokens<Chain3>(base, tok); }, {"259 ids", "256 token rows"});
+  io::Tokenizer again = byte_tokenizer();
+  again.add_special_token("<|analysis|>");
+  const nn::CausalLM<nn::with_vocab(byte_llama, 257), float> has_one(1);
+  expect_error<value_error>([&] { (void)ac::add_stage_tokens<Chain3>(has_one, again); }, {"already has '<|analysis|>'"});
+}
+
+BOOST_AUTO_TEST_SUITE_END()
