@@ -8,6 +8,8 @@ command -v g++ >/dev/null || need+=(g++)
 command -v ccache >/dev/null || need+=(ccache)
 [ -f /usr/include/eigen3/Eigen/Core ] || need+=(libeigen3-dev)
 [ -f /usr/include/boost/test/unit_test.hpp ] || need+=(libboost-test-dev)
+# CLI11 parses the command-line tools' arguments (mote-aligncot, the examples).
+[ -f /usr/include/CLI/CLI.hpp ] || need+=(libcli11-dev)
 # clang++ and its libFuzzer runtime build the fuzz_safetensors tests (-fsanitize=fuzzer).
 command -v clang++ >/dev/null || need+=(clang)
 compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a" >/dev/null || need+=(libclang-rt-dev)

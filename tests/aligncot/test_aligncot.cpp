@@ -8,6 +8,10 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <limits>
+#include <span>
+#include <stdexcept>
 #include <map>
 #include <numeric>
 #include <sstream>
@@ -552,6 +556,37 @@ BOOST_AUTO_TEST_CASE(a_tiny_model_learns_the_chain_format_per_stage) {
     }
   }
   }
+  // Adaptive inference: routed by the stage tokens it writes, the model opens the stages its chain
+  // taught it, in order, and ends after the answer; batched replies equal one-by-one replies.
+  const std::vector<ac::Chain> world = small_world();
+  std::vector<std::string> questions;
+  for (const auto& c : world) questions.push_back(c.question);
+  const auto route = [&](const Tensor<std::int32_t>& routes) { return w.experts.context_for(routes); };
+  std::vector<std::string> streamed(questions.size());
+  ac::AnswerOptions adaptive{.max_new_tokens = 60, .question_route = 0};
+  adaptive.on_text = [&](std::size_t q, std::string_view stage, std::string_view text) {
+    streamed[q] += std::string(stage) + ":" + std::string(text) + "|";
+  };
+  const auto batched = ac::answer<Chain3>(w.model, w.tok, w.ids, {.eos_id = 0}, questions, adaptive, route);
+  adaptive.on_text = nullptr;
+  for (std::size_t q = 0; q < questions.size(); ++q)
+    BOOST_TEST_CONTEXT(questions[q]) {
+      std::vector<std::string> expected_stages, stages;
+      for (const auto& [name, text] : world[q].steps) expected_stages.push_back(name);
+      expected_stages.push_back("answer");
+      for (const auto& s : batched[q].stages) stages.push_back(s.stage);
+      BOOST_TEST(stages == expected_stages, boost::test_tools::per_element());
+      BOOST_TEST(batched[q].complete);
+      BOOST_TEST(!batched[q].answer.empty());
+      BOOST_TEST(streamed[q].find("answer:") != std::string::npos);
+      const auto alone = ac::answer<Chain3>(w.model, w.tok, w.ids, {.eos_id = 0}, {questions[q]}, adaptive, route).front();
+      BOOST_REQUIRE(alone.stages.size() == batched[q].stages.size());
+      for (std::size_t k = 0; k < alone.stages.size(); ++k) {
+        BOOST_TEST(alone.stages[k].text == batched[q].stages[k].text);
+        BOOST_TEST(alone.stages[k].tokens == batched[q].stages[k].tokens);
+      }
+      BOOST_TEST(alone.tokens == batched[q].tokens);
+    }
 }
 
 BOOST_AUTO_TEST_CASE(a_killed_run_resumes_bit_identical_with_token_rows_and_skips) {
@@ -666,6 +701,281 @@ BOOST_AUTO_TEST_CASE(stage_tokens_grow_the_model_once) {
   again.add_special_token("<|analysis|>");
   const nn::CausalLM<nn::with_vocab(byte_llama, 257), float> has_one(1);
   expect_error<value_error>([&] { (void)ac::add_stage_tokens<Chain3>(has_one, again); }, {"already has '<|analysis|>'"});
+}
+
+// ---- Adaptive inference and self-generation ----
+
+namespace {
+
+std::vector<std::int32_t> bytes_of(const std::string& text) {
+  return std::vector<std::int32_t>(text.begin(), text.end());
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(adaptive_routing_switches_experts_at_the_stage_tokens_per_sequence) {
+  MoteFixture f;
+  no_grad off;
+  f.experts.eval();
+  const std::int32_t A = f.ids.start[0], G = f.ids.start[1], R = f.ids.start[2], eos = 0;
+  // Three sequences of different prompt lengths that switch stages at different steps.
+  const std::vector<std::vector<std::int32_t>> prompts{bytes_of("lock?\n"), bytes_of("bake it?\n"), bytes_of("hm\n")};
+  const std::vector<std::vector<std::int32_t>> script{{A, 'x', 'y', G, 'z', R, 'w', eos},
+                                                      {R, 'a', 'b', 'c', 'd', eos},
+                                                      {G, 'p', 'q', 'r', R, 's', eos}};
+  // The expert of each scripted token once it is fed back: its stage's, from its stage token on.
+  const std::vector<std::vector<std::int32_t>> expected{{0, 0, 0, 1, 1, 2, 2}, {2, 2, 2, 2, 2}, {1, 1, 1, 1, 2, 2}};
+  const ac::StageRouting<Chain3> routing(f.ids, 0);
+  std::vector<std::vector<std::int32_t>> fed_routes(3);  // per sequence, the route of each fed generated token
+  std::vector<std::vector<std::vector<double>>> seen(3);  // per sequence, the logits before each pick
+  std::int64_t prompt_length = 0;
+  nn::GenerateOptions options{.max_new_tokens = 10, .stop_tokens = {eos}};
+  options.route = [&](const nn::RoutingRequest& request) {
+    const auto routes = routing.routes(request);
+    const std::int64_t width = request.to - request.from;
+    if (request.from == 0) {
+      prompt_length = request.to;
+      for (std::size_t b = 0; b < 3; ++b)  // the question's tokens on expert 0, its left padding unrouted
+        for (std::int64_t t = 0; t < width; ++t)
+          BOOST_TEST(routes[b * static_cast<std::size_t>(width) + static_cast<std::size_t>(t)] ==
+                     (t < request.padding[b] ? lora::unrouted : 0));
+    } else {
+      for (std::size_t b = 0; b < 3; ++b) fed_routes[b].push_back(routes[b]);
+    }
+    return f.experts.route(Tensor<std::int32_t>::from_vector({3, width}, routes));
+  };
+  options.shape_logits = [&](std::size_t b, std::span<double> logits) {
+    const std::size_t step = seen[b].size();
+    seen[b].emplace_back(logits.begin(), logits.end());
+    for (std::size_t v = 0; v < logits.size(); ++v)
+      if (static_cast<std::int32_t>(v) != script[b][step]) logits[v] = -std::numeric_limits<double>::infinity();
+  };
+  const auto out = nn::generate(f.model, prompts, options);
+  for (std::size_t b = 0; b < 3; ++b)
+    BOOST_TEST_CONTEXT("sequence " << b) {
+      BOOST_TEST(out[b] == script[b]);
+      // A sequence that finished is fed padding afterwards; only its own tokens count.
+      BOOST_REQUIRE(fed_routes[b].size() >= expected[b].size());
+      const std::vector<std::int32_t> own(fed_routes[b].begin(), fed_routes[b].begin() + static_cast<std::ptrdiff_t>(expected[b].size()));
+      BOOST_TEST(own == expected[b]);
+      // Each pick saw the logits of a full forward pass through the same routes: the cache kept
+      // every earlier token's expert.
+      std::vector<std::int32_t> ids = prompts[b], routes(prompts[b].size(), 0);
+      ids.insert(ids.end(), script[b].begin(), script[b].end() - 1);
+      routes.insert(routes.end(), expected[b].begin(), expected[b].end());
+      const auto n = static_cast<std::int64_t>(ids.size());
+      const auto full = f.model.logits(Tensor<std::int32_t>::from_vector({1, n}, ids),
+                                        {.adapter = f.experts.route(Tensor<std::int32_t>::from_vector({1, n}, routes))})
+                            .value()
+                            .to_vector();
+      std::vector<std::int32_t> one_expert(routes.size(), 0);
+      const auto unrouted = f.model.logits(Tensor<std::int32_t>::from_vector({1, n}, ids),
+                                           {.adapter = f.experts.route(Tensor<std::int32_t>::from_vector({1, n}, one_expert))})
+                                .value()
+                                .to_vector();
+      const std::size_t vocab = static_cast<std::size_t>(f.model.sizes().vocab);
+      double worst = 0, apart = 0;
+      for (std::size_t k = 0; k < script[b].size(); ++k) {
+        const std::size_t at = (prompts[b].size() - 1 + k) * vocab;
+        for (std::size_t v = 0; v < vocab; ++v) {
+          worst = std::max(worst, std::abs(seen[b][k][v] - full[at + v]));
+          apart = std::max(apart, std::abs(unrouted[at + v] - full[at + v]));
+        }
+      }
+      BOOST_TEST(worst < 1e-10);
+      BOOST_TEST(apart > 1e-3);  // the experts differ, so the routing was what made them agree
+    }
+  BOOST_TEST(prompt_length == 9);
+}
+
+BOOST_AUTO_TEST_CASE(answers_refuse_bad_requests) {
+  MoteFixture f;
+  no_grad off;
+  const auto route = [&](const Tensor<std::int32_t>& r) { return f.experts.route(r); };
+  expect_error<value_error>([&] { (void)ac::answer<Chain3>(f.model, f.tok, f.ids, {.eos_id = 0}, {"q?"}, {.mode = ac::StepMode::forced, .steps = {"answer"}}, route); },
+                            {"forced step 'answer'", "not a step"});
+  expect_error<value_error>([&] { (void)ac::answer<Chain3>(f.model, f.tok, f.ids, {.eos_id = 0}, {"q?"}, {.steps = {"analysis"}}, route); },
+                            {"steps are for StepMode::forced"});
+  expect_error<value_error>([&] { (void)ac::answer<Chain3>(f.model, f.tok, f.ids, {.eos_id = 0}, {""}, {}, route); }, {"question 0 is empty"});
+  // A checkpoint without the stage tokens: its vocabulary ends before their ids.
+  expect_error<value_error>([&] { (void)ac::answer<Chain3>(f.base, f.tok, f.ids, {.eos_id = 0}, {"q?"}, {}, nullptr); },
+                            {"<|analysis|>", "outside the model's vocabulary of 256", "without the stage tokens"});
+  // Forced and answer-only modes open their stages themselves and write nothing else.
+  const auto forced = ac::answer<Chain3>(f.model, f.tok, f.ids, {.eos_id = 0}, {"lock?", "bread, please?"},
+                                         {.mode = ac::StepMode::forced, .steps = {"guidance"}, .max_new_tokens = 12}, route);
+  const auto only = ac::answer<Chain3>(f.model, f.tok, f.ids, {.eos_id = 0}, {"lock?"},
+                                       {.mode = ac::StepMode::answer_only, .max_new_tokens = 12}, route);
+  for (const auto& reply : forced) {
+    BOOST_REQUIRE(!reply.stages.empty());
+    BOOST_TEST(reply.stages.front().stage == "guidance");
+    for (const auto& s : reply.stages) BOOST_TEST((s.stage == "guidance" || s.stage == "answer"));
+  }
+  BOOST_REQUIRE(only.front().stages.size() == 1u);
+  BOOST_TEST(only.front().stages.front().stage == "answer");
+  BOOST_TEST(only.front().tokens == 12);  // an untrained model rarely ends; it is stopped by the budget
+}
+
+namespace {
+
+using Adaptive = ac::Pipeline<ac::QuestionAnalysis, ac::AnswerGuidance, ac::SafeAnswer, ac::SafetyCheck>;
+
+// The byte model with room for the prompts of self-generation.
+constexpr nn::Config byte_llama_long = [] {
+  nn::Config c = byte_llama;
+  c.max_seq = 160;
+  return c;
+}();
+
+// Short prompts, so that a random byte model writes its chains quickly.
+Adaptive short_prompts() {
+  Adaptive p;
+  p.set_template("analysis", "Q:{question}\nRisks:");
+  p.set_template("guidance", "Q:{question}\n{context}Guide:");
+  p.set_template("answer", "Q:{question}\n{context}A:");
+  p.set_template("check", "Q:{question}\nA:{draft}\nSafe?");
+  return p;
+}
+
+// A verdict is "safe" when its bytes sum to an even number: a rule of the text alone, so that runs
+// with any batching and any interruption judge alike, and a random model's verdicts go both ways.
+bool even_bytes(std::string_view verdict) {
+  unsigned sum = 0;
+  for (unsigned char c : verdict) sum += c;
+  return sum % 2 == 0;
+}
+
+std::string read_all(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+std::vector<ac::Question> numbered_questions(std::size_t n) {
+  const char* texts[] = {"pick a lock?", "bake bread?", "hurt him?", "wifi pass?", "kill a python?", "scam elders?", "fix a bike?"};
+  std::vector<ac::Question> out;
+  for (std::size_t i = 0; i < n; ++i) out.push_back({"q" + std::to_string(i), texts[i % 7], "test"});
+  return out;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(self_generation_is_adaptive_deterministic_and_resumable) {
+  using Model = nn::CausalLM<byte_llama_long, double>;
+  const Model model(21);
+  const io::Tokenizer tok = byte_tokenizer();
+  const Adaptive pipeline = short_prompts();
+  TempDir root("aligncot_selfgen");
+  const auto questions = numbered_questions(7);
+  const auto options = [](std::size_t batch) {
+    // Sampled, so that the random model's texts vary; each question draws from streams of its own.
+    return ac::SelfGenerateOptions{.batch = batch, .max_stage_tokens = 5, .stop_texts = {"\n"}, .temperature = 1.0, .seed = 3,
+                                   .eos_id = 0, .model_name = "byte-llama", .is_safe = even_bytes};
+  };
+  const auto run = [&](const fs::path& out, std::size_t batch) {
+    return ac::self_generate(model, tok, pipeline, questions, out, options(batch));
+  };
+  const auto one = run(root.path / "one.jsonl", 1);
+  const auto three = run(root.path / "three.jsonl", 3);
+  BOOST_TEST(one.written + one.rejected == 7u);
+  BOOST_TEST(one.already_done == 0u);
+  BOOST_TEST(one.ended_early > 0u);  // both outcomes of the check occur
+  BOOST_TEST(one.ended_early < one.written);
+  // Every chain is well formed: checks in step order, at most one safe verdict and only as the last,
+  // whose draft is the answer; steps in pipeline order; provenance with the settings.
+  const auto chains = ac::read_chains<Adaptive>(root.path / "one.jsonl");
+  BOOST_TEST(chains.size() == one.written);
+  for (const auto& c : chains)
+    BOOST_TEST_CONTEXT(c.id) {
+      std::size_t safe = 0;
+      for (std::size_t k = 0; k < c.checks.size(); ++k) {
+        safe += c.checks[k].safe;
+        if (c.checks[k].safe) {
+          BOOST_TEST(k + 1 == c.checks.size());
+          BOOST_TEST(c.answer == c.checks[k].draft);
+        }
+        if (k > 0) BOOST_TEST(*Adaptive::index_of(c.checks[k - 1].before) < *Adaptive::index_of(c.checks[k].before));
+      }
+      BOOST_TEST(safe <= 1u);
+      BOOST_TEST(c.provenance.at("model").as_string() == "byte-llama");
+      BOOST_TEST(c.provenance.at("settings").at("adaptive").as_bool());
+    }
+  // Batched: the same chains, in the order they finished.
+  BOOST_TEST(three.written == one.written);
+  auto sorted = [](std::vector<ac::Chain> v) {
+    std::vector<std::string> out;
+    for (const auto& c : v) out.push_back(io::json::dump(ac::chain_to_json<Adaptive>(c)));
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  BOOST_TEST(sorted(chains) == sorted(ac::read_chains<Adaptive>(root.path / "three.jsonl")));
+  // Deterministic for a seed: the same run writes the same bytes.
+  run(root.path / "again.jsonl", 3);
+  BOOST_TEST(read_all(root.path / "again.jsonl") == read_all(root.path / "three.jsonl"));
+
+  // Killed after two chains, then started again: each question exactly once, the same file.
+  for (const std::size_t batch : {std::size_t{1}, std::size_t{3}})
+    BOOST_TEST_CONTEXT("batch " << batch) {
+      const fs::path out = root.path / ("killed" + std::to_string(batch) + ".jsonl");
+      auto stopping = options(batch);
+      stopping.on_chain = [](const ac::Chain&, std::size_t done, std::size_t) {
+        if (done == 2) throw std::runtime_error("killed");
+      };
+      BOOST_CHECK_THROW(ac::self_generate(model, tok, pipeline, questions, out, stopping), std::runtime_error);
+      // A torn last line, as a kill during a write leaves it.
+      { std::ofstream(out, std::ios::app) << "{\"id\": \"q6\", \"quest"; }
+      const auto resumed = run(out, batch);
+      BOOST_TEST(resumed.already_done == 2u);
+      BOOST_TEST(resumed.written + resumed.rejected + resumed.already_done == 7u);
+      std::multiset<std::string> ids;
+      for (const auto& c : ac::read_chains<Adaptive>(out)) ids.insert(c.id);
+      if (fs::exists(out.string() + ".rejected.jsonl"))
+        for (const auto& line : io::jsonl::read(out.string() + ".rejected.jsonl")) ids.insert(line.value.at("id").as_string());
+      BOOST_TEST(ids.size() == 7u);
+      BOOST_TEST(std::set<std::string>(ids.begin(), ids.end()).size() == 7u);
+      if (batch == 1) BOOST_TEST(read_all(out) == read_all(root.path / "one.jsonl"));
+    }
+  // Resuming with other settings would mix two runs in one file.
+  auto hotter = options(1);
+  hotter.temperature = 0.7;
+  expect_error<value_error>([&] { ac::self_generate(model, tok, pipeline, questions, root.path / "one.jsonl", hotter); },
+                            {"one.jsonl' line 1", "was written with settings", "\"temperature\":0.7"});
+  // Adaptive generation needs a check stage.
+  expect_error<value_error>([&] { ac::self_generate(model, tok, Chain3{}, questions, root.path / "x.jsonl", options(1)); },
+                            {"has none", "SafetyCheck"});
+}
+
+BOOST_AUTO_TEST_CASE(question_files_report_bad_lines_and_go_on) {
+  TempDir root("aligncot_questions");
+  const fs::path file = root.path / "q.jsonl";
+  write_text(file,
+             "{\"id\": \"a\", \"question\": \"pick a lock?\"}\n"
+             "{\"question\": \"broken\n"
+             "{\"id\": 7}\n"
+             "{\"question\": \"   \"}\n"
+             "{\"id\": \"a\", \"question\": \"again?\"}\n"
+             "{\"question\": 3}\n"
+             "\n"
+             "{\"id\": 12, \"question\": \"bake bread?\", \"topic\": \"food\"}\n"
+             "[1, 2]\n"
+             "{\"question\": \"no id?\"}\n");
+  ac::QuestionFileReport report;
+  const auto questions = ac::read_questions(file, report);
+  BOOST_REQUIRE(questions.size() == 3u);
+  BOOST_TEST(questions[0].id == "a");
+  BOOST_TEST(questions[1].id == "12");
+  BOOST_TEST(questions[2].id == "line-10");
+  BOOST_TEST(questions[2].source.find("line 10") != std::string::npos);
+  BOOST_REQUIRE(report.skipped.size() == 6u);
+  const std::vector<std::pair<int, std::string>> expected{{2, "line 2"}, {3, "missing field \"question\""}, {4, "the question is empty"},
+                                                          {5, "repeats an earlier line's"}, {6, "must be a string"},
+                                                          {9, "expected a JSON object"}};
+  for (std::size_t k = 0; k < expected.size(); ++k)
+    BOOST_TEST_CONTEXT(report.skipped[k]) {
+      BOOST_TEST(report.skipped[k].find("line " + std::to_string(expected[k].first)) != std::string::npos);
+      BOOST_TEST(report.skipped[k].find(expected[k].second) != std::string::npos);
+    }
+  // A template without its placeholder is refused before anything runs.
+  Adaptive p;
+  expect_error<value_error>([&] { p.set_template("check", "Is it safe? {draft}"); }, {"lacks the {question} placeholder"});
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -187,8 +187,8 @@ BOOST_AUTO_TEST_CASE(differences_name_every_field_with_both_values) {
   b.activation = "gelu";
   const auto d = a.differences(b);
   BOOST_TEST(d.size() == 4u);
-  BOOST_TEST((d == std::vector<std::string>{"n_heads: 4 vs 8", "norm_eps: 1e-05 vs 1e-06", "tie_word_embeddings: false vs true",
-                                             "activation: \"silu\" vs \"gelu\""}));
+  BOOST_TEST((d == std::vector<std::string>{"num_attention_heads: 4 vs 8", "rms_norm_eps: 1e-05 vs 1e-06",
+                                             "tie_word_embeddings: false vs true", "hidden_act: \"silu\" vs \"gelu\""}));
   const auto g = from(gpt2_json);
   const auto all = a.differences(g);
   BOOST_TEST(testing::contains(all.front(), "model_type: \"llama\" vs \"gpt2\""));

@@ -103,10 +103,10 @@ BOOST_AUTO_TEST_CASE(mismatched_config_lists_every_difference) {
   c.vocab_size = 100;
   c.write(d.path / "config.json");
   expect_error<io_error>([&] { nn::load<Gpt2>(d.path); },
-                         {(d.path / "config.json").string(), "vocab_size: 100 vs 64", "n_layers: 3 vs 2", "n_heads: 8 vs 4"});
+                         {(d.path / "config.json").string(), "vocab_size: 100 vs 64", "n_layer: 3 vs 2", "n_head: 8 vs 4"});
   // A Llama config for a GPT-2 model reports the family too.
   copy_fixture("model_tiny_llama", d.path);
-  expect_error<io_error>([&] { nn::load<Gpt2>(d.path); }, {"model_type: \"llama\" vs \"gpt2\"", "d_ff: 64 vs 128"});
+  expect_error<io_error>([&] { nn::load<Gpt2>(d.path); }, {"model_type: \"llama\" vs \"gpt2\"", "intermediate_size: 64 vs 128"});
   fs::remove(d.path / "config.json");
   expect_error<io_error>([&] { nn::load<Gpt2>(d.path); }, {d.path.string(), "no config.json"});
 }
@@ -242,6 +242,62 @@ BOOST_AUTO_TEST_CASE(dispatcher_picks_the_matching_model) {
   expect_error<io_error>([&] { nn::with_matching_model<Gpt2Small, Llama>(g.path, which); },
                          {"no candidate model matches", (g.path / "config.json").string(), "candidate 1: vocab_size: 64 vs 50257",
                           "candidate 2: model_type: \"gpt2\" vs \"llama\""});
+}
+
+// Run-time sized models: any GPT-2's sizes come from config.json; saving writes them back; a
+// directory of another family is a typed error naming the file; read_config tells the family.
+BOOST_AUTO_TEST_CASE(runtime_sized_models_save_and_load_any_sizes) {
+  using AnyGpt2 = nn::CausalLM<presets::gpt2_family, float>;
+  using AnyLlama = nn::CausalLM<presets::llama_family, float>;
+  nn::Config sizes = presets::tiny_gpt2;  // sizes no preset has: 3 layers, d_model 24, 3 heads
+  sizes.n_layers = 3;
+  sizes.d_model = 24;
+  sizes.n_heads = sizes.n_kv_heads = 3;
+  sizes.d_ff = 96;
+  sizes.max_seq = 20;
+  sizes.eps = 1e-6;
+  TempDir d("runtime_gpt2");
+  AnyGpt2 model(sizes, std::uint64_t{21});
+  nn::save(model, d.path);
+  const io::HFConfig written = io::HFConfig::read(d.path / "config.json");
+  BOOST_TEST(written.n_layers == 3);
+  BOOST_TEST(written.hidden_size == 24);
+  BOOST_TEST(written.norm_eps == 1e-6);
+  AnyGpt2 back = nn::load<AnyGpt2>(d.path);
+  BOOST_TEST(back.sizes().n_layers == 3);
+  BOOST_TEST(back.sizes().max_seq == 20);
+  BOOST_TEST((values_of(back) == values_of(model)));
+  BOOST_TEST(logits_of(back) == logits_of(model), boost::test_tools::per_element());
+
+  // Which family the directory holds.
+  const nn::Config found = nn::read_config(d.path);
+  BOOST_TEST(found.same_family(presets::gpt2_family));
+  BOOST_TEST(!found.same_family(presets::llama_family));
+  BOOST_TEST(found.n_heads == 3);
+  // Another family is refused, naming the file and model_type; so is a compile-time model of other sizes.
+  const std::string cfg = (d.path / "config.json").string();
+  expect_error<io_error>([&] { nn::load<AnyLlama>(d.path); }, {cfg, "model_type: \"gpt2\" vs \"llama\""});
+  expect_error<io_error>([&] { nn::load<Gpt2>(d.path); }, {cfg, "n_layer: 3 vs 2", "n_embd: 24 vs 32"});
+  // The dispatcher takes run-time sized candidates too: the first that matches wins.
+  const auto layers = [](auto& m) { return m.sizes().n_layers; };
+  BOOST_TEST((nn::with_matching_model<Gpt2, AnyLlama, AnyGpt2>(d.path, layers)) == 3);
+
+  // The PyTorch fixtures load into the families as into the compile-time models.
+  TempDir g("runtime_fixture_gpt2"), l("runtime_fixture_llama");
+  copy_fixture("model_tiny_gpt2", g.path);
+  copy_fixture("model_tiny_llama", l.path);
+  BOOST_TEST(logits_of(nn::load<AnyGpt2>(g.path)) == logits_of(nn::load<Gpt2>(g.path)), boost::test_tools::per_element());
+  BOOST_TEST(logits_of(nn::load<AnyLlama>(l.path)) == logits_of(nn::load<Llama>(l.path)), boost::test_tools::per_element());
+  BOOST_TEST(nn::read_config(l.path).same_family(presets::llama_family));
+  expect_error<io_error>([&] { nn::load<AnyGpt2>(l.path); },
+                         {(l.path / "config.json").string(), "model_type: \"llama\" vs \"gpt2\""});
+
+  // Sizes config.json can hold but the model cannot (an odd RoPE head dim): value_error naming the file.
+  io::HFConfig odd = io::HFConfig::read(l.path / "config.json");
+  odd.hidden_size = 36;  // 4 heads of 9
+  odd.write(l.path / "config.json");
+  expect_error<value_error>([&] { nn::load<AnyLlama>(l.path); },
+                            {"RoPE needs an even head dim", "hidden_size (d_model) 36", (l.path / "config.json").string()});
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -831,6 +831,157 @@ BOOST_AUTO_TEST_CASE(special_tokens_fit_after_resize_vocab) {
   expect_error<value_error>([&] { model.logits(batch); }, {"64"});
 }
 
+// Run-time sized models (presets::gpt2_family, llama_family, every size nn::dynamic) against the
+// compile-time model of the same sizes: the same parameters draw for draw, the same logits on a batch
+// with a mask and positions, the same loss and gradients, and the same cached one-token steps on the
+// graph-free path, all bit for bit.
+template <nn::Config Compiled, nn::Config Family>
+void check_runtime_sized_equals_compiled(std::uint64_t seed) {
+  using Fixed = nn::CausalLM<Compiled, float>;
+  using Sized = nn::CausalLM<Family, float>;
+  static_assert(!Fixed::config.runtime_sized() && Sized::config.runtime_sized());
+  static_assert(Fixed::sizes().vocab == Compiled.vocab);  // still constexpr for a compile-time model
+  Fixed fixed(seed);
+  Sized sized(Compiled, seed);
+  BOOST_TEST(sized.sizes().n_layers == Compiled.n_layers);
+  BOOST_TEST(sized.sizes().d_ff == Compiled.d_ff);
+  BOOST_TEST(sized.blocks().size() == static_cast<std::size_t>(Compiled.n_layers));
+  BOOST_TEST(fixed.num_parameters() == sized.num_parameters());
+  const auto a = fixed.named_parameters(), b = sized.named_parameters();
+  BOOST_REQUIRE(a.size() == b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    BOOST_TEST(a[i].first == b[i].first);
+    BOOST_TEST(a[i].second.shape() == b[i].second.shape(), a[i].first);
+    BOOST_TEST((a[i].second.value().to_vector() == b[i].second.value().to_vector()), a[i].first << " differs");
+  }
+  // Row 1 is left-padded by one token: its mask hides the pad and its positions start after it.
+  const std::int64_t batch = 2, len = 5;
+  const auto ids = Tensor<std::int32_t>::from_vector({batch, len}, {3, 17, 5, 60, 9, 0, 41, 8, 22, 13});
+  const auto targets = Tensor<std::int32_t>::from_vector({batch, len}, {17, 5, 60, 9, 2, -100, 8, 22, 13, 7});
+  const auto positions = Tensor<std::int32_t>::from_vector({batch, len}, {0, 1, 2, 3, 4, 0, 0, 1, 2, 3});
+  std::vector<std::uint8_t> m;
+  for (std::int64_t r = 0; r < batch; ++r)
+    for (std::int64_t q = 0; q < len; ++q)
+      for (std::int64_t k = 0; k < len; ++k) m.push_back(r == 0 || k > 0 || q == 0);
+  const auto mask = Tensor<std::uint8_t>::from_vector({batch, len, len}, m);
+  const nn::ForwardOptions<> forward{.positions = &positions, .mask = &mask};
+  BOOST_TEST((fixed.logits(ids, forward).value().to_vector() == sized.logits(ids, forward).value().to_vector()));
+  const nn::LossOptions<float> loss_options{.positions = &positions, .mask = &mask};
+  auto fixed_loss = fixed.loss(ids, targets, loss_options), sized_loss = sized.loss(ids, targets, loss_options);
+  BOOST_TEST(fixed_loss.item() == sized_loss.item());
+  fixed_loss.backward();
+  sized_loss.backward();
+  for (std::size_t i = 0; i < a.size(); ++i)
+    BOOST_TEST((a[i].second.grad().to_vector() == b[i].second.grad().to_vector()), "gradient of " << a[i].first << " differs");
+
+  // Cached steps: a prompt, then one token at a time on the graph-free path.
+  auto& scratch = nn::decode_detail::Scratch<float>::for_this_thread();
+  no_grad off;
+  auto fixed_cache = fixed.make_cache(), sized_cache = sized.make_cache();
+  BOOST_TEST(sized_cache.layers.size() == static_cast<std::size_t>(Compiled.n_layers));
+  const auto prompt = Tensor<std::int32_t>::from_vector({1, 3}, {4, 33, 12});
+  BOOST_TEST((fixed.logits(prompt, {}, &fixed_cache).value().to_vector() == sized.logits(prompt, {}, &sized_cache).value().to_vector()));
+  for (std::int32_t token : {7, 50, 1, 63}) {
+    const auto step = Tensor<std::int32_t>::from_vector({1, 1}, {token});
+    scratch = {};
+    const auto want = fixed.logits(step, {}, &fixed_cache).value().to_vector();
+    BOOST_TEST(scratch.x.defined(), "the compile-time model's step did not take the graph-free path");
+    scratch = {};
+    const auto got = sized.logits(step, {}, &sized_cache).value().to_vector();
+    BOOST_TEST(scratch.x.defined(), "the run-time sized model's step did not take the graph-free path");
+    BOOST_TEST((got == want), "step with token " << token << " differs");
+  }
+  BOOST_TEST(sized_cache.length() == 7);
+  // The run-time sizes bound the input as the compiled ones do.
+  const auto too_long = Tensor<std::int32_t>::zeros({1, Compiled.max_seq + 1});
+  expect_error<value_error>([&] { sized.logits(too_long); }, {"max_seq = " + std::to_string(Compiled.max_seq)});
+}
+
+BOOST_AUTO_TEST_CASE(runtime_sized_models_equal_compile_time_models) {
+  static_assert(presets::gpt2_family.runtime_sized() && presets::llama_family.runtime_sized() && !gpt2c.runtime_sized());
+  static_assert(presets::gpt2_family.same_family(gpt2c) && presets::llama_family.same_family(llamac) &&
+                !presets::gpt2_family.same_family(llamac));
+  static_assert(nn::validate<presets::gpt2_family>::value && nn::validate<presets::llama_family>::value);
+  // Zero cost for compile-time Configs: a layer stores no sizes.
+  static_assert(sizeof(nn::NormLayer<gpt2c, float>) == 2 * sizeof(autograd::Var<float>));
+  static_assert(sizeof(nn::NormLayer<presets::gpt2_family, float>) > 2 * sizeof(autograd::Var<float>));
+  check_runtime_sized_equals_compiled<gpt2c, presets::gpt2_family>(41);
+  check_runtime_sized_equals_compiled<llamac, presets::llama_family>(42);
+}
+
+// A run-time sized model no preset has, and its run-time vocab grown as a compile-time model's is.
+BOOST_AUTO_TEST_CASE(runtime_sized_models_take_any_sizes_and_resize_their_vocab) {
+  nn::Config sizes = presets::tiny_llama;
+  sizes.n_layers = 3;
+  sizes.d_model = 24;
+  sizes.n_heads = 6;
+  sizes.n_kv_heads = 3;
+  sizes.rope_theta = 500000.0;
+  nn::CausalLM<presets::llama_family, float> model(sizes, std::uint64_t{5});
+  BOOST_TEST(model.blocks().size() == 3u);
+  BOOST_TEST(model.sizes().rope_theta == 500000.0);
+  BOOST_TEST(model.blocks().front().attn.k.weight.shape() == (Shape{12, 24}));  // 3 kv heads of 4
+  const auto ids = Tensor<std::int32_t>::from_vector({1, 4}, {1, 2, 3, 4});
+  BOOST_TEST(model.logits(ids).shape() == (Shape{1, 4, 64}));
+
+  nn::CausalLM<llamac, float> fixed(std::uint64_t{6});
+  nn::CausalLM<presets::llama_family, float> sized(llamac, std::uint64_t{6});
+  const auto grown_fixed = nn::resize_vocab<70>(fixed);
+  const nn::CausalLM<presets::llama_family, float> grown = nn::resize_vocab(sized, 70);
+  BOOST_TEST(grown.sizes().vocab == 70);
+  BOOST_TEST((grown_fixed.logits(ids).value().to_vector() == grown.logits(ids).value().to_vector()));
+  const auto added = nn::add_vocab_rows<3>(sized);
+  static_assert(std::is_same_v<decltype(added), const nn::CausalLM<presets::llama_family, float>>);
+  static_assert(std::is_same_v<decltype(nn::add_vocab_rows<3>(fixed)), nn::CausalLM<nn::with_vocab(llamac, 67), float>>);
+  BOOST_TEST(added.sizes().vocab == 67);
+  expect_error<value_error>([&] { nn::check_vocab(67, sized); }, {"resize_vocab(model, 67)"});
+  nn::check_vocab(67, added);
+  expect_error<value_error>([&] { (void)nn::resize_vocab(sized, 10); }, {"new_vocab 10", "shrinking"});
+}
+
+// Bad run-time sizes are value_errors that name the field by the family's config.json key.
+BOOST_AUTO_TEST_CASE(bad_runtime_sizes_name_the_config_json_key) {
+  using Gpt2 = nn::CausalLM<presets::gpt2_family, float>;
+  using Llama = nn::CausalLM<presets::llama_family, float>;
+  nn::Config g = gpt2c;
+  g.d_model = 30;
+  expect_error<value_error>([&] { Gpt2 m(g); }, {"n_embd (d_model) 30 is not divisible by n_head (n_heads) 4"});
+  nn::Config l = llamac;
+  l.d_model = 30;
+  expect_error<value_error>([&] { Llama m(l); }, {"hidden_size (d_model) 30 is not divisible by num_attention_heads (n_heads) 4"});
+  l = llamac;
+  l.n_kv_heads = 3;
+  expect_error<value_error>([&] { Llama m(l); }, {"num_attention_heads (n_heads) 4 is not divisible by num_key_value_heads (n_kv_heads) 3"});
+  l = llamac;
+  l.n_layers = 0;
+  expect_error<value_error>([&] { Llama m(l); }, {"num_hidden_layers (n_layers) is 0", "positive"});
+  g = gpt2c;
+  g.vocab = -1;  // nn::dynamic is no size for a model
+  expect_error<value_error>([&] { Gpt2 m(g); }, {"vocab_size (vocab) is -1"});
+  g = gpt2c;
+  g.d_ff = 0;
+  expect_error<value_error>([&] { Gpt2 m(g); }, {"n_inner (d_ff) is 0"});
+  l = llamac;
+  l.d_model = 36;  // head dim 9
+  expect_error<value_error>([&] { Llama m(l); }, {"RoPE needs an even head dim", "hidden_size (d_model) 36"});
+  l = llamac;
+  l.eps = 0;
+  expect_error<value_error>([&] { Llama m(l); }, {"rms_norm_eps (eps)"});
+  // The family fields are compile-time and must match.
+  expect_error<value_error>([&] { Gpt2 m(llamac); }, {"norm is RMSNorm but the compiled family has LayerNorm"});
+  nn::Config untied = gpt2c;
+  untied.tied_embeddings = false;
+  expect_error<value_error>([&] { Gpt2 m(untied); }, {"tied_embeddings is false"});
+  // A Config that fixes some sizes and leaves others dynamic checks the fixed ones.
+  constexpr nn::Config vocab_64 = nn::with_vocab(presets::gpt2_family, 64);
+  static_assert(vocab_64.runtime_sized());
+  nn::Config wide = gpt2c;
+  wide.vocab = 65;
+  expect_error<value_error>([&] { nn::CausalLM<vocab_64, float> m(wide); }, {"vocab_size (vocab) is 65", "fixes it at 64"});
+  nn::CausalLM<vocab_64, float> ok(gpt2c, std::uint64_t{1});
+  BOOST_TEST(ok.sizes().vocab == 64);
+}
+
 // copy_parameters: a double model's weights land, rounded, in a float model of the same architecture.
 BOOST_AUTO_TEST_CASE(copy_parameters_converts_across_element_types) {
   nn::CausalLM<llamac, double> source(std::uint64_t{3});

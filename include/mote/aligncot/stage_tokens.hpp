@@ -46,18 +46,18 @@ inline std::vector<std::int32_t> all_ids(const StageTokenIds& ids) {
 // copy of `model` grown by as many rows. The tokenizer must describe exactly the model's rows and hold
 // none of the tokens yet; for a checkpoint that has them already, use stage_token_ids.
 template <class P, nn::Config C, Real T, Backend B>
-nn::CausalLM<nn::with_vocab(C, C.vocab + static_cast<std::int64_t>(P::token_count)), T, B> add_stage_tokens(
+nn::CausalLM<nn::with_added_vocab(C, static_cast<std::int64_t>(P::token_count)), T, B> add_stage_tokens(
     const nn::CausalLM<C, T, B>& model, io::Tokenizer& tokenizer, const nn::ResizeOptions& options = {}) {
   const std::string where = "mote: aligncot::add_stage_tokens";
-  if (tokenizer.vocab_size() != C.vocab)
+  if (tokenizer.vocab_size() != model.sizes().vocab)
     throw value_error(where + ": the tokenizer has " + std::to_string(tokenizer.vocab_size()) + " ids but the model has " +
-                      std::to_string(C.vocab) + " token rows; the stage tokens take the rows after the model's last");
+                      std::to_string(model.sizes().vocab) + " token rows; the stage tokens take the rows after the model's last");
   for (const std::string& token : P::tokens())
     if (tokenizer.token_to_id(token))
       throw value_error(where + ": the tokenizer already has '" + token +
                         "'; the model has its stage tokens already: use aligncot::stage_token_ids");
   for (const std::string& token : P::tokens()) tokenizer.add_special_token(token);
-  return nn::resize_vocab<C.vocab + static_cast<std::int64_t>(P::token_count)>(model, options);
+  return nn::add_vocab_rows<static_cast<std::int64_t>(P::token_count)>(model, options);
 }
 
 }  // namespace mote::aligncot

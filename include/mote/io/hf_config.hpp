@@ -140,26 +140,30 @@ struct HFConfig {
   // Writes config.json atomically (indented like transformers' save_pretrained).
   void write(const std::filesystem::path& path) const { json::write_file(path, to_json(), 2); }
 
-  // One line per field that differs: `n_heads: 4 vs 8` (this value first).
+  // One line per field that differs, named by this config's own config.json keys (GPT-2: `n_head: 4 vs 8`;
+  // Llama: `num_attention_heads: 4 vs 8`), this value first.
   std::vector<std::string> differences(const HFConfig& other) const {
     std::vector<std::string> out;
+    const bool gpt2 = model_type == "gpt2";
+    const auto key = [&](const char* gpt2_key, const char* llama_key) { return std::string(gpt2 ? gpt2_key : llama_key); };
     const auto num = [](double d) { return json::Value::format_double(d); };
     const auto b = [](bool v) { return std::string(v ? "true" : "false"); };
-    const auto add = [&](const char* field, const std::string& a, const std::string& o) {
-      if (a != o) out.push_back(std::string(field) + ": " + a + " vs " + o);
+    const auto add = [&](const std::string& field, const std::string& a, const std::string& o) {
+      if (a != o) out.push_back(field + ": " + a + " vs " + o);
     };
     add("model_type", "\"" + model_type + "\"", "\"" + other.model_type + "\"");
     add("vocab_size", std::to_string(vocab_size), std::to_string(other.vocab_size));
-    add("hidden_size", std::to_string(hidden_size), std::to_string(other.hidden_size));
-    add("n_layers", std::to_string(n_layers), std::to_string(other.n_layers));
-    add("n_heads", std::to_string(n_heads), std::to_string(other.n_heads));
-    add("n_kv_heads", std::to_string(n_kv_heads), std::to_string(other.n_kv_heads));
-    add("d_ff", std::to_string(d_ff), std::to_string(other.d_ff));
-    add("max_positions", std::to_string(max_positions), std::to_string(other.max_positions));
-    if (norm_eps != other.norm_eps) out.push_back("norm_eps: " + num(norm_eps) + " vs " + num(other.norm_eps));
-    if (rope_theta != other.rope_theta) out.push_back("rope_theta: " + num(rope_theta) + " vs " + num(other.rope_theta));
+    add(key("n_embd", "hidden_size"), std::to_string(hidden_size), std::to_string(other.hidden_size));
+    add(key("n_layer", "num_hidden_layers"), std::to_string(n_layers), std::to_string(other.n_layers));
+    add(key("n_head", "num_attention_heads"), std::to_string(n_heads), std::to_string(other.n_heads));
+    // GPT-2's config.json has no key for it (it is always n_head there), so mote's name stands.
+    add(key("n_kv_heads", "num_key_value_heads"), std::to_string(n_kv_heads), std::to_string(other.n_kv_heads));
+    add(key("n_inner", "intermediate_size"), std::to_string(d_ff), std::to_string(other.d_ff));
+    add(key("n_positions", "max_position_embeddings"), std::to_string(max_positions), std::to_string(other.max_positions));
+    if (norm_eps != other.norm_eps) add(key("layer_norm_epsilon", "rms_norm_eps"), num(norm_eps), num(other.norm_eps));
+    if (rope_theta != other.rope_theta) add("rope_theta", num(rope_theta), num(other.rope_theta));
     add("tie_word_embeddings", b(tie_word_embeddings), b(other.tie_word_embeddings));
-    add("activation", "\"" + activation + "\"", "\"" + other.activation + "\"");
+    add(key("activation_function", "hidden_act"), "\"" + activation + "\"", "\"" + other.activation + "\"");
     add("attention_bias", b(attention_bias), b(other.attention_bias));
     add("mlp_bias", b(mlp_bias), b(other.mlp_bias));
     return out;

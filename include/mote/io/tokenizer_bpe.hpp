@@ -24,33 +24,7 @@ namespace mote::io::bpe {
 
 using token_id = std::int32_t;
 
-// Decodes one UTF-8 scalar at text[pos]; returns its length, or 0 when the bytes there are not
-// well-formed UTF-8 (overlong forms, surrogates and values past U+10FFFF are rejected).
-inline std::size_t next_utf8(std::string_view text, std::size_t pos, std::uint32_t& cp) {
-  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
-  const unsigned char b0 = byte(pos);
-  std::size_t len;
-  std::uint32_t min;
-  if (b0 < 0x80) {
-    cp = b0;
-    return 1;
-  } else if ((b0 & 0xE0) == 0xC0) {
-    len = 2, cp = b0 & 0x1F, min = 0x80;
-  } else if ((b0 & 0xF0) == 0xE0) {
-    len = 3, cp = b0 & 0x0F, min = 0x800;
-  } else if ((b0 & 0xF8) == 0xF0) {
-    len = 4, cp = b0 & 0x07, min = 0x10000;
-  } else {
-    return 0;
-  }
-  if (pos + len > text.size()) return 0;
-  for (std::size_t k = 1; k < len; ++k) {
-    if ((byte(pos + k) & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (byte(pos + k) & 0x3F);
-  }
-  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-  return len;
-}
+using io::next_utf8;
 
 // GPT-2's bytes_to_unicode: printable Latin-1 bytes map to themselves, the other 68 bytes to
 // U+0100.. in byte order, so every byte has a visible, non-space character.

@@ -98,9 +98,9 @@ class TrainableTokens {
     if (ids_.empty()) throw value_error(where + ": no token ids were given; expected at least one");
     std::set<std::int32_t> seen;
     for (std::size_t j = 0; j < ids_.size(); ++j) {
-      if (ids_[j] < 0 || ids_[j] >= config.vocab)
+      if (ids_[j] < 0 || ids_[j] >= model.sizes().vocab)
         throw value_error(where + ": token id " + std::to_string(ids_[j]) + " (entry " + std::to_string(j) +
-                          ") is outside the model's vocabulary [0, " + std::to_string(config.vocab) + ")");
+                          ") is outside the model's vocabulary [0, " + std::to_string(model.sizes().vocab) + ")");
       if (!seen.insert(ids_[j]).second)
         throw value_error(where + ": token id " + std::to_string(ids_[j]) + " appears twice; expected distinct ids");
     }
@@ -249,7 +249,7 @@ class TrainableTokens {
     weight.mutable_value().copy_from(autograd::index_copy(V(weight.value()), 0, index, V(rows)).value());
   }
   void attach() {
-    adapter_ = std::make_shared<const token_rows_detail::RowsAdapter<T, B>>(ids_, config.vocab, embed_rows_, head_rows_);
+    adapter_ = std::make_shared<const token_rows_detail::RowsAdapter<T, B>>(ids_, model_->sizes().vocab, embed_rows_, head_rows_);
     model_->set_token_adapter(adapter_);
   }
 

@@ -63,28 +63,33 @@ struct LoadOptions {
   bool strict = true;
 };
 
+// C is the compile-time description: the family (norm, activation, positions, bias, tied_embeddings)
+// and the sizes. A run-time sized C (any size nn::dynamic, e.g. presets::gpt2_family) takes every
+// size, eps and rope_theta from the Config given at construction; sizes() returns them either way.
 template <Config C, Real T, Backend B = cpu>
-class CausalLM {
+class CausalLM : private Sized<C> {
   static_assert(validate<C>::value);
 
  public:
   using V = autograd::Var<T, B>;
   static constexpr Config config = C;
+  // The model's sizes (vocab, widths, layers, context, eps, rope_theta): for a compile-time Config a
+  // static constexpr copy of `config`; for a run-time sized one the Config it was built with.
+  using Sized<C>::sizes;
 
   // GPT-2 style initialization from a seeded Rng: normal(0, 0.02), residual projections scaled by
   // 1 / sqrt(2 n_layers), norms at 1, biases at 0.
-  explicit CausalLM(Rng& rng) {
-    tok_embed_ = detail::normal_param<T, B>({C.vocab, C.d_model}, 0.02, rng);
-    if constexpr (C.positions == Positions::Learned) pos_embed_ = detail::normal_param<T, B>({C.max_seq, C.d_model}, 0.01, rng);
-    blocks_.reserve(static_cast<std::size_t>(C.n_layers));
-    for (std::int64_t i = 0; i < C.n_layers; ++i) blocks_.emplace_back(rng);
-    if constexpr (!C.tied_embeddings) lm_head_ = detail::normal_param<T, B>({C.vocab, C.d_model}, 0.02, rng);
-  }
-  explicit CausalLM(std::uint64_t seed = 0) : CausalLM(seeded(seed)) {}
+  explicit CausalLM(Rng& rng) requires(!C.runtime_sized()) : CausalLM(C, rng, checked_sizes{}) {}
+  explicit CausalLM(std::uint64_t seed = 0) requires(!C.runtime_sized()) : CausalLM(seeded(seed)) {}
+  // A run-time sized model of `sizes`, whose family fields must equal C's; the same initialization,
+  // draw for draw, as the compile-time model of the same sizes. Bad sizes throw value_error.
+  CausalLM(const Config& sizes, Rng& rng) requires(C.runtime_sized()) : CausalLM(check_sizes<C>(sizes), rng, checked_sizes{}) {}
+  explicit CausalLM(const Config& sizes, std::uint64_t seed = 0) requires(C.runtime_sized())
+      : CausalLM(check_sizes<C>(sizes), seeded(seed), checked_sizes{}) {}
 
   KVCache<T, B> make_cache() const {
     KVCache<T, B> cache;
-    cache.layers.resize(static_cast<std::size_t>(C.n_layers));
+    cache.layers.resize(static_cast<std::size_t>(sizes().n_layers));
     return cache;
   }
 
@@ -94,11 +99,11 @@ class CausalLM {
     if (!ids.defined() || ids.rank() != 2 || ids.size(0) == 0 || ids.size(1) == 0)
       throw shape_error("mote: CausalLM: ids must have shape [batch, length] with both > 0, got " +
                         (ids.defined() ? ids.shape().str() : std::string("an empty tensor")));
-    const std::int64_t batch = ids.size(0), len = ids.size(1);
+    const std::int64_t batch = ids.size(0), len = ids.size(1), max_seq = sizes().max_seq;
     const std::int64_t past = cache ? cache->length() : 0;
-    if (cache && cache->layers.size() != static_cast<std::size_t>(C.n_layers))
+    if (cache && cache->layers.size() != static_cast<std::size_t>(sizes().n_layers))
       throw value_error("mote: CausalLM: cache has " + std::to_string(cache->layers.size()) + " layers, expected " +
-                        std::to_string(C.n_layers) + "; make it with make_cache()");
+                        std::to_string(sizes().n_layers) + "; make it with make_cache()");
     if (cache && past > 0 && cache->layers.front().batch() != batch)
       throw shape_error("mote: CausalLM: ids " + ids.shape().str() + " continue a cache of batch " +
                         std::to_string(cache->layers.front().batch()));
@@ -106,9 +111,9 @@ class CausalLM {
       throw value_error("mote: CausalLM: logits_to_keep = " + std::to_string(options.logits_to_keep) +
                         " must be in [0, " + std::to_string(len) + "] for ids " + ids.shape().str() +
                         " (0 keeps every position)");
-    if (past + len > C.max_seq)
+    if (past + len > max_seq)
       throw value_error("mote: CausalLM: sequence length " + std::to_string(past + len) + " (" + std::to_string(past) +
-                        " cached + " + std::to_string(len) + " new) exceeds max_seq = " + std::to_string(C.max_seq));
+                        " cached + " + std::to_string(len) + " new) exceeds max_seq = " + std::to_string(max_seq));
     // Checked here, before any layer appends to the cache, so a bad mask leaves the cache as it was.
     if (const Tensor<std::uint8_t, B>* mask = options.mask) {
       const Shape per_batch{batch, len, past + len}, shared{len, past + len};
@@ -251,6 +256,17 @@ class CausalLM {
   }
 
  private:
+  // Tags the constructor that trusts its sizes (C's own, or checked by check_sizes).
+  struct checked_sizes {};
+  CausalLM(const Config& sizes, Rng& rng, checked_sizes) : Sized<C>(sizes), final_norm_(sizes) {
+    tok_embed_ = detail::normal_param<T, B>({sizes.vocab, sizes.d_model}, 0.02, rng);
+    if constexpr (C.positions == Positions::Learned)
+      pos_embed_ = detail::normal_param<T, B>({sizes.max_seq, sizes.d_model}, 0.01, rng);
+    blocks_.reserve(static_cast<std::size_t>(sizes.n_layers));
+    for (std::int64_t i = 0; i < sizes.n_layers; ++i) blocks_.emplace_back(sizes, rng);
+    if constexpr (!C.tied_embeddings) lm_head_ = detail::normal_param<T, B>({sizes.vocab, sizes.d_model}, 0.02, rng);
+  }
+
   static Rng& seeded(std::uint64_t seed) {
     thread_local Rng rng;
     rng.reseed(seed);
@@ -272,7 +288,7 @@ class CausalLM {
     for (const auto& block : blocks_)
       if (decode_detail::has_adapters(block)) return false;
     for (const std::int32_t id : ids.contiguous().to_vector())
-      if (id < 0 || id >= C.vocab) return false;
+      if (id < 0 || id >= sizes().vocab) return false;
     return true;
   }
 
@@ -281,7 +297,7 @@ class CausalLM {
                                const Tensor<std::uint8_t, B>* mask, KVCache<T, B>& cache) const {
     using Scratch = decode_detail::Scratch<T>;
     Scratch& s = Scratch::for_this_thread();
-    const std::int64_t rows = ids.size(0), d = C.d_model;
+    const std::int64_t rows = ids.size(0), d = sizes().d_model, vocab = sizes().vocab;
     const Tensor<std::int32_t, B> id = ids.contiguous(), pos = positions.contiguous();
     const Tensor<std::uint8_t, B> packed_mask = mask ? mask->contiguous() : Tensor<std::uint8_t, B>();
     const decode_detail::Step step{.rows = rows,
@@ -300,21 +316,22 @@ class CausalLM {
     for (std::size_t i = 0; i < blocks_.size(); ++i) decode_detail::block_step(blocks_[i], cache.layers[i], step, s);
     T* normed = Scratch::fit(s.normed, rows * d);
     decode_detail::normalize(final_norm_, x, rows, normed, s);
-    Tensor<T, B> logits(Shape{rows, 1, C.vocab});
+    Tensor<T, B> logits(Shape{rows, 1, vocab});
     const Tensor<T, B> head = (C.tied_embeddings ? tok_embed_ : lm_head_).value().contiguous();
-    backend::gemm(cpu{}, false, true, rows, C.vocab, d, T(1), normed, d, head.data(), d, T(0), logits.data(), C.vocab);
+    backend::gemm(cpu{}, false, true, rows, vocab, d, T(1), normed, d, head.data(), d, T(0), logits.data(), vocab);
     return logits;
   }
 
-  static void check_positions(const Tensor<std::int32_t, B>& positions, std::int64_t batch, std::int64_t len) {
+  void check_positions(const Tensor<std::int32_t, B>& positions, std::int64_t batch, std::int64_t len) const {
+    const std::int64_t max_seq = sizes().max_seq;
     if (!positions.defined() || !(positions.shape() == Shape{batch, len} || positions.shape() == Shape{len}))
       throw shape_error("mote: CausalLM: positions must have shape [B, L] = " + Shape{batch, len}.str() + " or [L] = " +
                         Shape{len}.str() + ", got " + (positions.defined() ? positions.shape().str() : std::string("an empty tensor")));
     const std::vector<std::int32_t> host = positions.contiguous().to_vector();
     for (std::size_t i = 0; i < host.size(); ++i)
-      if (host[i] < 0 || host[i] >= C.max_seq)
+      if (host[i] < 0 || host[i] >= max_seq)
         throw value_error("mote: CausalLM: positions holds " + std::to_string(host[i]) + " at flat index " + std::to_string(i) +
-                          "; expected 0 <= position < max_seq = " + std::to_string(C.max_seq));
+                          "; expected 0 <= position < max_seq = " + std::to_string(max_seq));
   }
 
   V tok_embed_, pos_embed_, lm_head_;

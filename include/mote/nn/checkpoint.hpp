@@ -1,7 +1,8 @@
 #pragma once
 // Hugging Face checkpoint directories (config.json + model.safetensors or an index and shards) for
-// CausalLM: the compiled Config as an HFConfig, checked loading, atomic saving, and a run-time
-// dispatcher that picks the compiled model type a directory's config.json describes.
+// CausalLM: Configs as HFConfigs and back, checked loading (a run-time sized model takes its sizes from
+// config.json), atomic saving, and a run-time dispatcher that picks the model type a directory's
+// config.json describes.
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -45,47 +46,90 @@ inline std::filesystem::path config_path(const std::filesystem::path& dir) {
 
 }  // namespace checkpoint_detail
 
-// The compiled Config as a Hugging Face config: GPT-2 layout -> "gpt2", Llama layout -> "llama".
+// A Config with every size as a Hugging Face config: GPT-2 layout -> "gpt2", Llama layout -> "llama".
 // Throws value_error for a Config the family's config.json cannot describe.
-template <Config C>
-io::HFConfig to_hf_config() {
-  const bool gpt2 = C.gpt2_layout();
-  const std::string family = gpt2 ? "GPT-2" : "Llama";
-  if (gpt2 && (C.norm != Norm::LayerNorm || C.positions != Positions::Learned || !C.bias))
+inline io::HFConfig to_hf_config(const Config& c) {
+  const bool gpt2 = c.gpt2_layout();
+  if (c.runtime_sized())
+    throw value_error("mote: to_hf_config: the Config has nn::dynamic sizes; pass a model's sizes() instead");
+  if (gpt2 && (c.norm != Norm::LayerNorm || c.positions != Positions::Learned || !c.bias))
     throw value_error("mote: to_hf_config: a GPT-2-layout Config needs LayerNorm, learned positions and biases to be a gpt2 config.json");
-  if (!gpt2 && (C.norm != Norm::RMSNorm || C.positions != Positions::RoPE))
+  if (!gpt2 && (c.norm != Norm::RMSNorm || c.positions != Positions::RoPE))
     throw value_error("mote: to_hf_config: a Llama-layout Config needs RMSNorm and RoPE to be a llama config.json");
   io::HFConfig h;
   h.model_type = gpt2 ? "gpt2" : "llama";
-  h.vocab_size = C.vocab;
-  h.hidden_size = C.d_model;
-  h.n_layers = C.n_layers;
-  h.n_heads = C.n_heads;
-  h.n_kv_heads = C.n_kv_heads;
-  h.d_ff = C.d_ff;
-  h.max_positions = C.max_seq;
-  h.norm_eps = C.eps;
+  h.vocab_size = c.vocab;
+  h.hidden_size = c.d_model;
+  h.n_layers = c.n_layers;
+  h.n_heads = c.n_heads;
+  h.n_kv_heads = c.n_kv_heads;
+  h.d_ff = c.d_ff;
+  h.max_positions = c.max_seq;
+  h.norm_eps = c.eps;
   // GPT-2 has no rotary embedding, so its config always reads back the default theta.
-  h.rope_theta = gpt2 ? 10000.0 : C.rope_theta;
-  h.tie_word_embeddings = C.tied_embeddings;
+  h.rope_theta = gpt2 ? 10000.0 : c.rope_theta;
+  h.tie_word_embeddings = c.tied_embeddings;
   h.activation = gpt2 ? "gelu_new" : "silu";
-  h.attention_bias = h.mlp_bias = C.bias;
+  h.attention_bias = h.mlp_bias = c.bias;
   return h;
 }
 
-// Every field where `file` differs from the compiled Config (`n_heads: 8 vs 4`, the file's value
-// first); a Config no config.json can describe yields one line saying so.
+// The compiled Config C (every size known) as a Hugging Face config.
+template <Config C>
+io::HFConfig to_hf_config() {
+  static_assert(!C.runtime_sized(), "mote::nn::to_hf_config<C>: C has nn::dynamic sizes; use to_hf_config(model.sizes())");
+  return to_hf_config(C);
+}
+
+// The Config a Hugging Face config describes: the family from model_type ("gpt2": LayerNorm, gelu-tanh
+// MLP, learned positions, biases; "llama": RMSNorm, SwiGLU, RoPE, biases as attention_bias says) and
+// every size, eps and rope_theta from the file.
+inline Config from_hf_config(const io::HFConfig& file) {
+  const bool gpt2 = file.model_type == "gpt2";
+  if (!gpt2 && file.model_type != "llama")
+    throw value_error("mote: from_hf_config: unsupported model_type \"" + file.model_type + "\"; supported: " +
+                      io::HFConfig::supported_types);
+  return Config{.vocab = file.vocab_size,
+                .d_model = file.hidden_size,
+                .n_layers = file.n_layers,
+                .n_heads = file.n_heads,
+                .n_kv_heads = file.n_kv_heads,
+                .d_ff = file.d_ff,
+                .max_seq = file.max_positions,
+                .norm = gpt2 ? Norm::LayerNorm : Norm::RMSNorm,
+                .eps = file.norm_eps,
+                .activation = gpt2 ? Activation::GeluTanhMLP : Activation::SwiGLU,
+                .positions = gpt2 ? Positions::Learned : Positions::RoPE,
+                .rope_theta = file.rope_theta,
+                .bias = file.attention_bias,
+                .tied_embeddings = file.tie_word_embeddings};
+}
+
+// The Config of the checkpoint directory `dir` (from its config.json), to ask which family it holds:
+// nn::read_config(dir).same_family(presets::llama_family).
+inline Config read_config(const std::filesystem::path& dir) {
+  return from_hf_config(io::HFConfig::read(checkpoint_detail::config_path(dir)));
+}
+
+// Every field where `file` differs from the compiled Config (`n_head: 8 vs 4`, by the file's
+// config.json keys, the file's value first); a Config no config.json can describe yields one line
+// saying so. For a run-time sized C only the family is compared (model_type, activation, biases,
+// tied embeddings): the sizes are the file's.
 template <Config C>
 std::vector<std::string> config_differences(const io::HFConfig& file) {
   try {
-    return file.differences(to_hf_config<C>());
+    if constexpr (C.runtime_sized()) {
+      return file.differences(to_hf_config(with_sizes(C, from_hf_config(file))));
+    } else {
+      return file.differences(to_hf_config<C>());
+    }
   } catch (const value_error& e) {
     return {e.what()};
   }
 }
 
 // Throws io_error naming `source` and listing every field where the file's config and the compiled
-// Config disagree.
+// Config disagree (for a run-time sized C, the family fields).
 template <Config C>
 void check_config(const io::HFConfig& file, const std::string& source) {
   const std::vector<std::string> diffs = config_differences<C>(file);
@@ -93,6 +137,25 @@ void check_config(const io::HFConfig& file, const std::string& source) {
     throw io_error("mote: " + source + ": config does not match the compiled model (file vs compiled): " +
                    checkpoint_detail::join(diffs, "; "));
 }
+
+namespace checkpoint_detail {
+
+// A freshly initialized Model of the sizes `file` gives (the compiled ones for a compile-time model,
+// whose config was checked already); bad run-time sizes throw value_error naming `source`.
+template <class Model>
+Model make_model(const io::HFConfig& file, const std::string& source) {
+  if constexpr (Model::config.runtime_sized()) {
+    try {
+      return Model(from_hf_config(file), std::uint64_t{0});
+    } catch (const value_error& e) {
+      throw value_error(std::string(e.what()) + " (" + source + ")");
+    }
+  } else {
+    return Model(std::uint64_t{0});
+  }
+}
+
+}  // namespace checkpoint_detail
 
 // Loads a Hugging Face checkpoint directory into a CausalLM: checks config.json against the
 // compiled Config, opens model.safetensors (or the index and its shards), converts F32/F64/F16/BF16
@@ -104,10 +167,11 @@ Model load(const std::filesystem::path& dir, LoadOptions options = {}) {
   static_assert(std::is_same_v<typename checkpoint_detail::model_traits<Model>::backend, cpu>,
                 "mote::nn::load: checkpoints load into CPU models; move the model to another backend afterwards");
   const std::filesystem::path cfg_path = checkpoint_detail::config_path(dir);
-  check_config<Model::config>(io::HFConfig::read(cfg_path), cfg_path.string());
+  const io::HFConfig file = io::HFConfig::read(cfg_path);
+  check_config<Model::config>(file, cfg_path.string());
   const auto ck = io::safetensors::Checkpoint::open(dir);
 
-  Model model(std::uint64_t{0});
+  Model model = checkpoint_detail::make_model<Model>(file, cfg_path.string());
   std::set<std::string> params;
   model.for_each_parameter([&](const std::string& name, auto&) { params.insert(name); });
   const auto is_param = [&](const std::string& name) {
@@ -148,7 +212,7 @@ void save(const Model& model, const std::filesystem::path& dir, io::safetensors:
   using T = typename checkpoint_detail::model_traits<Model>::value_type;
   static_assert(std::is_same_v<typename checkpoint_detail::model_traits<Model>::backend, cpu>,
                 "mote::nn::save: checkpoints are written from CPU models");
-  const io::HFConfig config = to_hf_config<Model::config>();
+  const io::HFConfig config = to_hf_config(model.sizes());
   io::safetensors::NamedTensors<T> tensors;
   // for_each_parameter has no const overload; the visitor only reads.
   const_cast<Model&>(model).for_each_parameter([&](const std::string& name, auto& p) {

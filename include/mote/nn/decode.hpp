@@ -63,14 +63,14 @@ bool has_adapters(const Block<C, T, cpu>& block) {
 // y = norm(x) over rows of d_model.
 template <Config C, Real T>
 void normalize(const NormLayer<C, T, cpu>& norm, const T* x, std::int64_t rows, T* y, Scratch<T>& s) {
-  const T eps = static_cast<T>(C.eps);
+  const T eps = static_cast<T>(norm.sizes().eps);
+  const std::int64_t d = norm.sizes().d_model;
   T* rstd = Scratch<T>::fit(s.rstd, rows);
   if constexpr (C.norm == Norm::LayerNorm) {
     T* mean = Scratch<T>::fit(s.mean, rows);
-    backend::layer_norm_forward(cpu{}, x, norm.weight.value().data(), norm.bias.value().data(), rows, C.d_model, eps,
-                                y, mean, rstd);
+    backend::layer_norm_forward(cpu{}, x, norm.weight.value().data(), norm.bias.value().data(), rows, d, eps, y, mean, rstd);
   } else {
-    backend::rms_norm_forward(cpu{}, x, norm.weight.value().data(), rows, C.d_model, eps, y, rstd);
+    backend::rms_norm_forward(cpu{}, x, norm.weight.value().data(), rows, d, eps, y, rstd);
   }
 }
 
@@ -90,7 +90,8 @@ void project(const Linear<C, T, cpu>& linear, const T* x, std::int64_t rows, T* 
 template <Config C, Real T>
 void block_step(const Block<C, T, cpu>& block, LayerCache<T, cpu>& cache, const Step& step, Scratch<T>& s) {
   using S = Scratch<T>;
-  constexpr std::int64_t d = C.d_model, kv = C.kv_dim(), dh = C.head_dim();
+  const Config& c = block.sizes();  // C itself for a compile-time Config: the sizes fold to constants
+  const std::int64_t d = c.d_model, kv = c.kv_dim(), dh = c.head_dim();
   const std::int64_t rows = step.rows;
   T* x = s.x.data();
   T* normed = S::fit(s.normed, rows * d);
@@ -119,35 +120,35 @@ void block_step(const Block<C, T, cpu>& block, LayerCache<T, cpu>& cache, const 
   if constexpr (C.positions == Positions::RoPE) {
     T* q_rotated = S::fit(s.q_rotated, rows * d);
     T* k_rotated = S::fit(s.k_rotated, rows * kv);
-    backend::rope_forward(cpu{}, q, step.positions, step.position_stride, rows, C.n_heads, 1, dh, C.rope_theta, q_rotated);
-    backend::rope_forward(cpu{}, k, step.positions, step.position_stride, rows, C.n_kv_heads, 1, dh, C.rope_theta,
+    backend::rope_forward(cpu{}, q, step.positions, step.position_stride, rows, c.n_heads, 1, dh, c.rope_theta, q_rotated);
+    backend::rope_forward(cpu{}, k, step.positions, step.position_stride, rows, c.n_kv_heads, 1, dh, c.rope_theta,
                           k_rotated);
     q = q_rotated;
     keys = &s.k_rotated;
   }
-  const Shape kv_shape{rows, C.n_kv_heads, 1, dh};
-  cache.append(S::view(*keys, kv_shape), S::view(s.v, kv_shape), C.max_seq);
+  const Shape kv_shape{rows, c.n_kv_heads, 1, dh};
+  cache.append(S::view(*keys, kv_shape), S::view(s.v, kv_shape), c.max_seq);
 
   const std::int64_t kv_len = cache.length();
   const Tensor<T, cpu> cached_keys = cache.keys(), cached_values = cache.values();
-  T* probs = S::fit(s.probs, rows * C.n_heads * C.max_seq);
+  T* probs = S::fit(s.probs, rows * c.n_heads * c.max_seq);
   T* attended = S::fit(s.attended, rows * d);
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh)));
   backend::attention_forward(cpu{}, q, cached_keys.data(), cached_values.data(), step.mask, step.mask_stride, rows,
-                             C.n_heads, C.n_kv_heads, 1, kv_len, dh, cached_keys.stride(1), true, scale, attended, probs);
+                             c.n_heads, c.n_kv_heads, 1, kv_len, dh, cached_keys.stride(1), true, scale, attended, probs);
   T* projected = S::fit(s.projected, rows * d);
   project(block.attn.o, attended, rows, projected);
   backend::axpy(cpu{}, T(1), projected, x, rows * d);  // the residual connection
 
   normalize(block.norm2, x, rows, normed, s);
-  T* hidden = S::fit(s.hidden, rows * C.d_ff);
+  T* hidden = S::fit(s.hidden, rows * c.d_ff);
   project(block.mlp.up, normed, rows, hidden);
   if constexpr (C.activation == Activation::SwiGLU) {
-    T* gate = S::fit(s.gate, rows * C.d_ff);
+    T* gate = S::fit(s.gate, rows * c.d_ff);
     project(block.mlp.gate, normed, rows, gate);
-    backend::swiglu_forward(cpu{}, gate, hidden, rows * C.d_ff, hidden);
+    backend::swiglu_forward(cpu{}, gate, hidden, rows * c.d_ff, hidden);
   } else {
-    backend::gelu_forward(cpu{}, hidden, rows * C.d_ff, hidden);
+    backend::gelu_forward(cpu{}, hidden, rows * c.d_ff, hidden);
   }
   project(block.mlp.down, hidden, rows, projected);
   backend::axpy(cpu{}, T(1), projected, x, rows * d);  // the residual connection

@@ -1,11 +1,15 @@
 #pragma once
 // Autoregressive generation with a KV cache: greedy (temperature 0) or sampled with temperature,
-// top-k and top-p from a seeded Rng. Prompts of different lengths are left-padded into one batch;
-// an attention mask hides the padding and positions start at 0 at each prompt's first real token.
+// top-k and top-p from a seeded Rng per sequence. Prompts of different lengths are left-padded into
+// one batch; an attention mask hides the padding and positions start at 0 at each prompt's first real
+// token. Hooks let a caller route attached adapters per token, shape each sequence's next-token
+// logits, and end a sequence on a condition of its own.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <span>
 #include <numeric>
 #include <string>
 #include <type_traits>
@@ -18,14 +22,33 @@
 
 namespace mote::nn {
 
+// What an adapter router is asked before each forward pass: the tokens [from, to) of every
+// sequence's history are about to run. history[b] is sequence b's whole left-padded token history
+// (its first padding[b] tokens are padding, never attended to); it holds at least `to` tokens.
+struct RoutingRequest {
+  std::span<const std::vector<std::int32_t>> history;
+  std::span<const std::int64_t> padding;
+  std::int64_t from = 0, to = 0;
+};
+
 struct GenerateOptions {
   std::int64_t max_new_tokens = 32;
   double temperature = 0.0;  // 0: greedy
   std::int64_t top_k = 0;    // 0: no top-k cut
   double top_p = 1.0;        // 1: no nucleus cut
+  // Sequence b samples from its own stream, seeded by sequence_seeds[b] when given (one per prompt),
+  // else by seed + b * 0x9e3779b97f4a7c15: a sequence's draws do not depend on its batch-mates.
   std::uint64_t seed = 0;
+  std::vector<std::uint64_t> sequence_seeds;
   std::vector<std::int32_t> stop_tokens;  // a sequence ends after emitting one of these (it is kept)
   std::function<void(std::size_t sequence, std::int32_t token)> on_token;
+  // Routing of attached adapters per token: returns the ForwardOptions::adapter of the tokens a
+  // forward pass is about to run (null: none). Unset, every pass runs without a routing context.
+  std::function<std::shared_ptr<const AdapterContext>(const RoutingRequest&)> route;
+  // Edits sequence b's next-token logits before the pick (for example, to forbid tokens).
+  std::function<void(std::size_t sequence, std::span<double> logits)> shape_logits;
+  // Ends sequence b after its latest token when it returns true (the token is kept).
+  std::function<bool(std::size_t sequence, const std::vector<std::int32_t>& generated)> stop_when;
   bool use_cache = true;     // false recomputes the whole sequence each step (for checking the cache)
   // On the CPU with up to 4 sequences, keep the OpenMP threads spinning between the tokens after
   // the prompt (backend::SpinTeam) instead of waking them for every matrix-vector product.
@@ -90,21 +113,25 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
                                                 const std::vector<std::vector<std::int32_t>>& prompts,
                                                 const GenerateOptions& options = {}) {
   generate_detail::check_options(options);
+  const std::int64_t vocab = model.sizes().vocab, max_seq = model.sizes().max_seq;
   if (prompts.empty()) throw value_error("mote: generate: prompts is empty; expected at least one prompt");
   std::size_t longest = 0;
   for (std::size_t b = 0; b < prompts.size(); ++b) {
     if (prompts[b].empty()) throw value_error("mote: generate: prompts[" + std::to_string(b) + "] is empty");
-    if (static_cast<std::int64_t>(prompts[b].size()) > C.max_seq)
+    if (static_cast<std::int64_t>(prompts[b].size()) > max_seq)
       throw value_error("mote: generate: prompts[" + std::to_string(b) + "] has " + std::to_string(prompts[b].size()) +
-                        " tokens, more than max_seq = " + std::to_string(C.max_seq));
+                        " tokens, more than max_seq = " + std::to_string(max_seq));
     for (std::size_t j = 0; j < prompts[b].size(); ++j)
-      if (prompts[b][j] < 0 || prompts[b][j] >= C.vocab)
+      if (prompts[b][j] < 0 || prompts[b][j] >= vocab)
         throw value_error("mote: generate: prompts[" + std::to_string(b) + "][" + std::to_string(j) + "] = " +
-                          std::to_string(prompts[b][j]) + " is outside [0, vocab) with vocab = " + std::to_string(C.vocab));
+                          std::to_string(prompts[b][j]) + " is outside [0, vocab) with vocab = " + std::to_string(vocab));
     longest = std::max(longest, prompts[b].size());
   }
-  if (options.pad_token < 0 || options.pad_token >= C.vocab)
+  if (options.pad_token < 0 || options.pad_token >= vocab)
     throw value_error("mote: generate: pad_token " + std::to_string(options.pad_token) + " is outside [0, vocab)");
+  if (!options.sequence_seeds.empty() && options.sequence_seeds.size() != prompts.size())
+    throw value_error("mote: generate: sequence_seeds has " + std::to_string(options.sequence_seeds.size()) +
+                      " seeds for " + std::to_string(prompts.size()) + " prompts; expected one per prompt or none");
 
   autograd::no_grad off;
   const std::size_t batch = prompts.size();
@@ -121,7 +148,7 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
   }
 
   // Runs tokens [from, to) of the history and writes the logits of step to - 1 into rows, [batch][vocab].
-  std::vector<std::vector<double>> rows(batch, std::vector<double>(static_cast<std::size_t>(C.vocab)));
+  std::vector<std::vector<double>> rows(batch, std::vector<double>(static_cast<std::size_t>(vocab)));
   auto run = [&](std::int64_t from, std::int64_t to, KVCache<T, B>* cache) {
     const std::int64_t len = to - from;
     std::vector<std::int32_t> ids, pos;
@@ -140,15 +167,22 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
           for (std::int64_t k = 0; k < to; ++k) m.push_back(k >= pad[b] ? 1 : 0);
       mask_t = Tensor<std::uint8_t, B>::from_vector({nb, len, to}, m);
     }
-    const auto out = model.logits(
-        id_t, ForwardOptions<B>{.positions = &pos_t, .mask = padded ? &mask_t : nullptr, .logits_to_keep = 1}, cache);
+    std::shared_ptr<const AdapterContext> routing;
+    if (options.route) routing = options.route(RoutingRequest{.history = history, .padding = pad, .from = from, .to = to});
+    const auto out = model.logits(id_t,
+                                  ForwardOptions<B>{.positions = &pos_t, .mask = padded ? &mask_t : nullptr,
+                                                    .adapter = std::move(routing), .logits_to_keep = 1},
+                                  cache);
     const std::vector<T> last = out.value().to_vector();
     for (std::size_t b = 0; b < batch; ++b)
-      for (std::int64_t v = 0; v < C.vocab; ++v)
-        rows[b][static_cast<std::size_t>(v)] = static_cast<double>(last[b * static_cast<std::size_t>(C.vocab) + static_cast<std::size_t>(v)]);
+      for (std::int64_t v = 0; v < vocab; ++v)
+        rows[b][static_cast<std::size_t>(v)] = static_cast<double>(last[b * static_cast<std::size_t>(vocab) + static_cast<std::size_t>(v)]);
   };
 
-  Rng rng(options.seed);
+  std::vector<Rng> streams;
+  streams.reserve(batch);
+  for (std::size_t b = 0; b < batch; ++b)
+    streams.emplace_back(options.sequence_seeds.empty() ? options.seed + b * 0x9e3779b97f4a7c15ULL : options.sequence_seeds[b]);
   std::vector<std::vector<std::int32_t>> generated(batch);
   std::vector<bool> done(batch, false);
   KVCache<T, B> cache = model.make_cache();
@@ -161,16 +195,18 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
     for (std::size_t b = 0; b < batch; ++b) {
       std::int32_t token = options.pad_token;
       if (!done[b]) {
-        token = generate_detail::pick(rows[b], options, rng);
+        if (options.shape_logits) options.shape_logits(b, rows[b]);
+        token = generate_detail::pick(rows[b], options, streams[b]);
         generated[b].push_back(token);
         if (options.on_token) options.on_token(b, token);
-        done[b] = std::find(options.stop_tokens.begin(), options.stop_tokens.end(), token) != options.stop_tokens.end();
+        done[b] = std::find(options.stop_tokens.begin(), options.stop_tokens.end(), token) != options.stop_tokens.end() ||
+                  (options.stop_when && options.stop_when(b, generated[b]));
       }
       history[b].push_back(token);
       all_done = all_done && done[b];
     }
     ++length;
-    return !all_done && length <= C.max_seq;  // the next step would feed more than max_seq tokens
+    return !all_done && length <= max_seq;  // the next step would feed more than max_seq tokens
   };
   if (options.max_new_tokens == 0 || !advance(0)) return generated;
   auto rest = [&] {

@@ -1,6 +1,8 @@
 #pragma once
 // Transformer blocks as types templated on a Config: Norm, Attention, MLP and the pre-norm Block.
 // Every projection is an nn::Linear, so adapters (mote/lora) can attach to any of them by name.
+// Each layer reads its sizes through sizes() (nn::Sized): C itself, or the run-time Config it was
+// built with when C is run-time sized.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -105,16 +107,20 @@ struct LayerInputs {
 
 // LayerNorm (weight, bias) or RMSNorm (weight) over d_model.
 template <Config C, Real T, Backend B = cpu>
-struct NormLayer {
+struct NormLayer : Sized<C> {
   static_assert(validate<C>::value);
+  using Sized<C>::sizes;
   autograd::Var<T, B> weight, bias;
 
-  NormLayer() : weight(detail::const_param<T, B>({C.d_model}, 1.0)) {
-    if constexpr (C.norm == Norm::LayerNorm) bias = detail::const_param<T, B>({C.d_model}, 0.0);
+  NormLayer() requires(!C.runtime_sized()) : NormLayer(C) {}
+  explicit NormLayer(const Config& sizes)
+      : Sized<C>(sizes), weight(detail::const_param<T, B>({sizes.d_model}, 1.0)) {
+    if constexpr (C.norm == Norm::LayerNorm) bias = detail::const_param<T, B>({sizes.d_model}, 0.0);
   }
   autograd::Var<T, B> operator()(const autograd::Var<T, B>& x) const {
-    if constexpr (C.norm == Norm::LayerNorm) return autograd::layer_norm(x, weight, bias, static_cast<T>(C.eps));
-    else return autograd::rms_norm(x, weight, static_cast<T>(C.eps));
+    const T eps = static_cast<T>(sizes().eps);
+    if constexpr (C.norm == Norm::LayerNorm) return autograd::layer_norm(x, weight, bias, eps);
+    else return autograd::rms_norm(x, weight, eps);
   }
   void for_each_parameter(const std::string& prefix, const ParamVisitor<T, B>& visit) {
     visit(prefix + ".weight", weight);
@@ -126,14 +132,16 @@ struct NormLayer {
 // an optional KV cache. GPT-2 layout: one fused c_attn [d, d + 2 kv_dim] whose output is split
 // into q, k, v; Llama layout: q_proj, k_proj, v_proj, o_proj.
 template <Config C, Real T, Backend B = cpu>
-struct Attention {
+struct Attention : Sized<C> {
   static_assert(validate<C>::value);
   using V = autograd::Var<T, B>;
-  static constexpr std::int64_t d = C.d_model, kv = C.kv_dim(), dh = C.head_dim();
+  using Sized<C>::sizes;
   Linear<C, T, B> qkv, q, k, v, o;  // qkv (GPT-2) or q, k, v (Llama); o is c_proj / o_proj
 
-  explicit Attention(Rng& rng) {
-    const double init_std = 0.02, residual_std = 0.02 / std::sqrt(2.0 * static_cast<double>(C.n_layers));
+  explicit Attention(Rng& rng) requires(!C.runtime_sized()) : Attention(C, rng) {}
+  Attention(const Config& sizes, Rng& rng) : Sized<C>(sizes) {
+    const std::int64_t d = sizes.d_model, kv = sizes.kv_dim();
+    const double init_std = 0.02, residual_std = 0.02 / std::sqrt(2.0 * static_cast<double>(sizes.n_layers));
     if constexpr (C.gpt2_layout()) {
       qkv = Linear<C, T, B>(d, d + 2 * kv, init_std, rng);
     } else {
@@ -146,7 +154,8 @@ struct Attention {
 
   // x [B, L, d] -> [B, L, d]; appends this step's keys and values to `cache` when given.
   V operator()(const V& x, const LayerInputs<B>& in, LayerCache<T, B>* cache = nullptr) const {
-    const std::int64_t batch = x.shape()[0], len = x.shape()[1];
+    const Config& c = sizes();
+    const std::int64_t batch = x.shape()[0], len = x.shape()[1], d = c.d_model, kv = c.kv_dim(), dh = c.head_dim();
     const AdapterContext* routing = in.adapter.get();
     V qs, ks, vs;
     if constexpr (C.gpt2_layout()) {
@@ -160,12 +169,12 @@ struct Attention {
       vs = v(x, routing);
     }
     auto heads = [&](const V& t, std::int64_t h) { return autograd::transpose(autograd::reshape(t, {batch, len, h, dh}), 1, 2); };
-    qs = heads(qs, C.n_heads);
-    ks = heads(ks, C.n_kv_heads);
-    vs = heads(vs, C.n_kv_heads);
+    qs = heads(qs, c.n_heads);
+    ks = heads(ks, c.n_kv_heads);
+    vs = heads(vs, c.n_kv_heads);
     if constexpr (C.positions == Positions::RoPE) {
-      qs = autograd::rope(qs, *in.positions, C.rope_theta);
-      ks = autograd::rope(ks, *in.positions, C.rope_theta);
+      qs = autograd::rope(qs, *in.positions, c.rope_theta);
+      ks = autograd::rope(ks, *in.positions, c.rope_theta);
     }
     const autograd::AttentionOptions<B> attend{.causal = true, .mask = in.mask};
     V y;
@@ -175,7 +184,7 @@ struct Attention {
       const auto [all_k, all_v] = cache->join(ks, vs);
       y = autograd::scaled_dot_product_attention(qs, all_k, all_v, attend);
     } else {
-      cache->append(ks.value(), vs.value(), C.max_seq);
+      cache->append(ks.value(), vs.value(), c.max_seq);
       y = autograd::scaled_dot_product_attention(qs, cache->keys(), cache->values(), attend);
     }
     return o(autograd::reshape(autograd::transpose(y, 1, 2), {batch, len, d}), routing);
@@ -200,16 +209,18 @@ struct Attention {
 
 // GPT-2: c_proj(gelu_tanh(c_fc(x))); Llama: down_proj(silu(gate_proj(x)) * up_proj(x)).
 template <Config C, Real T, Backend B = cpu>
-struct MLP {
+struct MLP : Sized<C> {
   static_assert(validate<C>::value);
   using V = autograd::Var<T, B>;
+  using Sized<C>::sizes;
   Linear<C, T, B> up, gate, down;  // up = c_fc / up_proj, down = c_proj / down_proj; gate for SwiGLU
 
-  explicit MLP(Rng& rng) {
-    const double init_std = 0.02, residual_std = 0.02 / std::sqrt(2.0 * static_cast<double>(C.n_layers));
-    if constexpr (C.activation == Activation::SwiGLU) gate = Linear<C, T, B>(C.d_model, C.d_ff, init_std, rng);
-    up = Linear<C, T, B>(C.d_model, C.d_ff, init_std, rng);
-    down = Linear<C, T, B>(C.d_ff, C.d_model, residual_std, rng);
+  explicit MLP(Rng& rng) requires(!C.runtime_sized()) : MLP(C, rng) {}
+  MLP(const Config& sizes, Rng& rng) : Sized<C>(sizes) {
+    const double init_std = 0.02, residual_std = 0.02 / std::sqrt(2.0 * static_cast<double>(sizes.n_layers));
+    if constexpr (C.activation == Activation::SwiGLU) gate = Linear<C, T, B>(sizes.d_model, sizes.d_ff, init_std, rng);
+    up = Linear<C, T, B>(sizes.d_model, sizes.d_ff, init_std, rng);
+    down = Linear<C, T, B>(sizes.d_ff, sizes.d_model, residual_std, rng);
   }
 
   V operator()(const V& x, const LayerInputs<B>& in = {}) const {
@@ -237,9 +248,10 @@ struct MLP {
 
 // Pre-norm residual block: x + attn(norm1(x)), then + mlp(norm2(x)).
 template <Config C, Real T, Backend B = cpu>
-struct Block {
+struct Block : Sized<C> {
   static_assert(validate<C>::value);
   using V = autograd::Var<T, B>;
+  using Sized<C>::sizes;
   NormLayer<C, T, B> norm1;
   Attention<C, T, B> attn;
   NormLayer<C, T, B> norm2;
@@ -248,7 +260,8 @@ struct Block {
   // Activation recomputation: keep only the block's input, rerun its forward during backward.
   bool recompute = false;
 
-  explicit Block(Rng& rng) : norm1(), attn(rng), norm2(), mlp(rng) {}
+  explicit Block(Rng& rng) requires(!C.runtime_sized()) : Block(C, rng) {}
+  Block(const Config& sizes, Rng& rng) : Sized<C>(sizes), norm1(sizes), attn(sizes, rng), norm2(sizes), mlp(sizes, rng) {}
 
   V operator()(const V& x, const LayerInputs<B>& in, LayerCache<T, B>* cache = nullptr) const {
     if (!recompute || cache || !autograd::grad_enabled()) return forward(x, in, cache);

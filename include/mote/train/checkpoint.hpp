@@ -105,8 +105,9 @@ inline io::json::Value config_to_json(const nn::Config& c) {
                                   {"tied_embeddings", c.tied_embeddings}});
 }
 
-// The model: its compiled config, its dtype, and a hash of every base parameter's name, shape and first
-// and last 16 values (another checkpoint of the same shape differs there; reading every weight would not pay).
+// The model: its sizes (the compiled config, or a run-time sized model's own), its dtype, and a hash of
+// every base parameter's name, shape and first and last 16 values (another checkpoint of the same shape
+// differs there; reading every weight would not pay).
 template <class Model>
 io::json::Value model_fingerprint(Model& model) {
   using T = typename Model::V::value_type;
@@ -129,7 +130,7 @@ io::json::Value model_fingerprint(Model& model) {
     for (const T x : flat.slice(0, n - k, k).to_vector()) mix(&x, sizeof x);
   });
   return io::json::Value::object(
-      {{"config", config_to_json(Model::config)}, {"dtype", dtype_name<T>()}, {"base_weights", checkpoint_detail::hex64(hash)}});
+      {{"config", config_to_json(model.sizes())}, {"dtype", dtype_name<T>()}, {"base_weights", checkpoint_detail::hex64(hash)}});
 }
 
 // The adapters: every trainable tensor's name and shape, in order.

@@ -1,0 +1,365 @@
+#pragma once
+// Self-generation: a model writes its own AlignCoT chains, stage by stage, from the pipeline's prompt
+// templates. Adaptive, as in MoTE: before each step it drafts an answer and asks the check stage
+// whether the draft is safe; a safe draft becomes the answer and the chain ends early. Questions are
+// batched (each sequence at its own stage and length), chains are appended to a JSON Lines file as
+// they finish, and a run started again on the same file goes on where the last one stopped.
+#include <algorithm>
+#include <cctype>
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <span>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "mote/aligncot/chain.hpp"
+#include "mote/aligncot/pipeline.hpp"
+#include "mote/core/error.hpp"
+#include "mote/io/json.hpp"
+#include "mote/io/jsonl.hpp"
+#include "mote/io/tokenizer.hpp"
+#include "mote/io/utf8.hpp"
+#include "mote/nn/generate.hpp"
+
+namespace mote::aligncot {
+
+// One question of a question file.
+struct Question {
+  std::string id;
+  std::string text;
+  std::string source;  // "'questions.jsonl' line 4"
+};
+
+// What reading a question file found: every line it skipped, with why.
+struct QuestionFileReport {
+  std::size_t read = 0;
+  std::vector<std::string> skipped;  // "'q.jsonl' line 3: the question is empty"
+};
+
+// Reads JSON Lines of {"question": "...", "id": ...}: "question" a non-empty string, "id" optional
+// (a string or a number; "line-N" when absent), other fields ignored. Broken JSON, a missing or empty
+// question and a repeated id are reported in `report` and the line is skipped.
+inline std::vector<Question> read_questions(const std::filesystem::path& path, QuestionFileReport& report) {
+  std::vector<Question> out;
+  std::set<std::string> ids;
+  const auto skip = [&](std::size_t line, const std::string& why) {
+    report.skipped.push_back(io::jsonl::line_source(path, line) + ": " + why);
+  };
+  const auto lines = io::jsonl::read(path, [&](std::size_t line, const std::string& message) { skip(line, message); });
+  for (const auto& line : lines) {
+    const io::json::Value& v = line.value;
+    if (!v.is_object()) {
+      skip(line.number, "expected a JSON object with a \"question\" field");
+      continue;
+    }
+    const io::json::Value* q = v.find("question");
+    if (!q || !q->is_string()) {
+      skip(line.number, q ? "field \"question\" must be a string" : "missing field \"question\"");
+      continue;
+    }
+    if (q->as_string().find_first_not_of(" \t\r\n") == std::string::npos) {
+      skip(line.number, "the question is empty");
+      continue;
+    }
+    std::string id = "line-" + std::to_string(line.number);
+    if (const io::json::Value* given = v.find("id"); given && !given->is_null()) {
+      if (!given->is_string() && !given->is_number()) {
+        skip(line.number, "field \"id\" must be a string or a number");
+        continue;
+      }
+      id = given->is_string() ? given->as_string() : io::json::dump(*given);
+    }
+    if (!ids.insert(id).second) {
+      skip(line.number, "id \"" + id + "\" repeats an earlier line's");
+      continue;
+    }
+    out.push_back(Question{id, q->as_string(), io::jsonl::line_source(path, line.number)});
+  }
+  report.read += out.size();
+  return out;
+}
+
+struct SelfGenerateOptions {
+  bool adaptive = true;                // draft and check before each step; false writes every step
+  std::size_t batch = 8;               // questions in flight, each a sequence of one batch
+  std::int64_t max_stage_tokens = 128;  // per generated text (a step, a draft, a verdict, the answer)
+  // A generated text ends at end-of-sequence or at the first of these (which is not kept).
+  std::vector<std::string> stop_texts = {"\n\n"};
+  double temperature = 0.0;  // 0: greedy
+  std::int64_t top_k = 0;
+  double top_p = 1.0;
+  std::uint64_t seed = 0;
+  std::int32_t eos_id = -1;  // the tokenizer's end-of-sequence id; required
+  std::int32_t bos_id = -1;  // prepended to every prompt when >= 0
+  std::string model_name;    // recorded in each chain's provenance
+  // Whether a verdict text judges the draft safe; default: it starts with "yes" or "safe".
+  std::function<bool(std::string_view verdict)> is_safe;
+  // After each chain is written (a caller may stop the run by throwing: the file keeps what is written).
+  std::function<void(const Chain&, std::size_t done, std::size_t total)> on_chain;
+};
+
+struct SelfGenerateReport {
+  std::size_t questions = 0;      // valid questions in the file
+  std::vector<std::string> skipped;  // bad input lines, with why
+  std::size_t already_done = 0;   // found in the output (or the rejects file) by an earlier run
+  std::size_t written = 0;        // chains written by this run
+  std::size_t ended_early = 0;    // of those, ended by a draft judged safe
+  std::size_t rejected = 0;       // questions whose answer came out empty (see the rejects file)
+  std::int64_t generated_tokens = 0;
+};
+
+namespace self_generate_detail {
+
+inline std::string trim(std::string_view s) {
+  const auto b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string_view::npos) return {};
+  const auto e = s.find_last_not_of(" \t\r\n");
+  return std::string(s.substr(b, e - b + 1));
+}
+
+inline bool starts_safe(std::string_view verdict) {
+  std::string lower = trim(verdict);
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return lower.rfind("yes", 0) == 0 || lower.rfind("safe", 0) == 0;
+}
+
+// Where a text ends: the first stop text, or its whole length.
+inline std::size_t stop_at(const std::string& text, const std::vector<std::string>& stops) {
+  std::size_t end = text.size();
+  for (const auto& s : stops)
+    if (!s.empty())
+      if (const auto at = text.find(s); at != std::string::npos) end = std::min(end, at);
+  return end;
+}
+
+// 64-bit mixing of the seed with a question's index and its round, so a draw depends on nothing else.
+inline std::uint64_t mix(std::uint64_t seed, std::uint64_t question, std::uint64_t round) {
+  std::uint64_t x = seed ^ (question * 0x9e3779b97f4a7c15ULL) ^ (round * 0xbf58476d1ce4e5b9ULL);
+  x ^= x >> 31;
+  x *= 0x94d049bb133111ebULL;
+  return x ^ (x >> 29);
+}
+
+enum class Phase { draft, check, step, answer };
+
+struct Job {
+  std::size_t index = 0;  // in the question list, for seeds
+  Question question;
+  Chain chain;
+  std::size_t next_step = 0;  // into the pipeline's steps
+  Phase phase = Phase::answer;
+  std::string draft;
+  std::uint64_t round = 0;
+};
+
+}  // namespace self_generate_detail
+
+// The provenance every chain of a run carries: generator, model, seed and settings. A resumed run
+// must have the same settings.
+inline io::json::Value self_generate_settings(const SelfGenerateOptions& o) {
+  io::json::Value stops = io::json::Value::array();
+  for (const auto& s : o.stop_texts) stops.push_back(s);
+  return io::json::Value::object({{"adaptive", o.adaptive},
+                                  {"max_stage_tokens", o.max_stage_tokens},
+                                  {"stop_texts", std::move(stops)},
+                                  {"temperature", o.temperature},
+                                  {"top_k", o.top_k},
+                                  {"top_p", o.top_p}});
+}
+
+// Writes a chain for every question of `questions` into `output` (JSON Lines, appended as chains
+// finish) with `pipeline`'s prompts. Questions already in `output`, or in `output` + ".rejected.jsonl"
+// (questions whose answer came out empty), are skipped, so a run stopped at any point and started
+// again writes each question exactly once. Chains carry their question's id.
+template <class P, class Model>
+SelfGenerateReport self_generate(const Model& model, const io::Tokenizer& tokenizer, const P& pipeline,
+                                 const std::vector<Question>& questions, const std::filesystem::path& output,
+                                 const SelfGenerateOptions& options) {
+  using namespace self_generate_detail;
+  const std::string where = "mote: aligncot::self_generate";
+  if (options.eos_id < 0) throw value_error(where + ": SelfGenerateOptions::eos_id is not set; expected the tokenizer's end-of-sequence id");
+  if (options.batch == 0) throw value_error(where + ": batch must be at least 1");
+  if (options.max_stage_tokens < 1) throw value_error(where + ": max_stage_tokens must be at least 1");
+  constexpr std::size_t no_check = P::size;
+  std::size_t check_stage = no_check;
+  std::vector<std::size_t> steps;
+  for (std::size_t i = 0; i < P::size; ++i) {
+    if (P::roles[i] == StageRole::step) steps.push_back(i);
+    if (P::roles[i] == StageRole::check && check_stage == no_check) check_stage = i;
+  }
+  if (options.adaptive && check_stage == no_check)
+    throw value_error(where + ": adaptive generation asks a check stage whether a draft is safe, but the pipeline " +
+                      P::description() + " has none (add aligncot::SafetyCheck, or set adaptive = false)");
+
+  const io::json::Value settings = self_generate_settings(options);
+  const std::filesystem::path rejects_path = output.string() + ".rejected.jsonl";
+  // What earlier runs finished; their settings must be these.
+  std::set<std::string> done;
+  for (const auto* path : {&output, &rejects_path}) {
+    if (!std::filesystem::exists(*path)) continue;
+    io::jsonl::Appender cut_torn_line(*path);
+    for (const auto& line : io::jsonl::read(*path)) {
+      const io::json::Value* id = line.value.is_object() ? line.value.find("id") : nullptr;
+      if (!id || !id->is_string())
+        throw value_error(where + ": " + io::jsonl::line_source(*path, line.number) +
+                          " has no string \"id\"; expected a record written by self_generate");
+      const io::json::Value* prov = line.value.find("provenance");
+      const io::json::Value* earlier = prov && prov->is_object() ? prov->find("settings") : nullptr;
+      if (!earlier || io::json::dump(*earlier) != io::json::dump(settings))
+        throw value_error(where + ": " + io::jsonl::line_source(*path, line.number) + " was written with settings " +
+                          (earlier ? io::json::dump(*earlier) : std::string("(none)")) + ", this run has " +
+                          io::json::dump(settings) + "; resume with the same settings or write to another file");
+      done.insert(id->as_string());
+    }
+  }
+
+  SelfGenerateReport report;
+  report.questions = questions.size();
+  std::deque<Job> waiting;
+  for (std::size_t i = 0; i < questions.size(); ++i) {
+    if (done.count(questions[i].id)) {
+      ++report.already_done;
+      continue;
+    }
+    Job job;
+    job.index = i;
+    job.question = questions[i];
+    job.chain.id = questions[i].id;
+    job.chain.question = questions[i].text;
+    job.phase = steps.empty() ? Phase::answer : options.adaptive ? Phase::draft : Phase::step;
+    waiting.push_back(std::move(job));
+  }
+  io::jsonl::Appender chains_out(output);
+  std::unique_ptr<io::jsonl::Appender> rejects_out;
+  const auto is_safe = options.is_safe ? options.is_safe : std::function<bool(std::string_view)>(starts_safe);
+  const std::string answer_name(P::names[P::answer_index]);
+
+  const auto prompt_of = [&](const Job& job) {
+    PromptValues values{.question = job.chain.question, .stage_texts = {}, .draft = job.draft};
+    for (const auto& [name, text] : job.chain.steps) values.stage_texts.emplace(name, text);
+    switch (job.phase) {
+      case Phase::step: return pipeline.render(P::names[steps[job.next_step]], values);
+      case Phase::check: return pipeline.render(P::names[check_stage], values);
+      case Phase::draft:
+      case Phase::answer: break;
+    }
+    return pipeline.render(answer_name, values);
+  };
+  const auto finish = [&](Job& job, bool early) {
+    job.chain.provenance = io::json::Value::object({{"generator", "mote aligncot::self_generate"},
+                                                    {"model", options.model_name},
+                                                    {"seed", static_cast<std::int64_t>(options.seed)},
+                                                    {"settings", settings}});
+    if (job.chain.answer.empty()) {
+      if (!rejects_out) rejects_out = std::make_unique<io::jsonl::Appender>(rejects_path);
+      rejects_out->append(io::json::Value::object({{"id", job.chain.id},
+                                                   {"question", job.chain.question},
+                                                   {"reason", "the answer came out empty"},
+                                                   {"provenance", job.chain.provenance}}));
+      ++report.rejected;
+    } else {
+      chains_out.append(chain_to_json<P>(job.chain));
+      ++report.written;
+      report.ended_early += early ? 1 : 0;
+    }
+    if (options.on_chain) options.on_chain(job.chain, report.already_done + report.written + report.rejected, questions.size());
+  };
+  // Moves a job on by the text it just generated; true when its chain is finished.
+  const auto advance = [&](Job& job, const std::string& text) {
+    ++job.round;
+    switch (job.phase) {
+      case Phase::draft:
+        job.draft = text;
+        job.phase = text.empty() ? Phase::step : Phase::check;  // nothing to check: write the step
+        return false;
+      case Phase::check: {
+        const bool safe = is_safe(text);
+        job.chain.checks.push_back(CheckVerdict{std::string(P::names[steps[job.next_step]]), job.draft, safe});
+        if (safe) {
+          job.chain.answer = job.draft;
+          finish(job, true);
+          return true;
+        }
+        job.phase = Phase::step;
+        return false;
+      }
+      case Phase::step:
+        if (!text.empty()) job.chain.steps.emplace_back(std::string(P::names[steps[job.next_step]]), text);
+        ++job.next_step;
+        job.phase = job.next_step == steps.size() ? Phase::answer : options.adaptive ? Phase::draft : Phase::step;
+        return false;
+      case Phase::answer:
+        job.chain.answer = text;
+        finish(job, false);
+        return true;
+    }
+    return true;
+  };
+
+  std::vector<Job> active;
+  while (!waiting.empty() || !active.empty()) {
+    while (active.size() < options.batch && !waiting.empty()) {
+      active.push_back(std::move(waiting.front()));
+      waiting.pop_front();
+    }
+    std::vector<std::vector<std::int32_t>> prompts;
+    std::vector<std::uint64_t> seeds;
+    for (const Job& job : active) {
+      std::vector<std::int32_t> ids;
+      if (options.bos_id >= 0) ids.push_back(options.bos_id);
+      for (auto id : tokenizer.encode_ordinary(prompt_of(job))) ids.push_back(id);
+      const std::int64_t room = model.sizes().max_seq - options.max_stage_tokens;
+      if (static_cast<std::int64_t>(ids.size()) > room)
+        throw value_error(where + ": the prompt for question '" + job.question.id + "' (" + job.question.source + ") is " +
+                          std::to_string(ids.size()) + " tokens; with max_stage_tokens = " +
+                          std::to_string(options.max_stage_tokens) + " it must be at most " + std::to_string(room) +
+                          " for the model's context of " + std::to_string(model.sizes().max_seq));
+      prompts.push_back(std::move(ids));
+      seeds.push_back(mix(options.seed, job.index, job.round));
+    }
+    std::vector<std::string> texts(active.size());
+    nn::GenerateOptions generation{.max_new_tokens = options.max_stage_tokens,
+                                   .temperature = options.temperature,
+                                   .top_k = options.top_k,
+                                   .top_p = options.top_p,
+                                   .sequence_seeds = seeds,
+                                   .stop_tokens = {options.eos_id},
+                                   .pad_token = options.eos_id};
+    // Decoded whole each time: a SentencePiece decode of one token would drop its leading space.
+    generation.stop_when = [&](std::size_t b, const std::vector<std::int32_t>& generated) {
+      const bool eos = generated.back() == options.eos_id;
+      texts[b] = tokenizer.decode(std::span<const std::int32_t>(generated.data(), generated.size() - (eos ? 1 : 0)));
+      return stop_at(texts[b], options.stop_texts) < texts[b].size();
+    };
+    const auto generated = nn::generate(model, prompts, generation);
+    std::vector<Job> still;
+    for (std::size_t b = 0; b < active.size(); ++b) {
+      report.generated_tokens += static_cast<std::int64_t>(generated[b].size());
+      const std::string text = io::valid_utf8(trim(std::string_view(texts[b]).substr(0, stop_at(texts[b], options.stop_texts))));
+      if (!advance(active[b], text))
+        still.push_back(std::move(active[b]));
+    }
+    active = std::move(still);
+  }
+  return report;
+}
+
+// The same from a question file; bad lines are reported in the result's `skipped` and left out.
+template <class P, class Model>
+SelfGenerateReport self_generate(const Model& model, const io::Tokenizer& tokenizer, const P& pipeline,
+                                 const std::filesystem::path& questions, const std::filesystem::path& output,
+                                 const SelfGenerateOptions& options) {
+  QuestionFileReport file;
+  const auto list = read_questions(questions, file);
+  SelfGenerateReport report = self_generate(model, tokenizer, pipeline, list, output, options);
+  report.skipped = std::move(file.skipped);
+  return report;
+}
+
+}  // namespace mote::aligncot
