@@ -1,9 +1,10 @@
 // What run-time sizes cost: the compile-time C2 model (CausalLM<c2_config, float>) against the
 // run-time sized one with C2's sizes (CausalLM<presets::gpt2_family, float>), built from the same seed
 // and so holding the same weights. Both run, interleaved in rounds whose order alternates, a training
-// step (forward and backward at 8 x 128 on one fixed batch) and greedy batch-1 decoding with a KV cache
-// (a 32-token prompt, then one token per cached step, the graph-free path). Prints each side's median
-// with its min-max over the rounds and the ratios run-time / compile-time; the target is >= 0.95 each.
+// step (forward and backward at 8 x 128 on one fixed batch) and greedy batch-1 decoding through
+// nn::generate (a 32-token prompt, then one token per cached step, the graph-free path). Prints each
+// side's median with its min-max over the rounds and the ratios run-time / compile-time; the target is
+// >= 0.95 each.
 //   mote_runtime_sizes_bench [--rounds N] [--steps N] [--tokens N]
 // (defaults 5 rounds, 4 training steps and 128 decoded tokens per round; --rounds 1 --steps 1 --tokens 4
 // checks that it runs).
@@ -68,23 +69,11 @@ double train_step(Model& model, const mote_bench::Batch& data) {
   return double(loss.item());
 }
 
-// Greedy decoding of `tokens` tokens after `prompt`, one cached step each; returns the tokens.
+// Greedy decoding of `tokens` tokens after `prompt` with nn::generate (one cached step each, the
+// graph-free path, the held thread team); returns the tokens.
 template <class Model>
 std::vector<std::int32_t> decode(const Model& model, const std::vector<std::int32_t>& prompt, std::int64_t tokens) {
-  mote::no_grad off;
-  auto cache = model.make_cache();
-  const std::int64_t vocab = model.sizes().vocab;
-  auto ids = mote::Tensor<std::int32_t>::from_vector({1, static_cast<std::int64_t>(prompt.size())}, prompt);
-  mote::nn::ForwardOptions<> options{.logits_to_keep = 1};
-  std::vector<std::int32_t> out;
-  for (std::int64_t t = 0; t < tokens; ++t) {
-    const std::vector<float> logits = model.logits(ids, options, &cache).value().to_vector();
-    const auto next = static_cast<std::int32_t>(std::max_element(logits.end() - vocab, logits.end()) - (logits.end() - vocab));
-    out.push_back(next);
-    ids = mote::Tensor<std::int32_t>::from_vector({1, 1}, {next});
-    options.logits_to_keep = 0;
-  }
-  return out;
+  return mote::nn::generate(model, prompt, {.max_new_tokens = tokens});
 }
 
 struct Side {

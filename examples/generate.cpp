@@ -1,11 +1,13 @@
 // Text generation from a Hugging Face checkpoint directory (config.json, model.safetensors or an
-// index and shards, and a tokenizer): the compiled model type is picked from config.json at run
-// time, and the continuation is printed as it is generated.
+// index and shards, and a tokenizer): any GPT-2 or Llama-family checkpoint, whatever its sizes (the
+// model is run-time sized, its family picked from config.json), and the continuation is printed as
+// it is generated.
 //
 // Usage: generate <checkpoint_dir> [prompt] [max_new_tokens]   (default prompt: the end-of-text
-// token, default 32 new tokens). Candidates: gpt2, gpt2_medium, tiny_gpt2, tiny_llama.
+// token, default 32 new tokens).
 //        generate --make-demo <dir>   writes a randomly initialised tiny_gpt2 checkpoint with a
 // 64-token byte-level tokenizer (letters, digits, space) to try the pipeline end to end.
+//        generate --help
 #include <mote/mote.hpp>
 #include <mote/io/tokenizer.hpp>
 #include <mote/nn/nn.hpp>
@@ -26,14 +28,15 @@ namespace {
 using namespace mote;
 using token_id = io::Tokenizer::token_id;
 
-void usage() {
-  std::cerr << "usage: generate <checkpoint_dir> [prompt] [max_new_tokens]\n"
+void usage(std::ostream& out) {
+  out << "usage: generate <checkpoint_dir> [prompt] [max_new_tokens]\n"
                "  checkpoint_dir holds config.json, model.safetensors (or model.safetensors.index.json and its\n"
                "  shards) and a tokenizer (tokenizer.json, vocab.json + merges.txt, or encoder.json + vocab.bpe).\n"
-               "  Supported configs: gpt2, gpt2-medium, and the test-sized tiny_gpt2 / tiny_llama.\n"
+               "  Any GPT-2 or Llama-family checkpoint, whatever its sizes (config.json names the family).\n"
                "  Decoding is greedy; it stops at the end-of-text token or after max_new_tokens (default 32).\n"
                "       generate --make-demo <dir>\n"
-               "  writes a random tiny_gpt2 checkpoint whose tokenizer knows only letters, digits and space.\n";
+               "  writes a random tiny_gpt2 checkpoint whose tokenizer knows only letters, digits and space.\n"
+               "       generate --help\n";
 }
 
 // The first of the usual end-of-sequence tokens the tokenizer knows, if any.
@@ -45,9 +48,9 @@ std::optional<token_id> end_token(const io::Tokenizer& tok) {
 
 template <class Model>
 int run(Model& model, const io::Tokenizer& tok, const std::string& prompt, std::int64_t max_new_tokens) {
-  constexpr nn::Config C = Model::config;
-  if (tok.vocab_size() > C.vocab) {
-    std::cerr << "generate: the tokenizer has " << tok.vocab_size() << " tokens but the model's vocabulary has " << C.vocab
+  const nn::Config sizes = model.sizes();
+  if (tok.vocab_size() > sizes.vocab) {
+    std::cerr << "generate: the tokenizer has " << tok.vocab_size() << " tokens but the model's vocabulary has " << sizes.vocab
               << "\n";
     return 1;
   }
@@ -60,8 +63,8 @@ int run(Model& model, const io::Tokenizer& tok, const std::string& prompt, std::
     }
     ids.push_back(*eos);
   }
-  if (static_cast<std::int64_t>(ids.size()) >= C.max_seq) {
-    std::cerr << "generate: the prompt is " << ids.size() << " tokens; the model's context is " << C.max_seq << "\n";
+  if (static_cast<std::int64_t>(ids.size()) >= sizes.max_seq) {
+    std::cerr << "generate: the prompt is " << ids.size() << " tokens; the model's context is " << sizes.max_seq << "\n";
     return 1;
   }
 
@@ -101,16 +104,37 @@ int make_demo(const std::filesystem::path& dir) {
   return 0;
 }
 
+// Loads `dir` as the family its config.json names, with its own sizes, and returns fn(model).
+template <class Fn>
+int with_checkpoint(const std::filesystem::path& dir, Fn&& fn) {
+  const nn::Config found = nn::read_config(dir);
+  if (found.same_family(presets::gpt2_family)) {
+    auto model = nn::load<nn::CausalLM<presets::gpt2_family, float>>(dir);
+    return fn(model);
+  }
+  if (found.same_family(presets::llama_family)) {
+    auto model = nn::load<nn::CausalLM<presets::llama_family, float>>(dir);
+    return fn(model);
+  }
+  std::cerr << "generate: '" << dir.string() << "' holds a " << (found.gpt2_layout() ? "gpt2" : "llama")
+            << "-layout model outside the supported families (GPT-2: biases, tied head; Llama: no biases, untied head)\n";
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
+    usage(std::cout);
+    return 0;
+  }
   if (argc < 2 || argc > 4) {
-    usage();
+    usage(std::cerr);
     return 2;
   }
   if (std::string(argv[1]) == "--make-demo") {
     if (argc != 3) {
-      usage();
+      usage(std::cerr);
       return 2;
     }
     try {
@@ -132,11 +156,10 @@ int main(int argc, char** argv) {
     }
   }
   try {
-    const io::Tokenizer tok = io::Tokenizer::from_dir(dir);
-    // Only these types are compiled; the 7B/8B presets would work the same but cost compile time.
-    return nn::with_matching_model<nn::CausalLM<presets::gpt2, float>, nn::CausalLM<presets::gpt2_medium, float>,
-                                   nn::CausalLM<presets::tiny_gpt2, float>, nn::CausalLM<presets::tiny_llama, float>>(
-        dir, [&](auto& model) { return run(model, tok, prompt, max_new_tokens); });
+    return with_checkpoint(dir, [&](auto& model) {
+      const io::Tokenizer tok = io::Tokenizer::from_dir(dir);
+      return run(model, tok, prompt, max_new_tokens);
+    });
   } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";
     return 1;

@@ -200,7 +200,8 @@ BOOST_AUTO_TEST_CASE(gemm_kernel_beta_cases_and_padded_strides) {
   const std::int64_t pad = 3;
   Rng rng(11);
   for (const auto& [m, n, k] : std::vector<std::array<std::int64_t, 3>>{
-           {67, 45, 83}, {1, 1100, 1000}, {1100, 1, 1000}, {3, 700, 701}, {4, 2000, 70}, {2, 33, 9}})
+           {67, 45, 83}, {1, 1100, 1000}, {1100, 1, 1000}, {3, 700, 701}, {4, 2000, 70}, {2, 33, 9}, {8, 700, 701},
+           {7, 2000, 70}})
   for (bool ta : {false, true})
     for (bool tb : {false, true}) {
       const std::int64_t a_rows = ta ? k : m, a_cols = ta ? m : k, b_rows = tb ? n : k, b_cols = tb ? k : n;

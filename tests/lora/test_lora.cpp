@@ -1046,4 +1046,74 @@ BOOST_AUTO_TEST_CASE(trainable_token_rows_tied_and_untied) {
   BOOST_TEST(nn::generate(m, prompt, {.max_new_tokens = 6}) == adapted, boost::test_tools::per_element());
 }
 
+// ---------------------------------------------------------------- graph-free decoding with adapters
+
+namespace {
+
+// Cached one-token steps with per-row routes that change every step, through the graph-free step
+// and through the layer-by-layer forward, on two caches of the same prompt. Returns the largest
+// difference of their logits, and whether every step took the graph-free path.
+template <class Model, class Set>
+std::pair<double, bool> decode_both_ways(const Model& model, Set& set, const std::vector<std::int32_t>& fed) {
+  no_grad off;
+  const auto prompt = Tensor<std::int32_t>::from_vector({2, 3}, {3, 14, 15, 60, 8, 9});
+  const auto prompt_routes = Tensor<std::int32_t>::from_vector({2, 3}, {0, 0, 1, 2, 2, 1});
+  auto graph_free = model.make_cache(), layered = model.make_cache();
+  (void)model.logits(prompt, {.adapter = set.context_for(prompt_routes)}, &graph_free);
+  (void)model.logits(prompt, {.adapter = set.context_for(prompt_routes)}, &layered);
+  auto& scratch = nn::decode_detail::Scratch<double>::for_this_thread();
+  double worst = 0;
+  bool every_step_graph_free = true;
+  for (std::size_t k = 0; k < fed.size(); ++k) {
+    const auto ids = Tensor<std::int32_t>::from_vector({2, 1}, {fed[k], fed[fed.size() - 1 - k]});
+    const auto routes = Tensor<std::int32_t>::from_vector({2, 1}, {static_cast<std::int32_t>(k % 3), static_cast<std::int32_t>((k + 1) % 3)});
+    const auto context = set.context_for(routes);
+    scratch = {};
+    const auto a = model.logits(ids, {.adapter = context}, &graph_free).value().to_vector();
+    every_step_graph_free = every_step_graph_free && scratch.x.defined();
+    const auto b = model.logits(ids, {.adapter = context, .graph_free_decode = false}, &layered).value().to_vector();
+    for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]));
+  }
+  return {worst, every_step_graph_free};
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(graph_free_decode_serves_unmerged_experts_and_token_rows) {
+  const std::vector<std::int32_t> fed{5, 60, 7, 61, 33, 2};  // 60 and 61 have trainable rows
+  const auto check = [&](auto model, auto make_set, const char* what) {
+    auto set = make_set(model);
+    randomize_experts(set, 4);
+    lora::TrainableTokens<decltype(model)> rows(model, {60, 61});
+    Rng rng(8);
+    for (auto p : rows.parameters()) p.mutable_value().copy_from(Tensor<double>::normal(p.shape(), 0.0, 0.5, rng));
+    set.eval();
+    BOOST_TEST_CONTEXT(what) {
+      const auto [worst, graph_free] = decode_both_ways(model, set, fed);
+      BOOST_TEST(graph_free);
+      BOOST_TEST(worst < 1e-12);  // the experts' B and the rows are random: a share left out would show
+    }
+  };
+  check(Gpt2<double>(1), [](auto& m) { return lora::attach<lora::StepRouter<3>>(m, {.rank = 2, .alpha = 4}); }, "gpt2 step");
+  check(Llama<double>(2), [](auto& m) { return lora::attach<lora::StepRouter<3>>(m, {.rank = 2, .alpha = 4, .mix_alpha = 0.7}); },
+        "llama step");
+  check(Llama<double>(3), [](auto& m) { return lora::attach<lora::SingleLoRA<2>>(m, {.rank = 2, .alpha = 4}); }, "llama single");
+  // A learned gate goes layer by layer; so does a step with adapter dropout in training mode.
+  {
+    Llama<double> m(4);
+    auto set = lora::attach<lora::TopKRouter<4, 2>>(m, {.rank = 2, .alpha = 4});
+    randomize_experts(set, 5);
+    set.eval();
+    const auto [worst, graph_free] = decode_both_ways(m, set, fed);
+    BOOST_TEST(!graph_free);
+    BOOST_TEST(worst == 0.0);
+  }
+  {
+    Llama<double> m(5);
+    auto set = lora::attach<lora::StepRouter<3>>(m, {.rank = 2, .alpha = 4, .dropout = 0.1});
+    const auto [worst, graph_free] = decode_both_ways(m, set, fed);
+    BOOST_TEST(!graph_free);
+  }
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -7,7 +7,12 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "mote/autograd/dropout.hpp"
 #include "mote/autograd/elementwise.hpp"
@@ -18,6 +23,7 @@
 #include "mote/autograd/reduce.hpp"
 #include "mote/autograd/shape_ops.hpp"
 #include "mote/autograd/softmax.hpp"
+#include "mote/backend/cpu/spin_team.hpp"
 #include "mote/core/error.hpp"
 #include "mote/core/rng.hpp"
 #include "mote/lora/options.hpp"
@@ -81,6 +87,70 @@ class ExpertLinear final : public nn::LinearAdapter<T, B> {
                                    std::shared_ptr<const autograd::ExpertPlan> plan, T scale, const V* gate) {
       return autograd::expert_lora(base, x, xa, a, b, std::move(plan), scale, gate);
     });
+  }
+
+  // The graph-free decoding step serves step and single-LoRA routers on the CPU, outside training
+  // dropout; a learned gate goes layer by layer.
+  bool serves_decode_step(const nn::AdapterContext* context) const override {
+    if constexpr (!std::is_same_v<B, cpu> || is_topk_router<R>) {
+      return false;
+    } else {
+      if (merged_) return true;
+      if (training_ && options_.dropout != 0.0) return false;
+      for (const auto& ex : experts_)
+        if (!ex.lora_a.value().is_contiguous() || !ex.lora_b.value().is_contiguous()) return false;
+      if constexpr (is_step_router<R>) {
+        const auto* routing = dynamic_cast<const Routing*>(context);
+        return routing && routing->plan;
+      }
+      return true;
+    }
+  }
+
+  // y += coef * scale * B_e (A_e x) for each (token, expert, coef) of the routing. Inside a held
+  // thread team (token-by-token decoding) the assignments are shared out, each thread summing its
+  // share into a buffer of its own, and the buffers are added in a fixed order.
+  void add_decode_step(const T* x, std::int64_t rows, T* y, const nn::AdapterContext* context) const override {
+    if constexpr (std::is_same_v<B, cpu> && !is_topk_router<R>) {
+      if (merged_) return;
+      struct Assignment {
+        std::int64_t row;
+        std::size_t expert;
+        T coef;
+      };
+      const double scale = options_.scale(rank());
+      std::vector<Assignment> work;
+      if constexpr (is_step_router<R>) {
+        const autograd::ExpertPlan& plan = *dynamic_cast<const Routing&>(*context).plan;
+        if (plan.tokens != rows)
+          throw shape_error("mote: lora: module '" + module_ + "': the routing covers " + std::to_string(plan.tokens) +
+                            " tokens but this decoding step has " + std::to_string(rows) + "; route() this step's ids");
+        for (std::int64_t e = 0; e < plan.experts; ++e)
+          for (std::int64_t i = plan.begin(e); i < plan.begin(e) + plan.count(e); ++i)
+            work.push_back({plan.token[static_cast<std::size_t>(i)], static_cast<std::size_t>(e),
+                            static_cast<T>(plan.weight[static_cast<std::size_t>(i)] * scale)});
+      } else {
+        for (std::int64_t row = 0; row < rows; ++row) work.push_back({row, 0, static_cast<T>(scale)});
+      }
+      const auto count = static_cast<std::int64_t>(work.size());
+      const std::int64_t chunks = backend::SpinTeam::active() ? std::min<std::int64_t>(count, team_size()) : 1;
+      if (chunks <= 1) {
+        for (const Assignment& a : work) add_one(a.expert, x + a.row * in_, a.coef, y + a.row * out_);
+        return;
+      }
+      thread_local std::vector<T> shares;
+      shares.assign(static_cast<std::size_t>(chunks * rows * out_), T(0));
+      T* share = shares.data();
+      backend::SpinTeam::run(chunks, [&](std::int64_t c) {
+        T* mine = share + c * rows * out_;
+        for (std::int64_t i = c; i < count; i += chunks) {
+          const Assignment& a = work[static_cast<std::size_t>(i)];
+          add_one(a.expert, x + a.row * in_, a.coef, mine + a.row * out_);
+        }
+      });
+      for (std::int64_t c = 0; c < chunks; ++c)
+        for (std::int64_t i = 0; i < rows * out_; ++i) y[i] += share[c * rows * out_ + i];
+    }
   }
 
   std::vector<V> parameters() const override {
@@ -230,6 +300,39 @@ class ExpertLinear final : public nn::LinearAdapter<T, B> {
                      V(Tensor<T, B>::from_vector({m, m}, self_mask));
     const V picked = autograd::log_softmax(logits) * V(Tensor<T, B>::from_vector({m, m}, positive));
     return autograd::scale(autograd::sum(picked), static_cast<T>(-options_.contrastive_coef / static_cast<double>(m)));
+  }
+
+  static std::int64_t team_size() {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+  }
+
+  // y [out] += coef * B_e (A_e x) for one row x [in]: plain loops, as the products are a few
+  // thousand multiply-adds, less than a call into a threaded GEMM costs.
+  void add_one(std::size_t e, const T* x, T coef, T* y) const {
+    const std::int64_t r = rank();
+    const T* a = experts_[e].lora_a.value().data();  // [r, in], contiguous (serves_decode_step checked)
+    const T* b = experts_[e].lora_b.value().data();  // [out, r]
+    thread_local std::vector<T> inner;
+    inner.resize(static_cast<std::size_t>(r));
+    T* h = inner.data();
+    for (std::int64_t j = 0; j < r; ++j) {
+      const T* aj = a + j * in_;
+      T sum = 0;
+#pragma omp simd reduction(+ : sum)
+      for (std::int64_t i = 0; i < in_; ++i) sum += aj[i] * x[i];
+      h[j] = sum;
+    }
+    for (std::int64_t o = 0; o < out_; ++o) {
+      const T* bo = b + o * r;
+      T sum = 0;
+#pragma omp simd reduction(+ : sum)
+      for (std::int64_t j = 0; j < r; ++j) sum += bo[j] * h[j];
+      y[o] += coef * sum;
+    }
   }
 
   std::string module_;

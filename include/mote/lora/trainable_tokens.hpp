@@ -9,10 +9,12 @@
 //                                    (untied models also base_model.model.lm_head.trainable_tokens_delta)
 //   <dir>/adapter_config.json        peft_type TRAINABLE_TOKENS, token_indices, target_modules
 // PEFT's "delta" holds the rows themselves (they replace the base rows), and so does mote's.
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <set>
+#include <type_traits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -20,6 +22,7 @@
 #include "mote/autograd/index.hpp"
 #include "mote/autograd/matmul.hpp"
 #include "mote/autograd/shape_ops.hpp"
+#include "mote/backend/cpu/gemm.hpp"
 #include "mote/core/error.hpp"
 #include "mote/core/tensor.hpp"
 #include "mote/io/json.hpp"
@@ -74,7 +77,35 @@ class RowsAdapter final : public nn::TokenAdapter<T, B> {
     return {embed_rows_, head_rows_};
   }
 
+  // The graph-free decoding step reads the rows from host memory.
+  bool serves_decode_step() const override { return std::is_same_v<B, cpu>; }
+
+  void embed_decode_step(const std::int32_t* ids, std::int64_t n, std::int64_t d, T* rows) const override {
+    if constexpr (std::is_same_v<B, cpu>) {
+      const Tensor<T, B> table = embed_rows_.value().contiguous();
+      for (std::int64_t r = 0; r < n; ++r)
+        if (const std::int32_t local = local_row(ids[r]); local >= 0)
+          std::copy_n(table.data() + local * d, d, rows + r * d);
+    }
+  }
+
+  void head_decode_step(const T* hidden, std::int64_t n, std::int64_t d, T* logits, std::int64_t vocab) const override {
+    if constexpr (std::is_same_v<B, cpu>) {
+      const Tensor<T, B> table = head_rows_.value().contiguous();
+      const auto k = static_cast<std::int64_t>(ids_.size());
+      std::vector<T> own(static_cast<std::size_t>(n * k));
+      backend::gemm(cpu{}, false, true, n, k, d, T(1), hidden, d, table.data(), d, T(0), own.data(), k);
+      for (std::int64_t r = 0; r < n; ++r)
+        for (std::int64_t j = 0; j < k; ++j)
+          logits[r * vocab + ids_[static_cast<std::size_t>(j)]] = own[static_cast<std::size_t>(r * k + j)];
+    }
+  }
+
  private:
+  std::int32_t local_row(std::int32_t id) const {
+    return id >= 0 && id < static_cast<std::int32_t>(local_of_.size()) ? local_of_[static_cast<std::size_t>(id)] : -1;
+  }
+
   std::vector<std::int32_t> ids_;
   std::vector<std::int32_t> local_of_;  // id -> row of the trainable tables, -1 for frozen ids
   Tensor<std::int32_t, B> index_;

@@ -42,9 +42,10 @@ struct ForwardOptions {
   // Logits of the last n positions only, [B, n, vocab]; 0 keeps every position. Generation needs
   // just the last one, and the LM head is a short prompt's largest product.
   std::int64_t logits_to_keep = 0;
-  // A cached step of one token per sequence on the CPU, with no graph to record and no adapters,
-  // runs nn/decode.hpp's graph-free step: the same logits, bit for bit, for less time per token
-  // (without adapters: a model with linear or token-row adapters attached goes layer by layer).
+  // A cached step of one token per sequence on the CPU, with no graph to record, runs nn/decode.hpp's
+  // graph-free step: without adapters the same logits bit for bit, for less time per token. Attached
+  // adapters that can serve it add their share unmerged (LoRA experts with step or single routers,
+  // token rows; equal up to rounding); others, such as a learned top-k gate, go layer by layer.
   // false runs the layer-by-layer forward instead.
   bool graph_free_decode = true;
 };
@@ -134,7 +135,7 @@ class CausalLM : private Sized<C> {
     }
 
     if constexpr (std::is_same_v<B, cpu>)
-      if (takes_graph_free_step(ids, options, cache)) return V(graph_free_step(ids, *positions, options.mask, *cache));
+      if (takes_graph_free_step(ids, options, cache)) return V(graph_free_step(ids, *positions, options.mask, options.adapter.get(), *cache));
 
     V x = autograd::embedding(tok_embed_, ids);
     if (token_adapter_) x = token_adapter_->embed(x, ids);
@@ -284,9 +285,10 @@ class CausalLM : private Sized<C> {
   // outside the vocab goes layer by layer, to get the embedding's error.
   bool takes_graph_free_step(const Tensor<std::int32_t, B>& ids, const ForwardOptions<B>& options,
                              const KVCache<T, B>* cache) const {
-    if (!options.graph_free_decode || !cache || ids.size(1) != 1 || autograd::grad_enabled() || token_adapter_) return false;
+    if (!options.graph_free_decode || !cache || ids.size(1) != 1 || autograd::grad_enabled()) return false;
+    if (token_adapter_ && !token_adapter_->serves_decode_step()) return false;
     for (const auto& block : blocks_)
-      if (decode_detail::has_adapters(block)) return false;
+      if (!decode_detail::adapters_serve_step(block, options.adapter.get())) return false;
     for (const std::int32_t id : ids.contiguous().to_vector())
       if (id < 0 || id >= sizes().vocab) return false;
     return true;
@@ -294,7 +296,7 @@ class CausalLM : private Sized<C> {
 
   // logits [B, 1, vocab] of one new token per sequence, through decode_detail::block_step.
   Tensor<T, B> graph_free_step(const Tensor<std::int32_t, B>& ids, const Tensor<std::int32_t, B>& positions,
-                               const Tensor<std::uint8_t, B>* mask, KVCache<T, B>& cache) const {
+                               const Tensor<std::uint8_t, B>* mask, const AdapterContext* adapter, KVCache<T, B>& cache) const {
     using Scratch = decode_detail::Scratch<T>;
     Scratch& s = Scratch::for_this_thread();
     const std::int64_t rows = ids.size(0), d = sizes().d_model, vocab = sizes().vocab;
@@ -304,10 +306,12 @@ class CausalLM : private Sized<C> {
                                    .positions = pos.data(),
                                    .position_stride = pos.rank() == 2 ? 1 : 0,
                                    .mask = mask ? packed_mask.data() : nullptr,
-                                   .mask_stride = mask && mask->rank() == 3 ? mask->size(2) : 0};
+                                   .mask_stride = mask && mask->rank() == 3 ? mask->size(2) : 0,
+                                   .adapter = adapter};
     T* x = Scratch::fit(s.x, rows * d);
     const Tensor<T, B> table = tok_embed_.value().contiguous();
     for (std::int64_t r = 0; r < rows; ++r) std::copy_n(table.data() + id.data()[r] * d, d, x + r * d);
+    if (token_adapter_) token_adapter_->embed_decode_step(id.data(), rows, d, x);
     if constexpr (C.positions == Positions::Learned) {
       const Tensor<T, B> pos_table = pos_embed_.value().contiguous();
       for (std::int64_t r = 0; r < rows; ++r)
@@ -319,6 +323,7 @@ class CausalLM : private Sized<C> {
     Tensor<T, B> logits(Shape{rows, 1, vocab});
     const Tensor<T, B> head = (C.tied_embeddings ? tok_embed_ : lm_head_).value().contiguous();
     backend::gemm(cpu{}, false, true, rows, vocab, d, T(1), normed, d, head.data(), d, T(0), logits.data(), vocab);
+    if (token_adapter_) token_adapter_->head_decode_step(normed, rows, d, logits.data(), vocab);
     return logits;
   }
 

@@ -4,7 +4,9 @@
 // and activations are the layer-by-layer forward's kernels with the same arguments and equally
 // aligned buffers, and its bias and residual additions add the same values, so its output is bit
 // for bit the same. What it skips is the cost of each graph op (tensor allocations, shape checks, views
-// and packed copies), which is a visible share of a step at small widths.
+// and packed copies), which is a visible share of a step at small widths. Adapters that can
+// (LinearAdapter::serves_decode_step) add their share, unmerged, after each base projection; their
+// sums are the adapted forward's up to rounding, not bit for bit.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -28,6 +30,7 @@ struct Step {
   std::int64_t position_stride = 0;
   const std::uint8_t* mask = nullptr;        // [rows, 1, S] or [1, S] with S = cached + 1; null for none
   std::int64_t mask_stride = 0;
+  const AdapterContext* adapter = nullptr;   // the step's routing for attached adapters
 };
 
 // Buffers a step writes, kept per thread between steps. Each is a tensor of its own so kernels
@@ -51,13 +54,15 @@ struct Scratch {
   }
 };
 
-// Whether an adapter is attached to any projection of the block (the graph-free step has none).
+// Whether every adapter attached to the block's projections can serve a graph-free step with
+// this routing (LinearAdapter::serves_decode_step); a block without adapters can.
 template <Config C, Real T>
-bool has_adapters(const Block<C, T, cpu>& block) {
+bool adapters_serve_step(const Block<C, T, cpu>& block, const AdapterContext* context) {
   const auto& a = block.attn;
   const auto& m = block.mlp;
-  return a.qkv.adapter || a.q.adapter || a.k.adapter || a.v.adapter || a.o.adapter || m.up.adapter || m.gate.adapter ||
-         m.down.adapter;
+  for (const auto* linear : {&a.qkv, &a.q, &a.k, &a.v, &a.o, &m.up, &m.gate, &m.down})
+    if (linear->adapter && !linear->adapter->serves_decode_step(context)) return false;
+  return true;
 }
 
 // y = norm(x) over rows of d_model.
@@ -74,9 +79,10 @@ void normalize(const NormLayer<C, T, cpu>& norm, const T* x, std::int64_t rows, 
   }
 }
 
-// y = x W (+ bias) for rows of x, as autograd::Projection computes it: the product, then the bias.
+// y = x W (+ bias) for rows of x, as autograd::Projection computes it: the product, then the bias;
+// then the attached adapter's share, unmerged.
 template <Config C, Real T>
-void project(const Linear<C, T, cpu>& linear, const T* x, std::int64_t rows, T* y) {
+void project(const Linear<C, T, cpu>& linear, const T* x, std::int64_t rows, T* y, const AdapterContext* adapter) {
   const std::int64_t in = linear.in_features, out = linear.out_features;
   const Tensor<T, cpu> w = linear.weight.value().contiguous();
   if constexpr (Linear<C, T, cpu>::stores_in_out)
@@ -84,6 +90,7 @@ void project(const Linear<C, T, cpu>& linear, const T* x, std::int64_t rows, T* 
   else
     backend::gemm(cpu{}, false, true, rows, out, in, T(1), x, in, w.data(), in, T(0), y, out);
   if (linear.bias.defined()) backend::add_row_vector(cpu{}, y, linear.bias.value().data(), rows, out);
+  if (linear.adapter) linear.adapter->add_decode_step(x, rows, y, adapter);
 }
 
 // s.x [rows, d] <- block(s.x), appending this step's keys and values to `cache`.
@@ -104,7 +111,7 @@ void block_step(const Block<C, T, cpu>& block, LayerCache<T, cpu>& cache, const 
   T* v = S::fit(s.v, rows * kv);
   if constexpr (C.gpt2_layout()) {
     T* qkv = S::fit(s.qkv, rows * (d + 2 * kv));
-    project(block.attn.qkv, normed, rows, qkv);
+    project(block.attn.qkv, normed, rows, qkv, step.adapter);
     for (std::int64_t r = 0; r < rows; ++r) {
       const T* row = qkv + r * (d + 2 * kv);
       std::copy(row, row + d, q + r * d);
@@ -112,9 +119,9 @@ void block_step(const Block<C, T, cpu>& block, LayerCache<T, cpu>& cache, const 
       std::copy(row + d + kv, row + d + 2 * kv, v + r * kv);
     }
   } else {
-    project(block.attn.q, normed, rows, q);
-    project(block.attn.k, normed, rows, k);
-    project(block.attn.v, normed, rows, v);
+    project(block.attn.q, normed, rows, q, step.adapter);
+    project(block.attn.k, normed, rows, k, step.adapter);
+    project(block.attn.v, normed, rows, v, step.adapter);
   }
   const Tensor<T, cpu>* keys = &s.k;
   if constexpr (C.positions == Positions::RoPE) {
@@ -137,20 +144,20 @@ void block_step(const Block<C, T, cpu>& block, LayerCache<T, cpu>& cache, const 
   backend::attention_forward(cpu{}, q, cached_keys.data(), cached_values.data(), step.mask, step.mask_stride, rows,
                              c.n_heads, c.n_kv_heads, 1, kv_len, dh, cached_keys.stride(1), true, scale, attended, probs);
   T* projected = S::fit(s.projected, rows * d);
-  project(block.attn.o, attended, rows, projected);
+  project(block.attn.o, attended, rows, projected, step.adapter);
   backend::axpy(cpu{}, T(1), projected, x, rows * d);  // the residual connection
 
   normalize(block.norm2, x, rows, normed, s);
   T* hidden = S::fit(s.hidden, rows * c.d_ff);
-  project(block.mlp.up, normed, rows, hidden);
+  project(block.mlp.up, normed, rows, hidden, step.adapter);
   if constexpr (C.activation == Activation::SwiGLU) {
     T* gate = S::fit(s.gate, rows * c.d_ff);
-    project(block.mlp.gate, normed, rows, gate);
+    project(block.mlp.gate, normed, rows, gate, step.adapter);
     backend::swiglu_forward(cpu{}, gate, hidden, rows * c.d_ff, hidden);
   } else {
     backend::gelu_forward(cpu{}, hidden, rows * c.d_ff, hidden);
   }
-  project(block.mlp.down, hidden, rows, projected);
+  project(block.mlp.down, hidden, rows, projected, step.adapter);
   backend::axpy(cpu{}, T(1), projected, x, rows * d);  // the residual connection
 }
 

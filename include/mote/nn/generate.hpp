@@ -50,7 +50,7 @@ struct GenerateOptions {
   // Ends sequence b after its latest token when it returns true (the token is kept).
   std::function<bool(std::size_t sequence, const std::vector<std::int32_t>& generated)> stop_when;
   bool use_cache = true;     // false recomputes the whole sequence each step (for checking the cache)
-  // On the CPU with up to 4 sequences, keep the OpenMP threads spinning between the tokens after
+  // On the CPU with up to 8 sequences, keep the OpenMP threads spinning between the tokens after
   // the prompt (backend::SpinTeam) instead of waking them for every matrix-vector product.
   bool spin_threads = true;
   std::int32_t pad_token = 0;  // fills left padding and finished sequences' steps; never attended to

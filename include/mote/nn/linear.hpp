@@ -40,6 +40,12 @@ class LinearAdapter {
   }
   // The adapter's own trainable tensors (recomputed blocks must list them as inputs).
   virtual std::vector<autograd::Var<T, B>> parameters() const = 0;
+  // Whether add_decode_step can serve the graph-free decoding step (nn/decode.hpp) with this
+  // context; asked before the step starts, so a step is never half served. The default cannot.
+  virtual bool serves_decode_step(const AdapterContext* /*context*/) const { return false; }
+  // Adds the adapter's share to y [rows, out], which holds the base projection of x [rows, in]
+  // (host memory, one token per row).
+  virtual void add_decode_step(const T* /*x*/, std::int64_t /*rows*/, T* /*y*/, const AdapterContext* /*context*/) const {}
 };
 
 namespace detail {

@@ -19,6 +19,14 @@ class TokenAdapter {
   virtual autograd::Var<T, B> head(const autograd::Var<T, B>& logits, const autograd::Var<T, B>& hidden) const = 0;
   // The adapter's own trainable tensors.
   virtual std::vector<autograd::Var<T, B>> parameters() const = 0;
+  // Whether the *_decode_step functions serve the graph-free decoding step (nn/decode.hpp); the default cannot.
+  virtual bool serves_decode_step() const { return false; }
+  // Host memory, one token per row: overwrites `rows` [n, d], the frozen embedding's rows of `ids`,
+  // with the rows the model uses.
+  virtual void embed_decode_step(const std::int32_t* /*ids*/, std::int64_t /*n*/, std::int64_t /*d*/, T* /*rows*/) const {}
+  // Overwrites `logits` [n, vocab], `hidden` [n, d] through the frozen LM head, with the logits the model uses.
+  virtual void head_decode_step(const T* /*hidden*/, std::int64_t /*n*/, std::int64_t /*d*/, T* /*logits*/,
+                                std::int64_t /*vocab*/) const {}
 };
 
 }  // namespace mote::nn

@@ -1,5 +1,5 @@
 #pragma once
-// Products with at most a few rows on the left (decoding: one to four tokens against a weight
+// Products with at most a few rows on the left (decoding: one to eight tokens against a weight
 // matrix). They are bound by reading the matrix once, so the matrix is cut into contiguous chunks
 // that threads claim from a shared counter: a thread that wakes late (tens of microseconds under a
 // passive OpenMP wait policy) takes fewer chunks instead of holding everyone up. Partial sums are
@@ -12,7 +12,7 @@
 
 namespace mote::backend::gemv_detail {
 
-inline constexpr std::int64_t max_rows = 4;          // left-hand rows this path takes
+inline constexpr std::int64_t max_rows = 8;          // left-hand rows this path takes
 inline constexpr std::int64_t rows_per_chunk = 64;   // weight rows per chunk when B is [k, n]
 inline constexpr std::int64_t prefetch_distance = 4096;  // bytes; measured best of 2-16 KiB here
 // Below this a second thread costs more than it gives: under a passive wait policy it takes tens of
