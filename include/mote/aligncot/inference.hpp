@@ -88,7 +88,7 @@ struct AnswerOptions {
   StepMode mode = StepMode::adaptive;
   std::vector<std::string> steps;    // StepMode::forced: the step stages to write, by name
   std::int64_t max_new_tokens = 256;  // for the whole reply, stage tokens included
-  // Sampling (temperature 0: greedy); question q samples from the stream seed + q.
+  // Sampling (temperature 0: greedy); each question draws from a stream of its own (nn::GenerateOptions::seed).
   double temperature = 0.0;
   std::int64_t top_k = 0;
   double top_p = 1.0;
@@ -148,7 +148,8 @@ struct NextStages {
   }
 };
 
-// Text decoded so far, held back while it ends inside a UTF-8 character (U+FFFD at the end).
+// Whether text ends inside a UTF-8 character (its last lead byte lacks continuation bytes): streamed
+// text is held back until the character is whole.
 inline bool ends_mid_character(const std::string& text) {
   if (text.empty()) return false;
   std::size_t i = text.size() - 1, back = 0;
