@@ -1094,7 +1094,8 @@ BOOST_AUTO_TEST_CASE(graph_free_decode_serves_unmerged_experts_and_token_rows) {
       BOOST_TEST(worst < 1e-12);  // the experts' B and the rows are random: a share left out would show
     }
   };
-  check(Gpt2<double>(1), [](auto& m) { return lora::attach<lora::StepRouter<3>>(m, {.rank = 2, .alpha = 4}); }, "gpt2 step");
+  // Rank 8 takes the products' fixed-rank path, rank 2 (and 2 x 2 for the single router) the general one.
+  check(Gpt2<double>(1), [](auto& m) { return lora::attach<lora::StepRouter<3>>(m, {.rank = 8, .alpha = 16}); }, "gpt2 step");
   check(Llama<double>(2), [](auto& m) { return lora::attach<lora::StepRouter<3>>(m, {.rank = 2, .alpha = 4, .mix_alpha = 0.7}); },
         "llama step");
   check(Llama<double>(3), [](auto& m) { return lora::attach<lora::SingleLoRA<2>>(m, {.rank = 2, .alpha = 4}); }, "llama single");

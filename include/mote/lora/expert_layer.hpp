@@ -326,11 +326,32 @@ class ExpertLinear final : public nn::LinearAdapter<T, B> {
       for (std::int64_t i = 0; i < in_; ++i) sum += aj[i] * x[i];
       h[j] = sum;
     }
+    switch (r) {  // a rank known at compile time lets each output's sum be a vector reduction
+      case 8: return add_b_product<8>(b, h, coef, y);
+      case 16: return add_b_product<16>(b, h, coef, y);
+      case 32: return add_b_product<32>(b, h, coef, y);
+      case 64: return add_b_product<64>(b, h, coef, y);
+      default: break;
+    }
     for (std::int64_t o = 0; o < out_; ++o) {
       const T* bo = b + o * r;
       T sum = 0;
 #pragma omp simd reduction(+ : sum)
       for (std::int64_t j = 0; j < r; ++j) sum += bo[j] * h[j];
+      y[o] += coef * sum;
+    }
+  }
+
+  // y [out] += coef * B h for B [out, Rank].
+  template <int Rank>
+  void add_b_product(const T* b, const T* h, T coef, T* y) const {
+    T hv[Rank];
+    std::copy_n(h, Rank, hv);
+    for (std::int64_t o = 0; o < out_; ++o) {
+      const T* bo = b + o * Rank;
+      T sum = 0;
+#pragma omp simd reduction(+ : sum)
+      for (int j = 0; j < Rank; ++j) sum += bo[j] * hv[j];
       y[o] += coef * sum;
     }
   }
