@@ -4,10 +4,12 @@
 //   train             MoTE experts and stage-token rows trained on a chain file
 //   chat              answers questions through the stages, streaming each one
 //   eval              answers a question file in batches into JSON Lines
+//   score             measures answers: harmless rate, helpfulness, Harm-Help, over-refusal, with intervals
 //   demo-checkpoint   a small random checkpoint with a byte-level tokenizer, to try the loop offline
 //
 // docs/tutorial.md walks through every subcommand and the library calls behind it.
 #include <CLI/CLI.hpp>
+#include <mote/eval/eval.hpp>
 #include <mote/mote.hpp>
 #include <unistd.h>
 
@@ -89,6 +91,12 @@ struct EvalArgs {
   AnswerArgs answer;
   fs::path questions, out;
   std::size_t batch = 8;
+};
+
+struct ScoreArgs {
+  fs::path items, answers, scores, out, report;
+  std::string label = "model";
+  std::uint64_t seed = 0;
 };
 
 struct DemoArgs {
@@ -514,6 +522,44 @@ int run_eval(Model& base, io::Tokenizer& tok, const EvalArgs& a) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// score
+
+// Judges the answers to the items (the rule judge, or an external judge's scores file), prints the
+// metrics with their bootstrap intervals and writes them as JSON (and a report folder when asked).
+int run_score(const ScoreArgs& a) {
+  const std::vector<eval::EvalItem> items = eval::read_items(a.items);
+  const std::vector<std::string> answers =
+      eval::answers_in_item_order(items, eval::read_answers(a.answers), "'" + a.answers.string() + "'");
+  std::unique_ptr<eval::Judge> judge;
+  if (a.scores.empty()) judge = std::make_unique<eval::RuleJudge>();
+  else judge = std::make_unique<eval::ExternalScores>(a.scores);
+  const auto judgements = eval::run_judge(*judge, items, answers);
+  eval::BootstrapOptions bootstrap;
+  bootstrap.seed = a.seed;
+  const eval::Summary summary = eval::summarize(items, judgements, bootstrap);
+  std::cout << "judge: " << judge->name() << "; " << summary.harmful << " harmful, " << summary.benign << " benign, "
+            << summary.lookalike << " look-alike items\n";
+  for (const auto& m : eval::metric_table) {
+    const eval::Interval& i = summary.*(m.field);
+    std::cout << "  " << m.label << ": ";
+    if (i.empty()) std::cout << "n = 0\n";
+    else std::cout << i.value << " [" << i.low << ", " << i.high << "] (n = " << i.n << ")\n";
+  }
+  if (!a.out.empty()) {
+    io::json::write_file(a.out, io::json::Value::object({{"judge", judge->name()}, {a.label, eval::to_json(summary)}}));
+    std::cout << "metrics: " << a.out.string() << "\n";
+  }
+  if (!a.report.empty()) {
+    eval::Report report;
+    report.title = "mote-aligncot score: " + a.label;
+    report.models = {{a.label, summary}};
+    eval::write_report(a.report, report);
+    std::cout << "report: " << (a.report / "report.html").string() << "\n";
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
 // demo-checkpoint
 
 nn::Config demo_sizes(const DemoArgs& a) {
@@ -619,6 +665,17 @@ void add_eval(CLI::App& app, EvalArgs& a) {
   cmd->add_option("--batch", a.batch, "questions per batch")->check(CLI::PositiveNumber);
 }
 
+void add_score(CLI::App& app, ScoreArgs& a) {
+  auto* cmd = app.add_subcommand("score", "measures answers: harmless rate, helpfulness, Harm-Help, over-refusal (docs/eval.md)");
+  cmd->add_option("--items", a.items, "evaluation items, JSON Lines of {\"id\", \"question\", \"kind\", \"expected\"}")->required();
+  cmd->add_option("--answers", a.answers, "answers, JSON Lines of {\"id\", \"answer\"} (what eval writes)")->required();
+  cmd->add_option("--scores", a.scores, "an external judge's scores, JSON Lines (default: the rule judge)");
+  cmd->add_option("--label", a.label, "the model's name in the output");
+  cmd->add_option("--out", a.out, "write the metrics as JSON here");
+  cmd->add_option("--report", a.report, "write a report folder (results.json, report.html) here");
+  cmd->add_option("--seed", a.seed, "bootstrap seed");
+}
+
 void add_demo(CLI::App& app, DemoArgs& a) {
   auto* cmd = app.add_subcommand("demo-checkpoint", "writes a small random checkpoint with a byte-level tokenizer");
   cmd->add_option("--out", a.out, "checkpoint directory")->required();
@@ -660,10 +717,12 @@ int run(int argc, char** argv) {
   ChatArgs chat;
   EvalArgs ev;
   DemoArgs demo;
+  ScoreArgs score;
   add_generate(app, gen);
   add_train(app, tr);
   add_chat(app, chat);
   add_eval(app, ev);
+  add_score(app, score);
   add_demo(app, demo);
   try {
     app.parse(argc, argv);
@@ -671,6 +730,12 @@ int run(int argc, char** argv) {
     return app.exit(e);
   }
   if (app.got_subcommand("demo-checkpoint")) return run_demo_checkpoint(demo);
+  if (app.got_subcommand("score")) {
+    require_file(score.items, "--items");
+    require_file(score.answers, "--answers");
+    if (!score.scores.empty()) require_file(score.scores, "--scores");
+    return run_score(score);
+  }
   if (app.got_subcommand("generate")) {
     require_file(gen.questions, "--questions");
     return on_checkpoint(gen.model, [&](auto& model, io::Tokenizer& tok) { return run_generate(model, tok, gen); });

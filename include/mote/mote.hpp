@@ -47,9 +47,11 @@
 #include "mote/io/atomic_file.hpp"
 #include "mote/io/json.hpp"
 #include "mote/io/jsonl.hpp"
+#include "mote/io/sha256.hpp"
 #include "mote/io/safetensors.hpp"
 #include "mote/io/hf_config.hpp"
 #include "mote/io/tokenizer.hpp"
+#include "mote/io/bpe_trainer.hpp"
 
 #include "mote/nn/nn.hpp"
 
@@ -58,3 +60,5 @@
 #include "mote/train/train.hpp"
 
 #include "mote/aligncot/aligncot.hpp"
+
+#include "mote/eval/eval.hpp"

@@ -689,4 +689,63 @@ BOOST_AUTO_TEST_CASE(resume_refuses_another_model_other_adapters_or_other_data) 
   BOOST_TEST(read_text(root.path / "metrics.jsonl") == metrics_before);
 }
 
+// Full training through the same Trainer: every parameter moves, the loss falls, a stopped run resumed
+// from its checkpoint ends bit for bit where an uninterrupted one does, and a checkpoint of another
+// model's shapes is refused naming the tensor.
+BOOST_AUTO_TEST_CASE(whole_model_trains_every_parameter_and_resumes_exactly) {
+  using Whole = train::WholeModel<Model>;
+  static_assert(train::AdapterSet<Whole, float, cpu>);
+  TempDir root("whole");
+  const CountingData data{.examples = 8};
+  const auto options = [&](const fs::path& out) {
+    return quiet({.epochs = 6, .batch_size = 4, .seed = 3, .lr = 1e-2, .output_dir = out, .checkpoint_every = 2});
+  };
+  const auto values = [](Model& m) {
+    std::map<std::string, std::vector<float>> out;
+    m.for_each_parameter([&](const std::string& name, Var<float>& p) { out[name] = p.value().to_vector(); });
+    return out;
+  };
+
+  Model straight(3);
+  const auto initial = values(straight);
+  Whole whole(straight);
+  train::Trainer trainer(straight, whole, options(root.path / "a"));
+  const auto first = trainer.evaluate(data);
+  const auto result = trainer.fit(data);
+  BOOST_TEST(result.completed);
+  BOOST_TEST(trainer.evaluate(data).loss < 0.8 * first.loss);
+  const auto final_values = values(straight);
+  for (const auto& [name, v] : final_values) BOOST_TEST((v != initial.at(name)), name << " did not train");
+
+  {
+    Model stopped(3);
+    Whole w(stopped);
+    train::Trainer<Model, Whole>* self = nullptr;
+    auto o = options(root.path / "b");
+    o.on_step = [&](const train::StepReport& r) {
+      if (r.step == 5) self->request_stop();
+    };
+    train::Trainer t(stopped, w, o);
+    self = &t;
+    BOOST_TEST(t.fit(data).interrupted);
+  }
+  Model resumed(3);
+  Whole w(resumed);
+  auto o = options(root.path / "b");
+  o.resume = true;
+  train::Trainer t(resumed, w, o);
+  BOOST_TEST(t.fit(data).resumed_from == 5);
+  BOOST_TEST((values(resumed) == final_values));
+
+  // The saved weights load back; a file missing a tensor is refused by name.
+  Model reloaded(9);
+  Whole r(reloaded);
+  r.load(root.path / "a" / "checkpoint-12" / "adapters");
+  BOOST_TEST((values(reloaded) == final_values));
+  io::safetensors::save<float>(root.path / "partial.safetensors", {{"model.norm.weight", Tensor<float>::zeros({4})}});
+  fs::create_directories(root.path / "partial");
+  fs::rename(root.path / "partial.safetensors", root.path / "partial" / Whole::file_name);
+  expect_error<io_error>([&] { r.load(root.path / "partial"); }, {"partial", "model.embed_tokens.weight"});
+}
+
 BOOST_AUTO_TEST_SUITE_END()

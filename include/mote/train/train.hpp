@@ -9,3 +9,4 @@
 #include "mote/train/schedule.hpp"
 #include "mote/train/signals.hpp"
 #include "mote/train/trainer.hpp"
+#include "mote/train/whole_model.hpp"
