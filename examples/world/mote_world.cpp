@@ -68,7 +68,7 @@ class TextRows {
 struct BaseArgs {
   fs::path out;
   std::int64_t vocab = 1024, width = 192, layers = 6, heads = 6, kv_heads = 2, ff = 512, context = 320;
-  std::int64_t epochs = 6, batch = 16, row_length = 256;
+  std::int64_t epochs = 8, batch = 16, row_length = 256;
   double lr = 2e-3;
   std::uint64_t seed = 2405;
   bool resume = false;
