@@ -212,7 +212,9 @@ int run(DemoArgs a) {
   }
   io::Tokenizer tok = io::Tokenizer::from_dir(base_dir);
   Model base = nn::load<Model>(base_dir);
-  const std::int32_t eos = *tok.token_to_id("<|endoftext|>");
+  const auto eos_id = tok.token_to_id("<|endoftext|>");
+  if (!eos_id) throw value_error("the tokenizer in '" + base_dir.string() + "' has no <|endoftext|>; expected the shipped world's tokenizer");
+  const std::int32_t eos = *eos_id;
   const auto sizes = base.sizes();
   std::cout << "  llama, " << base.num_parameters() << " parameters (width " << sizes.d_model << ", " << sizes.n_layers
             << " layers, vocabulary " << sizes.vocab << "), digests match SHA256SUMS\n";
