@@ -231,7 +231,7 @@ inline const std::vector<std::string_view>& closes() {
   static const std::vector<std::string_view> c = {"?", "?", ".", " step by step?", " in detail?", ", please?"};
   return c;
 }
-// A phrasing drawn from a list of stems: "{o}" marks nothing, "{t}" the task.
+// A phrasing: a drawn opener, stems[stem] (whose "{t}" stands for the task) and a drawn close.
 inline std::string draw_phrasing(const std::vector<std::string_view>& stems, std::size_t stem, mote::Rng& rng) {
   std::string p = std::string(openers()[rng.below(openers().size())]);
   std::string body(stems[stem]);
