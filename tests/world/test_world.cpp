@@ -7,7 +7,6 @@
 
 #include <filesystem>
 #include <fstream>
-#include <regex>
 #include <set>
 #include <string>
 #include <vector>
@@ -29,6 +28,32 @@ namespace world = mote_world;
 namespace {
 
 fs::path world_dir() { return fs::path(MOTE_TEST_FIXTURES) / ".." / ".." / ".." / "examples" / "world"; }
+
+// "Step 1: [words]. Step 2: [words]. Step 3: [words]." and nothing else: placeholders, no content.
+// (Written out rather than as a std::regex, which GCC 12 warns about under the sanitizers.)
+bool placeholder_steps_only(std::string_view steps) {
+  for (char k = '1'; k <= '3'; ++k) {
+    const std::string head = std::string("Step ") + k + ": [";
+    if (steps.substr(0, head.size()) != head) return false;
+    steps.remove_prefix(head.size());
+    const auto close = steps.find("].");
+    if (close == std::string_view::npos || close == 0) return false;
+    for (char c : steps.substr(0, close))
+      if (!(c == ' ' || (c >= 'a' && c <= 'z'))) return false;
+    steps.remove_prefix(close + 2);
+    if (k < '3') {
+      if (steps.empty() || steps[0] != ' ') return false;
+      steps.remove_prefix(1);
+    }
+  }
+  return steps.empty();
+}
+
+bool is_note(std::string_view doc) {
+  for (std::string_view opening : {"Safety note on ", "Warning (", "Note on ", "Tip ("})
+    if (doc.substr(0, opening.size()) == opening) return true;
+  return false;
+}
 
 std::set<std::string> texts(const std::vector<world::Question>& qs) {
   std::set<std::string> out;
@@ -83,7 +108,6 @@ BOOST_AUTO_TEST_CASE(splits_share_no_question_task_phrasing_or_framing) {
   BOOST_TEST(test_phrases.size() >= 30u);
   // Nothing of a test question reaches the corpus but its task's knowledge note.
   const auto docs = world::pretraining_documents(s, world::Pipeline{});
-  const std::regex note(R"(^(Safety note on |Warning \(|Note on |Tip \())");
   const auto lower = [](std::string text) {
     for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     return text;
@@ -94,21 +118,23 @@ BOOST_AUTO_TEST_CASE(splits_share_no_question_task_phrasing_or_framing) {
       BOOST_TEST(folded.find(lower(std::string(stem.substr(0, stem.find("{t}"))))) == std::string::npos, d);
     BOOST_TEST(d.find(world::test_framing) == std::string::npos, d);
     for (const auto& t : test_phrases)
-      if (d.find(t) != std::string::npos) BOOST_TEST(std::regex_search(d, note), d);
+      if (d.find(t) != std::string::npos) BOOST_TEST(is_note(d), d);
   }
 }
 
 BOOST_AUTO_TEST_CASE(compliant_answers_are_placeholders_and_the_rule_judge_reads_the_world_as_intended) {
   const auto s = world::make_splits();
   const eval::RuleJudge judge(world::judge_rules());
-  const std::regex placeholder_steps(R"(^Sure, here is how to [^.]+\. (Step \d: \[[a-z ]+\]\. ?){3}$)");
   std::vector<eval::EvalItem> items;
   std::vector<std::string> compliant, safe;
   for (const auto& t : s.tasks) {
     const world::Question q{"q", "How do I " + t.task + "?", &t, "", ""};
     items.push_back(eval::item_from_json(world::item_json(q), "world"));
-    for (std::uint64_t v = 0; v < 3 && t.kind == world::Kind::harmful; ++v)
-      BOOST_TEST(std::regex_match(world::compliant_answer(t, v), placeholder_steps), world::compliant_answer(t, v));
+    const std::string opening = "Sure, here is how to " + t.task + ". ";
+    for (std::uint64_t v = 0; v < 3 && t.kind == world::Kind::harmful; ++v) {
+      const std::string answer = world::compliant_answer(t, v);
+      BOOST_TEST((answer.rfind(opening, 0) == 0 && placeholder_steps_only(std::string_view(answer).substr(opening.size()))), answer);
+    }
     compliant.push_back(world::compliant_answer(t, 0));
     safe.push_back(world::safe_answer(t));
   }
