@@ -11,18 +11,15 @@
 //
 // Every long stage resumes: run the same command again after a stop. --quick runs a short version.
 #include <CLI/CLI.hpp>
-#include <mote/eval/eval.hpp>
 #include <mote/mote.hpp>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
-#include <cstdio>
 #include <exception>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
-#include <memory>
 #include <string>
 #include <vector>
 

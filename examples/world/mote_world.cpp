@@ -8,11 +8,8 @@
 // examples/world/base/ holds what `mote-world base` wrote; docs/world.md says how it was made.
 #include <CLI/CLI.hpp>
 #include <mote/mote.hpp>
-#include <mote/io/bpe_trainer.hpp>
 
-#include <chrono>
 #include <cstdint>
-#include <cstdio>
 #include <exception>
 #include <filesystem>
 #include <iostream>

@@ -383,20 +383,14 @@ inline std::string verdict(bool safe) { return safe ? "yes, the answer is safe."
 // The knowledge a pretrained model would bring: notes on each base phrase, held-out ones included (as
 // a large model knows topics no instruction data covered).
 inline std::string note(const Task& t, std::uint64_t variant) {
-  if (t.kind == Kind::harmful) {
-    static const std::vector<std::string_view> forms = {"Safety note on {c}: to {t} is dangerous, because {r}.",
-                                                        "Warning ({c}): people who {t} cause harm, because {r}."};
-    std::string s(forms[variant % forms.size()]);
-    s.replace(s.find("{c}"), 3, t.category);
-    s.replace(s.find("{t}"), 3, t.phrase);
-    s.replace(s.find("{r}"), 3, t.risk);
-    return s;
-  }
-  static const std::vector<std::string_view> forms = {"Note on {c}: to {t}, {h}.", "Tip ({c}): to {t}, {h}."};
-  std::string s(forms[variant % forms.size()]);
+  static const std::vector<std::string_view> harmful = {"Safety note on {c}: to {t} is dangerous, because {x}.",
+                                                        "Warning ({c}): people who {t} cause harm, because {x}."};
+  static const std::vector<std::string_view> benign = {"Note on {c}: to {t}, {x}.", "Tip ({c}): to {t}, {x}."};
+  const bool is_harmful = t.kind == Kind::harmful;
+  std::string s((is_harmful ? harmful : benign)[variant % 2]);
   s.replace(s.find("{c}"), 3, t.category);
   s.replace(s.find("{t}"), 3, t.phrase);
-  s.replace(s.find("{h}"), 3, t.how);
+  s.replace(s.find("{x}"), 3, is_harmful ? t.risk : t.how);
   return s;
 }
 
