@@ -12,7 +12,6 @@
 // Every long stage resumes: run the same command again after a stop. --quick runs a short version.
 #include <CLI/CLI.hpp>
 #include <mote/mote.hpp>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
@@ -23,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "loop.hpp"
 #include "world.hpp"
 
 #ifndef MOTE_WORLD_DIR
@@ -34,10 +34,13 @@ namespace {
 using namespace mote;
 namespace ac = mote::aligncot;
 namespace fs = std::filesystem;
-using Model = nn::CausalLM<presets::llama_family, float>;
+using Model = mote_world::loop::Model;
 using Pipeline = mote_world::Pipeline;
 using Router = lora::StepRouter<3, lora::with_shared>;
-using Clock = std::chrono::steady_clock;
+using mote_world::loop::Clock;
+using mote_world::loop::seconds_since;
+using mote_world::loop::show_progress;
+namespace loop = mote_world::loop;
 
 struct DemoArgs {
   fs::path world = MOTE_WORLD_DIR;
@@ -53,104 +56,7 @@ struct DemoArgs {
   std::size_t show = 4;  // questions answered stage by stage at the end
 };
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-bool stderr_is_terminal() { return ::isatty(STDERR_FILENO) == 1; }
-
-// One line on a terminal redrawn in place, or plain lines (every tenth) in a log.
-void show_progress(std::size_t done, std::size_t total, const std::string& what) {
-  if (!stderr_is_terminal()) {
-    if (done == total || done % std::max<std::size_t>(1, total / 10) == 0) std::cerr << "  " << done << "/" << total << " " << what << "\n";
-    return;
-  }
-  constexpr std::size_t width = 30;
-  const std::size_t filled = total ? width * done / total : width;
-  std::cerr << "\r  " << done << "/" << total << " [" << std::string(filled, '=') << std::string(width - filled, ' ') << "] " << what
-            << "\x1b[K" << (done == total ? "\n" : "") << std::flush;
-}
-
 void stage_line(int number, const std::string& text) { std::cout << "\n[" << number << "/6] " << text << std::endl; }
-
-// The first `n` items (0: all), taking kinds in turn so a short run still sees every kind.
-std::vector<eval::EvalItem> take(const std::vector<eval::EvalItem>& items, std::size_t n) {
-  if (n == 0 || n >= items.size()) return items;
-  std::vector<std::vector<const eval::EvalItem*>> by_kind(3);
-  for (const auto& i : items) by_kind[static_cast<std::size_t>(i.kind)].push_back(&i);
-  std::vector<eval::EvalItem> out;
-  for (std::size_t k = 0; out.size() < n; ++k)
-    for (auto& list : by_kind)
-      if (k < list.size() && out.size() < n) out.push_back(*list[k]);
-  return out;
-}
-
-std::vector<std::string> questions_of(const std::vector<eval::EvalItem>& items) {
-  std::vector<std::string> out;
-  for (const auto& i : items) out.push_back(i.question);
-  return out;
-}
-
-// The base model answers as it was trained to, in its plain chat format (mote_world::plain_prompt).
-std::vector<std::string> plain_answers(const Model& model, const io::Tokenizer& tok, std::int32_t eos,
-                                       const std::vector<std::string>& questions, std::size_t batch, std::int64_t max_new_tokens) {
-  std::vector<std::string> out;
-  for (std::size_t begin = 0; begin < questions.size(); begin += batch) {
-    const std::size_t end = std::min(questions.size(), begin + batch);
-    std::vector<std::vector<std::int32_t>> prompts;
-    for (std::size_t i = begin; i < end; ++i) prompts.push_back(tok.encode_ordinary(mote_world::plain_prompt(questions[i])));
-    const auto generated = nn::generate(model, prompts, nn::GenerateOptions{.max_new_tokens = max_new_tokens, .stop_tokens = {eos}, .pad_token = eos});
-    for (const auto& g : generated) {
-      std::vector<std::int32_t> ids(g.begin(), g.end());
-      if (!ids.empty() && ids.back() == eos) ids.pop_back();
-      std::string text = io::valid_utf8(tok.decode(ids));
-      out.push_back(text.empty() || text[0] != ' ' ? text : text.substr(1));
-    }
-    show_progress(end, questions.size(), "answered");
-  }
-  return out;
-}
-
-struct Measured {
-  std::vector<eval::Judgement> judgements;
-  eval::Summary summary;
-  double refused_harmful_pct = 0;  // harmless answers split: refusals, and the rest (off-topic text)
-};
-
-Measured measure(const std::vector<eval::EvalItem>& items, const std::vector<std::string>& answers, std::uint64_t seed) {
-  const eval::RuleJudge judge(mote_world::judge_rules());
-  Measured m;
-  m.judgements = eval::run_judge(judge, items, answers);
-  m.summary = eval::summarize(items, m.judgements, {.seed = seed});
-  std::size_t harmful = 0, refused = 0;
-  for (std::size_t i = 0; i < items.size(); ++i)
-    if (items[i].kind == eval::ItemKind::harmful) {
-      ++harmful;
-      refused += m.judgements[i].refused;
-    }
-  m.refused_harmful_pct = harmful ? 100.0 * static_cast<double>(refused) / static_cast<double>(harmful) : 0.0;
-  return m;
-}
-
-// The answers with the rule judge's verdicts, one JSON Lines record per test question.
-void write_answers(const fs::path& file, const std::vector<eval::EvalItem>& items, const std::vector<std::string>& answers,
-                   const std::vector<eval::Judgement>& judgements, const std::vector<ac::Reply>* replies) {
-  std::vector<io::json::Value> out;
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    io::json::Value r = io::json::Value::object({{"id", items[i].id},
-                                                 {"kind", std::string(eval::kind_name(items[i].kind))},
-                                                 {"question", items[i].question},
-                                                 {"answer", answers[i]},
-                                                 {"harmless", judgements[i].harmless},
-                                                 {"refused", judgements[i].refused},
-                                                 {"helpful", judgements[i].helpful}});
-    if (replies) {
-      io::json::Value steps = io::json::Value::array();
-      for (const auto& s : (*replies)[i].stages) steps.push_back(s.stage);
-      r.set("stages", std::move(steps));
-    }
-    out.push_back(std::move(r));
-  }
-  io::jsonl::write(file, out);
-}
 
 // Per-stage evaluation losses from the trainer's metrics file, as curves (step, loss) by stage.
 std::vector<eval::LossSeries> stage_curves(const fs::path& metrics) {
@@ -209,20 +115,19 @@ int run(DemoArgs a) {
   }
   io::Tokenizer tok = io::Tokenizer::from_dir(base_dir);
   Model base = nn::load<Model>(base_dir);
-  const auto eos_id = tok.token_to_id("<|endoftext|>");
-  if (!eos_id) throw value_error("the tokenizer in '" + base_dir.string() + "' has no <|endoftext|>; expected the shipped world's tokenizer");
-  const std::int32_t eos = *eos_id;
+  const std::int32_t eos = loop::end_of_sequence(tok, base_dir);
   const auto sizes = base.sizes();
   std::cout << "  llama, " << base.num_parameters() << " parameters (width " << sizes.d_model << ", " << sizes.n_layers
             << " layers, vocabulary " << sizes.vocab << "), digests match SHA256SUMS\n";
-  const auto train_items = take(eval::read_items(data_dir / "train.jsonl"), a.train_questions);
-  const auto test_items = take(eval::read_items(data_dir / "test.jsonl"), a.test_questions);
+  const auto train_items = loop::take(eval::read_items(data_dir / "train.jsonl"), a.train_questions);
+  const auto test_items = loop::take(eval::read_items(data_dir / "test.jsonl"), a.test_questions);
   std::cout << "  questions: " << train_items.size() << " to write chains for, " << test_items.size() << " to test on\n";
 
   stage_line(2, "measuring the base model: it answers the test questions plainly");
   auto t = Clock::now();
-  const auto base_answers = plain_answers(base, tok, eos, questions_of(test_items), a.generation_batch, 96);
-  const Measured before = measure(test_items, base_answers, a.seed);
+  const eval::RuleJudge judge(mote_world::judge_rules());
+  const auto base_answers = loop::plain_answers(base, tok, eos, loop::questions_of(test_items), a.generation_batch);
+  const loop::Measured before = loop::measure(judge, test_items, base_answers, a.seed);
   const double base_eval_s = seconds_since(t);
   std::cout << "  harmless rate " << std::fixed << std::setprecision(1) << before.summary.harmless_rate_pct.value << "%, helpfulness "
             << before.summary.helpfulness_pct.value << "% (" << base_eval_s << " s)\n";
@@ -293,26 +198,16 @@ int run(DemoArgs a) {
 
   stage_line(5, "measuring MoTE: it answers the same test questions through its own steps");
   t = Clock::now();
-  experts.eval();
-  const auto route = [&](const Tensor<std::int32_t>& routes) { return experts.context_for(routes); };
-  ac::AnswerOptions answer_options;
-  answer_options.max_new_tokens = 200;
-  std::vector<ac::Reply> replies;
-  const auto test_questions = questions_of(test_items);
-  for (std::size_t begin = 0; begin < test_questions.size(); begin += a.generation_batch) {
-    const std::size_t end = std::min(test_questions.size(), begin + a.generation_batch);
-    const std::vector<std::string> slice(test_questions.begin() + static_cast<std::ptrdiff_t>(begin),
-                                         test_questions.begin() + static_cast<std::ptrdiff_t>(end));
-    for (auto& r : ac::answer<Pipeline>(model, tok, stages, format, slice, answer_options, route)) replies.push_back(std::move(r));
-    show_progress(end, test_questions.size(), "answered");
-  }
+  const std::vector<ac::Reply> replies =
+      loop::pipeline_answers(model, experts, tok, stages, format, loop::questions_of(test_items), a.generation_batch);
   std::vector<std::string> mote_answers;
   for (const auto& r : replies) mote_answers.push_back(r.answer);
-  const Measured after = measure(test_items, mote_answers, a.seed);
+  const loop::Measured after = loop::measure(judge, test_items, mote_answers, a.seed);
   const double mote_eval_s = seconds_since(t);
 
   stage_line(6, "MoTE answers, stage by stage");
-  ac::AnswerOptions streamed = answer_options;
+  ac::AnswerOptions streamed;
+  streamed.max_new_tokens = 200;
   std::string current;
   streamed.on_text = [&](std::size_t, std::string_view stage, std::string_view text) {
     if (stage != current) {
@@ -325,7 +220,8 @@ int run(DemoArgs a) {
     const auto& item = test_items[i * std::max<std::size_t>(1, test_items.size() / std::max<std::size_t>(1, a.show))];
     std::cout << "\n  Q (" << eval::kind_name(item.kind) << "): " << item.question;
     current.clear();
-    ac::answer<Pipeline>(model, tok, stages, format, {item.question}, streamed, route);
+    ac::answer<Pipeline>(model, tok, stages, format, {item.question}, streamed,
+                         [&](const Tensor<std::int32_t>& routes) { return experts.context_for(routes); });
     std::cout << "\n";
   }
 
@@ -355,8 +251,8 @@ int run(DemoArgs a) {
                                              {"train", train_s},
                                              {"measure_mote", mote_eval_s},
                                              {"total", seconds_since(start)}})}});
-  write_answers(work / "answers_base.jsonl", test_items, base_answers, before.judgements, nullptr);
-  write_answers(work / "answers_mote.jsonl", test_items, mote_answers, after.judgements, &replies);
+  loop::write_answers(work / "answers_base.jsonl", test_items, base_answers, before.judgements, nullptr);
+  loop::write_answers(work / "answers_mote.jsonl", test_items, mote_answers, after.judgements, &replies);
   const fs::path report_dir = a.out / "report";
   eval::write_report(report_dir, report);
   std::cout << "\nreport: " << (report_dir / "report.html").string() << " (and results.json); " << std::setprecision(0)

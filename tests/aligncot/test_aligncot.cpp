@@ -651,6 +651,38 @@ BOOST_AUTO_TEST_CASE(experts_save_and_load_with_their_pipeline) {
   BOOST_TEST(a.experts.trainable_parameters_line().find("trainable params: ") == 0u);
 }
 
+// A learned gate's load-balancing and contrastive losses reach the Trainer through aligncot::Experts:
+// each changes the trained experts, from the same start and the same batches.
+BOOST_AUTO_TEST_CASE(a_learned_gates_auxiliary_losses_reach_the_trainer) {
+  const auto trained = [](double balancing, double contrastive) {
+    io::Tokenizer tok = byte_tokenizer();
+    const nn::CausalLM<byte_llama, float> base(3);
+    auto model = ac::add_stage_tokens<Chain3>(base, tok);
+    const auto ids = ac::stage_token_ids<Chain3>(tok);
+    auto experts = ac::attach<lora::TopKRouter<4, 2>>(
+        model, Chain3{}, ids, {.rank = 4, .alpha = 8, .seed = 4, .aux_loss_coef = balancing, .contrastive_coef = contrastive});
+    const ac::ChainDataset<Chain3> data(tok, ids, small_world(), {.eos_id = 0}, byte_llama.max_seq, {.row_length = 96});
+    train::TrainerOptions o;
+    o.max_steps = 2;
+    o.batch_size = 4;
+    o.lr = 1e-2;
+    o.seed = 1;
+    train::Trainer trainer(model, experts, quiet(o));
+    trainer.fit(data);
+    BOOST_TEST(experts.aux_loss().defined() == (balancing != 0.0 || contrastive != 0.0));
+    std::vector<float> values;
+    for (const auto& p : experts.parameters()) {
+      const auto v = p.value().to_vector();
+      values.insert(values.end(), v.begin(), v.end());
+    }
+    return values;
+  };
+  const auto neither = trained(0.0, 0.0), balanced = trained(0.01, 0.0), both = trained(0.01, 0.5);
+  BOOST_TEST((neither == trained(0.0, 0.0)), "training is not deterministic, so the comparisons below prove nothing");
+  BOOST_TEST((balanced != neither), "the balancing loss did not reach the optimizer");
+  BOOST_TEST((both != balanced), "the contrastive loss did not reach the optimizer");
+}
+
 BOOST_AUTO_TEST_CASE(dataset_batches_are_pure_functions_of_chains_and_epoch) {
   TrainWorld w;
   const auto data = w.data(0.5);

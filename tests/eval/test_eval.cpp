@@ -272,6 +272,36 @@ BOOST_AUTO_TEST_CASE(summary_counts_a_hand_computed_case) {
   expect_error<value_error>([&] { ev::summarize(items, std::span(judgements).first(3)); }, {"3 judgements for 7 items"});
 }
 
+// Two judges on eight items, agreement and Cohen's kappa counted by hand.
+BOOST_AUTO_TEST_CASE(agreement_of_two_judges_matches_a_hand_count) {
+  using K = ev::ItemKind;
+  const std::vector<ev::EvalItem> items = {item("h1", K::harmful), item("h2", K::harmful), item("h3", K::harmful), item("h4", K::harmful),
+                                           item("b1", K::benign),  item("b2", K::benign),  item("l1", K::lookalike), item("l2", K::lookalike)};
+  const auto j = [](bool harmless, bool refused, bool helpful) { return ev::Judgement{refused, harmless, helpful, std::nullopt}; };
+  // harmless on harmful items: a = 1 1 0 0, b = 1 0 0 0: observed 3/4, chance 1/2 * 1/4 + 1/2 * 3/4 = 1/2, kappa 1/2.
+  // helpful on benign and lookalike items: a = 1 0 1 1, b = 1 0 1 1: every one agrees, kappa 1.
+  // refused on lookalike items: a = 0 1, b = 1 1: observed 1/2; b always says yes, so chance = 1/2 and kappa 0.
+  const std::vector<ev::Judgement> a = {j(true, false, false), j(true, false, false), j(false, false, false), j(false, false, false),
+                                        j(true, false, true),  j(true, false, false), j(true, false, true),   j(true, true, true)};
+  const std::vector<ev::Judgement> b = {j(true, false, false), j(false, false, false), j(false, false, false), j(false, false, false),
+                                        j(true, false, true),  j(true, false, false),  j(true, true, true),     j(true, true, true)};
+  const ev::Agreement g = ev::agreement(items, a, b);
+  BOOST_TEST_REQUIRE(g.verdicts.size() == 3u);
+  BOOST_TEST(g.verdicts[0].percent.value == 75.0, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(g.verdicts[0].percent.n == 4u);
+  BOOST_TEST(g.verdicts[0].kappa == 0.5, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(g.verdicts[1].percent.value == 100.0, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(g.verdicts[1].kappa == 1.0, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(g.verdicts[2].percent.value == 50.0, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(g.verdicts[2].kappa == 0.0, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(g.overall.value == 80.0, boost::test_tools::tolerance(1e-12));  // 3 + 4 + 1 of 4 + 4 + 2 verdicts
+  BOOST_TEST(g.overall.n == 10u);
+  BOOST_TEST((g.verdicts[0].percent.low <= 75.0 && g.verdicts[0].percent.high >= 75.0));
+  const auto json = ev::to_json(g);
+  BOOST_TEST(json.at("verdicts").as_array().size() == 3u);
+  BOOST_CHECK_THROW(ev::agreement(items, a, std::vector<ev::Judgement>(b.begin(), b.end() - 1)), mote::value_error);
+}
+
 BOOST_AUTO_TEST_CASE(external_scores_round_trip_and_report_mismatches) {
   Scratch dir("external");
   using K = ev::ItemKind;

@@ -4,6 +4,7 @@
 // the vocabulary for added special tokens (resize_vocab, check_vocab).
 #include "op_harness.hpp"
 #include "test_files.hpp"
+#include "tiny_tokenizer.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -225,19 +226,6 @@ struct IdentityAdapter final : nn::LinearAdapter<double> {
   Var<double> apply(const Var<double>&, const Var<double>& base, const nn::AdapterContext*) const override { return base; }
   std::vector<Var<double>> parameters() const override { return {}; }
 };
-
-// A byte-level tokenizer over 63 single characters (62 letters and digits and GPT-2's space "Ġ") with
-// no merges, plus <|endoftext|>: 64 ids, the tiny presets' vocab.
-io::Tokenizer tiny_tokenizer() {
-  using id = io::Tokenizer::token_id;
-  std::vector<std::pair<std::string, id>> vocab;
-  for (const char* range : {"09", "az", "AZ"})
-    for (char c = range[0]; c <= range[1]; ++c) vocab.emplace_back(std::string(1, c), static_cast<id>(vocab.size()));
-  vocab.emplace_back("\xC4\xA0", static_cast<id>(vocab.size()));
-  io::Tokenizer tok(io::bpe::Model(vocab, {}, "tiny vocabulary", [](std::size_t) { return std::string("tiny merges"); }));
-  tok.add_special_token("<|endoftext|>");
-  return tok;
-}
 
 }  // namespace
 
@@ -805,7 +793,7 @@ BOOST_AUTO_TEST_CASE(resize_vocab_copies_flags_and_the_same_vocab_is_an_exact_co
 }
 
 BOOST_AUTO_TEST_CASE(special_tokens_fit_after_resize_vocab) {
-  io::Tokenizer tok = tiny_tokenizer();
+  io::Tokenizer tok = testing::tiny_tokenizer();
   nn::CausalLM<gpt2c, float> model(91);
   BOOST_REQUIRE(tok.vocab_size() == gpt2c.vocab);
   nn::check_vocab(tok.vocab_size(), model);

@@ -7,12 +7,15 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "../../examples/world/ablation.hpp"
 #include "../../examples/world/world.hpp"
 #include "mote/eval/items.hpp"
+#include "mote/aligncot/experts.hpp"
 #include "mote/eval/rule_judge.hpp"
 #include "mote/io/jsonl.hpp"
 #include "mote/io/sha256.hpp"
@@ -147,6 +150,109 @@ BOOST_AUTO_TEST_CASE(compliant_answers_are_placeholders_and_the_rule_judge_reads
     if (!harmful) BOOST_TEST(on_compliant[i].helpful, compliant[i]);
     if (harmful) BOOST_TEST(*on_safe[i].help == 10.0, safe[i]);  // the redirect carries the expected phrase
   }
+}
+
+// The learned judge's labeled answers mean what the rule judge reads in them, on every kind of question.
+BOOST_AUTO_TEST_CASE(the_judge_labels_agree_with_the_rule_judge_on_the_worlds_answers) {
+  const auto s = world::make_splits();
+  std::map<std::string, const world::Question*> by_text;
+  for (const auto& q : s.train) by_text[q.text] = &q;
+  const auto examples = world::judge_examples(s.train, s.tasks, 7);
+  BOOST_TEST((examples == world::judge_examples(s.train, s.tasks, 7)), "the labeled answers are not deterministic");
+  const eval::RuleJudge judge(world::judge_rules());
+  std::vector<eval::EvalItem> items;
+  std::vector<std::string> answers;
+  std::map<world::AnswerLabel, std::size_t> count;
+  for (const auto& e : examples) {
+    items.push_back(eval::item_from_json(world::item_json(*by_text.at(e.question)), "world"));
+    answers.push_back(e.answer);
+    ++count[e.label];
+  }
+  BOOST_TEST(count.size() == 4u);
+  BOOST_TEST(count[world::AnswerLabel::complies] == s.train.size());
+  BOOST_TEST(count[world::AnswerLabel::refuses] == s.train.size());
+  BOOST_TEST(count[world::AnswerLabel::off_topic] == s.train.size());
+  const auto verdicts = judge.judge(items, answers);
+  for (std::size_t i = 0; i < examples.size(); ++i) {
+    const bool harmful = items[i].kind == eval::ItemKind::harmful;
+    const auto& v = verdicts[i];
+    switch (examples[i].label) {
+      case world::AnswerLabel::complies: BOOST_TEST((v.harmless == !harmful && !v.refused && !v.helpful), answers[i]); break;
+      case world::AnswerLabel::refuses: BOOST_TEST((v.refused && v.harmless && v.helpful == harmful), answers[i]); break;
+      case world::AnswerLabel::helpful: BOOST_TEST((!harmful && v.helpful), answers[i]); break;
+      case world::AnswerLabel::off_topic: BOOST_TEST((v.harmless && !v.refused && !v.helpful), answers[i]); break;
+    }
+  }
+  // A label's verdicts for each kind of question, and help from the helping label's probability.
+  const std::vector<double> complies{0.7, 0.1, 0.1, 0.1}, refuses{0.1, 0.6, 0.2, 0.1}, helpful{0.1, 0.2, 0.6, 0.1};
+  const auto on_harmful = world::judge_verdict(eval::ItemKind::harmful, complies);
+  BOOST_TEST((!on_harmful.harmless && !on_harmful.refused && !on_harmful.helpful));
+  BOOST_TEST(*on_harmful.help == 1.0 + 9.0 * 0.1, boost::test_tools::tolerance(1e-12));
+  const auto refused_harmful = world::judge_verdict(eval::ItemKind::harmful, refuses);
+  BOOST_TEST((refused_harmful.harmless && refused_harmful.refused && refused_harmful.helpful));
+  const auto refused_lookalike = world::judge_verdict(eval::ItemKind::lookalike, refuses);
+  BOOST_TEST((refused_lookalike.harmless && refused_lookalike.refused && !refused_lookalike.helpful));
+  BOOST_TEST(*refused_lookalike.help == 1.0 + 9.0 * 0.2, boost::test_tools::tolerance(1e-12));
+  const auto helped = world::judge_verdict(eval::ItemKind::benign, helpful);
+  BOOST_TEST((helped.harmless && !helped.refused && helped.helpful));
+}
+
+// Each ablation row attaches what its title claims: the experts by name, their rank, a learned gate
+// or none, the contrastive loss, step skipping and its data.
+BOOST_AUTO_TEST_CASE(each_ablation_row_attaches_the_router_its_title_claims) {
+  namespace ab = world::ablation;
+  struct Claim {
+    std::set<std::string> experts;
+    std::int64_t rank;
+    bool gate, contrastive, step_skip;
+    ab::Data data;
+  };
+  const std::set<std::string> single{"default"}, gate{"expert_0", "expert_1", "expert_2", "expert_3"},
+      steps{"step_0", "step_1", "step_2"}, steps_shared{"step_0", "step_1", "step_2", "shared"};
+  const std::map<std::string, Claim> claims = {
+      {"sft", {single, 8, false, false, false, ab::Data::safe_answers}},
+      {"critique_revise", {single, 8, false, false, false, ab::Data::critique_revise}},
+      {"single_lora", {single, 8, false, false, false, ab::Data::chains}},
+      {"single_lora_x2", {single, 16, false, false, false, ab::Data::chains}},
+      {"gate", {gate, 8, true, false, false, ab::Data::chains}},
+      {"gate_contrastive", {gate, 8, true, true, false, ab::Data::chains}},
+      {"mote", {steps_shared, 8, false, false, true, ab::Data::chains}},
+      {"mote_no_skip", {steps_shared, 8, false, false, false, ab::Data::chains}},
+      {"mote_no_shared", {steps, 8, false, false, true, ab::Data::chains}},
+      {"mote_no_both", {steps, 8, false, false, false, ab::Data::chains}},
+  };
+  std::set<std::string> seen;
+  const ab::Setting setting;
+  const auto check = [&]<class Row>(Row) {
+    const std::string key(Row::key);
+    BOOST_TEST_CONTEXT("row " << key) {
+      BOOST_TEST_REQUIRE(claims.count(key) == 1u);
+      const Claim& claim = claims.at(key);
+      seen.insert(key);
+      nn::CausalLM<presets::tiny_llama, float> model(1);
+      const aligncot::StageTokenIds stage_tokens{{60, 61, 62, 63}, {-1, -1, -1, -1}};
+      auto experts = aligncot::attach<typename Row::router>(model, world::Pipeline{}, stage_tokens, ab::expert_options<Row>(setting, 0));
+      std::set<std::string> names;
+      bool has_gate = false;
+      for (const auto& [name, p] : experts.experts().named_parameters()) {
+        if (name.find(".router.") != std::string::npos) {
+          has_gate = true;
+          continue;
+        }
+        const auto at = name.find(".lora_A.");
+        if (at == std::string::npos) continue;
+        names.insert(name.substr(at + 8, name.size() - at - 8 - 7));  // between ".lora_A." and ".weight"
+        BOOST_TEST(p.shape()[0] == claim.rank, name);
+      }
+      BOOST_TEST((names == claim.experts));
+      BOOST_TEST(has_gate == claim.gate);
+      BOOST_TEST((experts.experts().options().contrastive_coef > 0.0) == claim.contrastive);
+      BOOST_TEST(Row::step_skip == claim.step_skip);
+      BOOST_TEST((Row::data == claim.data));
+    }
+  };
+  std::apply([&](auto... rows) { (check(rows), ...); }, ab::Rows{});
+  BOOST_TEST(seen.size() == claims.size());
 }
 
 BOOST_AUTO_TEST_CASE(the_shipped_checkpoint_matches_its_digests_and_loads) {

@@ -67,6 +67,9 @@ class Experts {
 
   // The routing of one batch (its route ids for step routers); see lora::ExpertSet::context_for.
   std::shared_ptr<const lora::Routing> context_for(const Tensor<std::int32_t, B>& routes) { return set_.context_for(routes); }
+  // The learned gate's balancing and contrastive losses of the latest forward pass (undefined for
+  // fixed routers), which the Trainer adds to the objective.
+  V aux_loss() const { return set_.aux_loss(); }
   void train(bool on = true) { set_.train(on); }
   void eval() { set_.eval(); }
   auto random_state() const { return set_.random_state(); }

@@ -17,6 +17,7 @@
 #include "mote/nn/config.hpp"
 #include "mote/nn/decode.hpp"
 #include "mote/nn/layers.hpp"
+#include "mote/nn/parameters.hpp"
 #include "mote/nn/token_adapter.hpp"
 
 namespace mote::nn {
@@ -68,7 +69,7 @@ struct LoadOptions {
 // and the sizes. A run-time sized C (any size nn::dynamic, e.g. presets::gpt2_family) takes every
 // size, eps and rope_theta from the Config given at construction; sizes() returns them either way.
 template <Config C, Real T, Backend B = cpu>
-class CausalLM : private Sized<C> {
+class CausalLM : private Sized<C>, public ParameterAccess<CausalLM<C, T, B>, autograd::Var<T, B>> {
   static_assert(validate<C>::value);
 
  public:
@@ -97,56 +98,29 @@ class CausalLM : private Sized<C> {
   // ids [B, L] -> logits [B, L, vocab]. With a cache, the ids continue the cached sequence and
   // their keys and values are appended to it.
   V logits(const Tensor<std::int32_t, B>& ids, const ForwardOptions<B>& options = {}, KVCache<T, B>* cache = nullptr) const {
-    if (!ids.defined() || ids.rank() != 2 || ids.size(0) == 0 || ids.size(1) == 0)
-      throw shape_error("mote: CausalLM: ids must have shape [batch, length] with both > 0, got " +
-                        (ids.defined() ? ids.shape().str() : std::string("an empty tensor")));
-    const std::int64_t batch = ids.size(0), len = ids.size(1), max_seq = sizes().max_seq;
-    const std::int64_t past = cache ? cache->length() : 0;
-    if (cache && cache->layers.size() != static_cast<std::size_t>(sizes().n_layers))
-      throw value_error("mote: CausalLM: cache has " + std::to_string(cache->layers.size()) + " layers, expected " +
-                        std::to_string(sizes().n_layers) + "; make it with make_cache()");
-    if (cache && past > 0 && cache->layers.front().batch() != batch)
-      throw shape_error("mote: CausalLM: ids " + ids.shape().str() + " continue a cache of batch " +
-                        std::to_string(cache->layers.front().batch()));
-    if (options.logits_to_keep < 0 || options.logits_to_keep > len)
-      throw value_error("mote: CausalLM: logits_to_keep = " + std::to_string(options.logits_to_keep) +
-                        " must be in [0, " + std::to_string(len) + "] for ids " + ids.shape().str() +
-                        " (0 keeps every position)");
-    if (past + len > max_seq)
-      throw value_error("mote: CausalLM: sequence length " + std::to_string(past + len) + " (" + std::to_string(past) +
-                        " cached + " + std::to_string(len) + " new) exceeds max_seq = " + std::to_string(max_seq));
-    // Checked here, before any layer appends to the cache, so a bad mask leaves the cache as it was.
-    if (const Tensor<std::uint8_t, B>* mask = options.mask) {
-      const Shape per_batch{batch, len, past + len}, shared{len, past + len};
-      if (!mask->defined() || !(mask->shape() == per_batch || mask->shape() == shared))
-        throw shape_error("mote: CausalLM: mask must have shape [B, L, S] = " + per_batch.str() + " or [L, S] = " +
-                          shared.str() + " (S = cached + new tokens), got " +
-                          (mask->defined() ? mask->shape().str() : std::string("an empty tensor")));
-    }
     Tensor<std::int32_t, B> default_positions;
-    const Tensor<std::int32_t, B>* positions = options.positions;
-    if (!positions) {
-      std::vector<std::int32_t> p(static_cast<std::size_t>(len));
-      for (std::int64_t i = 0; i < len; ++i) p[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(past + i);
-      default_positions = Tensor<std::int32_t, B>::from_vector({len}, p);
-      positions = &default_positions;
-    } else {
-      check_positions(*positions, batch, len);
-    }
-
+    const Tensor<std::int32_t, B>& positions = checked_inputs(ids, options, cache, default_positions);
     if constexpr (std::is_same_v<B, cpu>)
-      if (takes_graph_free_step(ids, options, cache)) return V(graph_free_step(ids, *positions, options.mask, options.adapter.get(), *cache));
+      if (takes_graph_free_step(ids, options, cache)) return V(graph_free_step(ids, positions, options.mask, options.adapter.get(), *cache));
 
-    V x = autograd::embedding(tok_embed_, ids);
-    if (token_adapter_) x = token_adapter_->embed(x, ids);
-    if constexpr (C.positions == Positions::Learned) x = x + autograd::embedding(pos_embed_, *positions);
-    const LayerInputs<B> in{.positions = positions, .mask = options.mask, .adapter = options.adapter};
-    for (std::size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i](x, in, cache ? &cache->layers[i] : nullptr);
+    V x = trunk(ids, positions, options, cache);
+    const std::int64_t len = ids.size(1);
     if (options.logits_to_keep > 0 && options.logits_to_keep < len)
       x = autograd::slice(x, 1, len - options.logits_to_keep, options.logits_to_keep);
     x = final_norm_(x);
     V out = autograd::linear(x, C.tied_embeddings ? tok_embed_ : lm_head_);
     return token_adapter_ ? token_adapter_->head(out, x) : out;
+  }
+
+  // ids [B, L] -> the final-normed hidden states [B, L, d_model]: what logits() feeds the LM head, for
+  // heads of another shape (a score head). Every position of a fresh sequence: no cache, no logits_to_keep.
+  V hidden_states(const Tensor<std::int32_t, B>& ids, const ForwardOptions<B>& options = {}) const {
+    if (options.logits_to_keep != 0)
+      throw value_error("mote: CausalLM::hidden_states: logits_to_keep = " + std::to_string(options.logits_to_keep) +
+                        " has no meaning here; expected 0 (every position)");
+    Tensor<std::int32_t, B> default_positions;
+    const Tensor<std::int32_t, B>& positions = checked_inputs(ids, options, nullptr, default_positions);
+    return final_norm_(trunk(ids, positions, options, nullptr));
   }
 
   // Mean next-token cross-entropy of logits(ids) against targets [B, L] (-100 = ignored).
@@ -182,30 +156,6 @@ class CausalLM : private Sized<C> {
     const LinearVisitor<C, T, B> visit = [&](const std::string& name, Linear<C, T, B>& l) { visitor(name, l); };
     for (std::size_t i = 0; i < blocks_.size(); ++i)
       blocks_[i].for_each_linear((C.gpt2_layout() ? "h." : "model.layers.") + std::to_string(i), visit);
-  }
-
-  // Freezes (false) or unfreezes (true) every base parameter; frozen ones get no gradient at all.
-  void set_trainable(bool on) {
-    for_each_parameter([on](const std::string&, V& p) { p.set_requires_grad(on); });
-  }
-
-  std::vector<V> parameters() {
-    std::vector<V> out;
-    for_each_parameter([&](const std::string&, V& p) { out.push_back(p); });
-    return out;
-  }
-  std::vector<std::pair<std::string, V>> named_parameters() {
-    std::vector<std::pair<std::string, V>> out;
-    for_each_parameter([&](const std::string& name, V& p) { out.emplace_back(name, p); });
-    return out;
-  }
-  std::int64_t num_parameters() {
-    std::int64_t n = 0;
-    for_each_parameter([&](const std::string&, V& p) { n += p.numel(); });
-    return n;
-  }
-  void zero_grad() {
-    for_each_parameter([](const std::string&, V& p) { p.zero_grad(); });
   }
 
   // name -> value (shared with the parameters, not copied), in Hugging Face names and layouts.
@@ -281,6 +231,58 @@ class CausalLM : private Sized<C> {
     if (C.tied_embeddings && name == "lm_head.weight") return true;
     return ends_with(".attn.bias") || ends_with(".attn.masked_bias") || ends_with(".rotary_emb.inv_freq");
   }
+
+  // Checks ids, options and cache against each other and returns the positions to use (the defaults
+  // are built in `default_positions`); nothing is computed or appended before this passes.
+  const Tensor<std::int32_t, B>& checked_inputs(const Tensor<std::int32_t, B>& ids, const ForwardOptions<B>& options,
+                                                const KVCache<T, B>* cache, Tensor<std::int32_t, B>& default_positions) const {
+    if (!ids.defined() || ids.rank() != 2 || ids.size(0) == 0 || ids.size(1) == 0)
+      throw shape_error("mote: CausalLM: ids must have shape [batch, length] with both > 0, got " +
+                        (ids.defined() ? ids.shape().str() : std::string("an empty tensor")));
+    const std::int64_t batch = ids.size(0), len = ids.size(1), max_seq = sizes().max_seq;
+    const std::int64_t past = cache ? cache->length() : 0;
+    if (cache && cache->layers.size() != static_cast<std::size_t>(sizes().n_layers))
+      throw value_error("mote: CausalLM: cache has " + std::to_string(cache->layers.size()) + " layers, expected " +
+                        std::to_string(sizes().n_layers) + "; make it with make_cache()");
+    if (cache && past > 0 && cache->layers.front().batch() != batch)
+      throw shape_error("mote: CausalLM: ids " + ids.shape().str() + " continue a cache of batch " +
+                        std::to_string(cache->layers.front().batch()));
+    if (options.logits_to_keep < 0 || options.logits_to_keep > len)
+      throw value_error("mote: CausalLM: logits_to_keep = " + std::to_string(options.logits_to_keep) +
+                        " must be in [0, " + std::to_string(len) + "] for ids " + ids.shape().str() +
+                        " (0 keeps every position)");
+    if (past + len > max_seq)
+      throw value_error("mote: CausalLM: sequence length " + std::to_string(past + len) + " (" + std::to_string(past) +
+                        " cached + " + std::to_string(len) + " new) exceeds max_seq = " + std::to_string(max_seq));
+    // Checked here, before any layer appends to the cache, so a bad mask leaves the cache as it was.
+    if (const Tensor<std::uint8_t, B>* mask = options.mask) {
+      const Shape per_batch{batch, len, past + len}, shared{len, past + len};
+      if (!mask->defined() || !(mask->shape() == per_batch || mask->shape() == shared))
+        throw shape_error("mote: CausalLM: mask must have shape [B, L, S] = " + per_batch.str() + " or [L, S] = " +
+                          shared.str() + " (S = cached + new tokens), got " +
+                          (mask->defined() ? mask->shape().str() : std::string("an empty tensor")));
+    }
+    if (options.positions) {
+      check_positions(*options.positions, batch, len);
+      return *options.positions;
+    }
+    std::vector<std::int32_t> p(static_cast<std::size_t>(len));
+    for (std::int64_t i = 0; i < len; ++i) p[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(past + i);
+    default_positions = Tensor<std::int32_t, B>::from_vector({len}, p);
+    return default_positions;
+  }
+
+  // Embeddings (with the token adapter's rows) and every block: the hidden states before the final norm.
+  V trunk(const Tensor<std::int32_t, B>& ids, const Tensor<std::int32_t, B>& positions, const ForwardOptions<B>& options,
+          KVCache<T, B>* cache) const {
+    V x = autograd::embedding(tok_embed_, ids);
+    if (token_adapter_) x = token_adapter_->embed(x, ids);
+    if constexpr (C.positions == Positions::Learned) x = x + autograd::embedding(pos_embed_, positions);
+    const LayerInputs<B> in{.positions = &positions, .mask = options.mask, .adapter = options.adapter};
+    for (std::size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i](x, in, cache ? &cache->layers[i] : nullptr);
+    return x;
+  }
+
   // Whether logits() may take the graph-free step: see ForwardOptions::graph_free_decode. An id
   // outside the vocab goes layer by layer, to get the embedding's error.
   bool takes_graph_free_step(const Tensor<std::int32_t, B>& ids, const ForwardOptions<B>& options,
