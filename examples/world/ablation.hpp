@@ -4,8 +4,10 @@
 // every row at one setting; test_world checks that each row attaches what its title says.
 #include <mote/mote.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -16,15 +18,6 @@ namespace mote_world::ablation {
 // What a row trains on: the self-generated chains, their safe answers alone (SFT), or the base
 // model's own critiqued and revised answers (Critique-Revise).
 enum class Data { chains, safe_answers, critique_revise };
-
-inline const char* data_name(Data d) {
-  switch (d) {
-    case Data::chains: return "chains";
-    case Data::safe_answers: return "safe answers";
-    case Data::critique_revise: return "critique-revise";
-  }
-  return "unknown";
-}
 
 // One row: router R's experts trained on `D`, with step skipping (MoTE's p_skip) or without, with
 // the top-k gate's contrastive expert loss or without.
