@@ -21,43 +21,17 @@
 #include <string>
 #include <vector>
 
+#include "bench_chains.hpp"
 #include "bench_common.hpp"
 
 namespace {
 
 using namespace mote;
 namespace ac = mote::aligncot;
-using Chain = ac::Pipeline<ac::QuestionAnalysis, ac::AnswerGuidance, ac::SafeAnswer>;
+using mote_bench::Chain;
+using mote_bench::byte_tokenizer;
+using mote_bench::synthetic_chains;
 using Model = nn::CausalLM<mote_bench::c2_config, float>;
-
-io::Tokenizer byte_tokenizer() {
-  std::vector<std::pair<std::string, io::bpe::token_id>> vocab;
-  for (int b = 0; b < 256; ++b) vocab.emplace_back(io::bpe::byte_to_unicode()[static_cast<std::size_t>(b)], b);
-  io::Tokenizer tok(io::bpe::Model(vocab, {}, "bytes", [](std::size_t) { return std::string(); }));
-  for (const auto& t : Chain::tokens()) tok.add_special_token(t);
-  return tok;
-}
-
-std::string letters(Rng& rng, std::int64_t lo, std::int64_t hi) {
-  const auto n = lo + static_cast<std::int64_t>(rng.below(static_cast<std::uint64_t>(hi - lo + 1)));
-  std::string s;
-  for (std::int64_t i = 0; i < n; ++i) s += static_cast<char>(i % 6 == 5 ? ' ' : 'a' + static_cast<int>(rng.below(26)));
-  return s;
-}
-
-std::vector<ac::Chain> synthetic_chains(std::size_t count, std::uint64_t seed) {
-  Rng rng(seed);
-  std::vector<ac::Chain> out;
-  for (std::size_t i = 0; i < count; ++i) {
-    ac::Chain c;
-    c.question = letters(rng, 16, 39);  // the question suffix "\n" makes it 16-40 tokens
-    if (rng.uniform() < 0.715) c.steps.emplace_back("analysis", letters(rng, 31, 63));
-    if (rng.uniform() < 0.614) c.steps.emplace_back("guidance", letters(rng, 31, 63));
-    c.answer = letters(rng, 62, 126);
-    out.push_back(std::move(c));
-  }
-  return out;
-}
 
 struct Run {
   double seconds = 0, overhead = 0, tokens = 0, positions = 0, steps = 0;

@@ -7,13 +7,19 @@
 //   score             measures answers: harmless rate, helpfulness, Harm-Help, over-refusal, with intervals
 //   demo-checkpoint   a small random checkpoint with a byte-level tokenizer, to try the loop offline
 //
-// docs/tutorial.md walks through every subcommand and the library calls behind it.
+// docs/tutorial.md walks through every subcommand and the library calls behind it. Built with MPI,
+// generate, train and eval split their work across the ranks of `mpirun -np N mote-aligncot ...`
+// (docs/distributed.md).
 #include <CLI/CLI.hpp>
 #include <mote/eval/eval.hpp>
 #include <mote/mote.hpp>
+#ifdef MOTE_HAVE_MPI
+#include <mote/dist/mpi.hpp>
+#endif
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
@@ -21,6 +27,7 @@
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -191,8 +198,12 @@ std::string model_name(const fs::path& dir) {
 
 bool stderr_is_terminal() { return ::isatty(STDERR_FILENO) == 1; }
 
+// Under several ranks only rank 0 reports; the others stay quiet unless something fails.
+bool quiet_rank = false;
+
 // One line on a terminal redrawn in place, or plain lines in a log.
 void show_progress(std::size_t done, std::size_t total, const std::string& what) {
+  if (quiet_rank) return;
   if (!stderr_is_terminal()) {
     std::cerr << done << "/" << total << " " << what << "\n";
     return;
@@ -268,12 +279,13 @@ void print_generate_report(const ac::SelfGenerateReport& r, const fs::path& out)
   if (r.rejected > 0) std::cout << "rejected questions: " << out.string() << ".rejected.jsonl\n";
 }
 
-template <class Model>
-int run_generate(const Model& model, const io::Tokenizer& tok, const GenerateArgs& a) {
+template <class Model, class Comm>
+int run_generate(const Model& model, const io::Tokenizer& tok, const GenerateArgs& a, Comm& comm) {
   Pipeline pipeline;
   apply_templates(pipeline, a.templates);
   const auto options = self_generate_options(a, sequence_tokens<Model>(tok, a.model));
-  const ac::SelfGenerateReport report = ac::self_generate<Pipeline>(model, tok, pipeline, a.questions, a.out, options);
+  // Rank r writes the chains of every world-size-th question; rank 0 merges them in question order.
+  const ac::SelfGenerateReport report = ac::self_generate<Pipeline>(model, tok, pipeline, a.questions, a.out, options, comm);
   print_generate_report(report, a.out);
   return 0;
 }
@@ -330,8 +342,8 @@ train::FitResult fit_naming_flags(Trainer& trainer, const Data& data) {
   }
 }
 
-template <class Model>
-int run_train(Model& base, io::Tokenizer& tok, const TrainArgs& a) {
+template <class Model, class Comm>
+int run_train(Model& base, io::Tokenizer& tok, const TrainArgs& a, Comm& comm) {
   const SequenceTokens ids = sequence_tokens<Model>(tok, a.model);
   const bool tokens_added = !has_stage_tokens(tok);
   Model model = with_stage_tokens(std::move(base), tok);
@@ -348,15 +360,22 @@ int run_train(Model& base, io::Tokenizer& tok, const TrainArgs& a) {
   std::cout << "chains: " << chains.size() << " from " << a.chains.string()
             << (a.expanded ? " (each as its expanded sequences)" : " (one pass each, step-skip masks)") << "\n";
 
-  train::Trainer trainer(model, experts, trainer_options(a));
+  // Each rank trains on --batch of every global batch of --batch x ranks; gradients are summed across ranks.
+  train::Trainer<decltype(model), decltype(experts), Comm> trainer(model, experts, trainer_options(a), comm);
+  if (comm.size() > 1)
+    std::cout << "data parallel: " << comm.size() << " ranks (" << Comm::name << "), global batch " << a.batch * comm.size()
+              << ", " << trainer.all_reduced_bytes_per_step() << " bytes summed per step\n";
   const train::FitResult result = fit_naming_flags(trainer, data);
   if (result.interrupted) {
     std::cout << "stopped at step " << result.step << "/" << result.total_steps << "; a checkpoint is in "
               << (a.out / "run").string() << ": run again with --resume to continue\n";
     return 128 + result.signal;
   }
-  experts.save(a.out);
-  io::json::write_file(a.out / settings_file, train_settings(a, tok, ids, tokens_added));
+  if (comm.rank() == 0) {  // every rank holds the same adapters
+    experts.save(a.out);
+    io::json::write_file(a.out / settings_file, train_settings(a, tok, ids, tokens_added));
+  }
+  comm.barrier();
   std::cout << "trained " << result.step << " steps, last loss " << result.last_loss << "\n"
             << "adapters: " << a.out.string() << "\n";
   return 0;
@@ -494,28 +513,47 @@ io::json::Value answer_record(const ac::Question& q, const ac::Reply& reply, ac:
                                   {"mode", mode_name(mode)}});
 }
 
-template <class Model>
-int run_eval(Model& base, io::Tokenizer& tok, const EvalArgs& a) {
+template <class Model, class Comm>
+int run_eval(Model& base, io::Tokenizer& tok, const EvalArgs& a, Comm& comm) {
   ac::QuestionFileReport file;
-  const std::vector<ac::Question> questions = ac::read_questions(a.questions, file);
+  const std::vector<ac::Question> all_questions = ac::read_questions(a.questions, file);
   print_skipped(file.skipped);
+  // Rank r answers questions r, r + ranks, ...: a greedy answer (--temperature 0) does not depend on the
+  // split; sampled answers draw from the stream of the batch they land in, so they vary with it.
+  const auto ranks = static_cast<std::size_t>(comm.size()), rank = static_cast<std::size_t>(comm.rank());
+  std::vector<ac::Question> questions;
+  for (std::size_t i = rank; i < all_questions.size(); i += ranks) questions.push_back(all_questions[i]);
   Answerer<Model> answerer(std::move(base), std::move(tok), a.answer);
   const ac::AnswerOptions options = answer_options(a.answer);
-  std::vector<io::json::Value> records;
-  std::size_t complete = 0;
+  std::string mine;  // this rank's records, one JSON line each
+  std::array<double, 1> complete{};
   for (std::size_t begin = 0; begin < questions.size(); begin += a.batch) {
     const std::size_t end = std::min(questions.size(), begin + a.batch);
     std::vector<std::string> texts;
     for (std::size_t i = begin; i < end; ++i) texts.push_back(questions[i].text);
     const auto replies = answerer.answer(texts, options);
     for (std::size_t i = begin; i < end; ++i) {
-      records.push_back(answer_record(questions[i], replies[i - begin], options.mode));
-      complete += replies[i - begin].complete;
+      mine += io::json::dump(answer_record(questions[i], replies[i - begin], options.mode)) + "\n";
+      complete[0] += replies[i - begin].complete;
     }
     show_progress(end, questions.size(), "answered");
   }
-  io::jsonl::write(a.out, records);
-  std::cout << "answers: " << records.size() << " (" << complete << " complete, " << count_of(file.skipped.size(), "line")
+  // Rank 0 interleaves the ranks' records back into question order and writes them.
+  const std::vector<std::string> per_rank = comm.all_gather(mine);
+  comm.all_reduce_sum(std::span<double>(complete));
+  std::vector<io::json::Value> records;
+  if (comm.rank() == 0) {
+    std::vector<std::vector<std::string>> lines(ranks);
+    for (std::size_t r = 0; r < ranks; ++r)
+      for (std::size_t at = 0, next; at < per_rank[r].size(); at = next + 1) {
+        next = per_rank[r].find('\n', at);
+        lines[r].push_back(per_rank[r].substr(at, next - at));
+      }
+    for (std::size_t i = 0; i < all_questions.size(); ++i) records.push_back(io::json::parse(lines[i % ranks].at(i / ranks)));
+    io::jsonl::write(a.out, records);
+  }
+  comm.barrier();
+  std::cout << "answers: " << all_questions.size() << " (" << complete[0] << " complete, " << count_of(file.skipped.size(), "line")
             << " skipped), mode " << mode_name(options.mode) << "\n"
             << "output: " << a.out.string() << "\n";
   return 0;
@@ -708,6 +746,23 @@ std::string without_library_prefix(std::string message) {
   return message.rfind("mote: ", 0) == 0 ? message.substr(6) : message;
 }
 
+// Runs `fn` with the communicator of this launch: MPI's world under mpirun (when built with MPI), else
+// one process. A launch of several copies of a build without MPI is refused: each would work alone.
+template <class Fn>
+int with_world(Fn&& fn) {
+#ifdef MOTE_HAVE_MPI
+  if (dist::launched_world_size() > 1) {
+    dist::mpi world;
+    quiet_rank = world.rank() != 0;
+    if (quiet_rank) std::cout.setstate(std::ios::badbit);  // rank 0 prints the one report
+    return fn(world);
+  }
+#endif
+  dist::single::require_alone("mote-aligncot");
+  dist::single one;
+  return fn(one);
+}
+
 int run(int argc, char** argv) {
   CLI::App app{"mote-aligncot: MoTE experts on a GPT-2 or Llama-family checkpoint (docs/tutorial.md)", "mote-aligncot"};
   app.option_defaults()->always_capture_default();
@@ -738,25 +793,39 @@ int run(int argc, char** argv) {
   }
   if (app.got_subcommand("generate")) {
     require_file(gen.questions, "--questions");
-    return on_checkpoint(gen.model, [&](auto& model, io::Tokenizer& tok) { return run_generate(model, tok, gen); });
+    return with_world([&](auto& comm) {
+      return on_checkpoint(gen.model, [&](auto& model, io::Tokenizer& tok) { return run_generate(model, tok, gen, comm); });
+    });
   }
   if (app.got_subcommand("train")) {
     require_file(tr.chains, "--chains");
-    return on_checkpoint(tr.model, [&](auto& model, io::Tokenizer& tok) { return run_train(model, tok, tr); });
+    return with_world([&](auto& comm) {
+      return on_checkpoint(tr.model, [&](auto& model, io::Tokenizer& tok) { return run_train(model, tok, tr, comm); });
+    });
   }
   if (app.got_subcommand("chat"))
     return on_checkpoint(chat.answer.model, [&](auto& model, io::Tokenizer& tok) { return run_chat(model, tok, chat); });
   require_file(ev.questions, "--questions");
-  return on_checkpoint(ev.answer.model, [&](auto& model, io::Tokenizer& tok) { return run_eval(model, tok, ev); });
+  return with_world([&](auto& comm) {
+    return on_checkpoint(ev.answer.model, [&](auto& model, io::Tokenizer& tok) { return run_eval(model, tok, ev, comm); });
+  });
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+#ifdef MOTE_HAVE_MPI
+  // MPI starts only under a launcher, so a plain run needs no MPI runtime.
+  std::optional<dist::mpi::session> mpi_session;
+  if (dist::launched_world_size() > 1) mpi_session.emplace(&argc, &argv);
+#endif
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {
-    std::cerr << (stderr_is_terminal() ? "\n" : "") << "mote-aligncot: " << without_library_prefix(e.what()) << "\n";
+    std::cerr << (stderr_is_terminal() ? "\n" : "") << "mote-aligncot: " << without_library_prefix(e.what()) << std::endl;
+#ifdef MOTE_HAVE_MPI
+    if (mpi_session) dist::mpi::session::abort(1);  // the peers may be waiting in a collective
+#endif
     return 1;
   }
 }

@@ -13,6 +13,9 @@ command -v ccache >/dev/null || need+=(ccache)
 # clang++ and its libFuzzer runtime build the fuzz_safetensors tests (-fsanitize=fuzzer).
 command -v clang++ >/dev/null || need+=(clang)
 compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a" >/dev/null || need+=(libclang-rt-dev)
+# OpenMPI launches and connects the data-parallel ranks (dist::mpi, the dist_mpi test).
+command -v mpicxx >/dev/null || need+=(libopenmpi-dev)
+command -v mpirun >/dev/null || need+=(openmpi-bin)
 # Chromium renders the eval report headless for the eval_report_render test (tests/tools/check_report.py).
 command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then

@@ -57,6 +57,8 @@
 
 #include "mote/lora/lora.hpp"
 
+#include "mote/dist/dist.hpp"
+
 #include "mote/train/train.hpp"
 
 #include "mote/aligncot/aligncot.hpp"

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <memory>
 #include <span>
 #include <stdexcept>
 #include <map>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "mote/aligncot/aligncot.hpp"
+#include "mote/dist/communicator.hpp"
 #include "mote/io/jsonl.hpp"
 #include "mote/lora/lora.hpp"
 #include "mote/nn/nn.hpp"
@@ -974,6 +976,173 @@ BOOST_AUTO_TEST_CASE(self_generation_is_adaptive_deterministic_and_resumable) {
   // Adaptive generation needs a check stage.
   expect_error<value_error>([&] { ac::self_generate(model, tok, Chain3{}, questions, root.path / "x.jsonl", options(1)); },
                             {"has none", "SafetyCheck"});
+}
+
+namespace {
+
+// Ranks run one after another in one process: others first deposit their sums, rank 0 last adds them.
+struct SequentialRanks {
+  static constexpr const char* name = "sequential";
+  struct request {};
+  int my_rank = 0;
+  int world = 1;
+  std::shared_ptr<std::vector<double>> deposits = std::make_shared<std::vector<double>>();
+
+  int rank() const { return my_rank; }
+  int size() const { return world; }
+  template <class T>
+  void all_reduce_sum(std::span<T> data) {
+    if (deposits->size() < data.size()) deposits->resize(data.size(), 0.0);
+    for (std::size_t i = 0; i < data.size(); ++i) {
+      if (my_rank != 0)
+        (*deposits)[i] += static_cast<double>(data[i]);
+      else
+        data[i] += static_cast<T>((*deposits)[i]);
+    }
+  }
+  template <class T>
+  request start_all_reduce_sum(std::span<T> data) {
+    all_reduce_sum(data);
+    return {};
+  }
+  void wait(request&) {}
+  std::vector<std::string> all_gather(const std::string& mine) { return {mine}; }
+  std::string broadcast(const std::string& value, int) { return value; }
+  void barrier() {}
+};
+static_assert(dist::Communicator<SequentialRanks>);
+
+// Every rank of a world, highest first; rank 0's report, which holds the sums.
+template <class Run>
+ac::SelfGenerateReport run_world(int world, Run&& run) {
+  const auto deposits = std::make_shared<std::vector<double>>();
+  ac::SelfGenerateReport zero;
+  for (int r = world - 1; r >= 0; --r) {
+    SequentialRanks comm{r, world, deposits};
+    ac::SelfGenerateReport report = run(comm);
+    if (r == 0) zero = std::move(report);
+  }
+  return zero;
+}
+
+fs::path rejects_of(const fs::path& out) { return out.string() + ".rejected.jsonl"; }
+
+std::size_t part_files_in(const fs::path& dir) {
+  std::size_t n = 0;
+  for (const auto& entry : fs::directory_iterator(dir)) n += entry.path().filename().string().find(".part-") != std::string::npos;
+  return n;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(sharded_self_generation_merges_to_the_one_process_bytes_and_resumes_under_any_world) {
+  using Model = nn::CausalLM<byte_llama_long, double>;
+  const Model model(21);
+  const io::Tokenizer tok = byte_tokenizer();
+  const Adaptive pipeline = short_prompts();
+  TempDir root("aligncot_sharded");
+  const auto questions = numbered_questions(7);
+  // Every printable ASCII byte stops a text and an empty verdict is unsafe, so that some answers come out empty.
+  std::vector<std::string> stops;
+  for (char c = ' '; c <= '~'; ++c) stops.emplace_back(1, c);
+  const auto options = [&](std::size_t batch) {
+    return ac::SelfGenerateOptions{.batch = batch, .max_stage_tokens = 5, .stop_texts = stops, .temperature = 1.0, .seed = 3,
+                                   .eos_id = 0, .model_name = "byte-llama", .is_safe = [](std::string_view verdict) {
+                                     return !verdict.empty() && even_bytes(verdict);
+                                   }};
+  };
+  // The reference: one process, one question at a time, so its files are in question order.
+  const fs::path one = root.path / "one.jsonl";
+  const auto single = ac::self_generate(model, tok, pipeline, questions, one, options(1));
+  BOOST_REQUIRE(single.written + single.rejected == 7u);
+  BOOST_REQUIRE(single.rejected > 0u);  // so the rejects sidecars are merged too
+  BOOST_REQUIRE(single.ended_early > 0u);
+  const auto same_files_as_one = [&](const fs::path& out) {
+    BOOST_TEST(read_all(out) == read_all(one));
+    BOOST_TEST(fs::exists(rejects_of(out)) == fs::exists(rejects_of(one)));
+    if (fs::exists(rejects_of(one))) BOOST_TEST(read_all(rejects_of(out)) == read_all(rejects_of(one)));
+    // Each question once, chains and rejects each in question order.
+    std::vector<std::string> ids;
+    for (const fs::path& file : {out, rejects_of(out)}) {
+      if (!fs::exists(file)) continue;
+      long last = -1;
+      for (const auto& line : io::jsonl::read(file)) {
+        const std::string id = line.value.at("id").as_string();
+        const long index = std::stol(id.substr(1));
+        BOOST_TEST(index > last);
+        last = index;
+        ids.push_back(id);
+      }
+    }
+    std::sort(ids.begin(), ids.end());
+    BOOST_TEST(ids == (std::vector<std::string>{"q0", "q1", "q2", "q3", "q4", "q5", "q6"}));
+    BOOST_TEST(part_files_in(root.path) == 0u);
+  };
+
+  // World 2, batched differently: the merge writes the one-process bytes, and rank 0 reports the sums.
+  const fs::path two = root.path / "two.jsonl";
+  const auto summed = run_world(2, [&](SequentialRanks& comm) {
+    return ac::self_generate(model, tok, pipeline, questions, two, options(2), comm);
+  });
+  BOOST_TEST_CONTEXT("world 2") same_files_as_one(two);
+  BOOST_TEST(summed.questions == 7u);
+  BOOST_TEST(summed.already_done == 0u);
+  BOOST_TEST(summed.written == single.written);
+  BOOST_TEST(summed.rejected == single.rejected);
+  BOOST_TEST(summed.ended_early == single.ended_early);
+  BOOST_TEST(summed.generated_tokens == single.generated_tokens);
+
+  // The question-file variant shards alike.
+  const fs::path file = root.path / "questions.jsonl";
+  {
+    std::ofstream out(file, std::ios::binary);
+    for (const auto& q : questions) out << "{\"id\": \"" << q.id << "\", \"question\": \"" << q.text << "\"}\n";
+  }
+  const fs::path from_file = root.path / "from_file.jsonl";
+  const auto file_summed = run_world(2, [&](SequentialRanks& comm) {
+    return ac::self_generate(model, tok, pipeline, file, from_file, options(3), comm);
+  });
+  BOOST_TEST_CONTEXT("question file") same_files_as_one(from_file);
+  BOOST_TEST(file_summed.written + file_summed.rejected == 7u);
+  BOOST_TEST(file_summed.skipped.empty());
+
+  // Killed under world 3 (rank 1 done, rank 2 killed mid-line, rank 0 never ran), finished under world 1 or 2.
+  for (const int finish : {1, 2})
+    BOOST_TEST_CONTEXT("finished under world " << finish) {
+      const fs::path out = root.path / ("killed" + std::to_string(finish) + ".jsonl");
+      const auto deposits = std::make_shared<std::vector<double>>();
+      SequentialRanks rank1{1, 3, deposits}, rank2{2, 3, deposits};
+      ac::self_generate(model, tok, pipeline, questions, out, options(1), rank1);
+      auto stopping = options(1);
+      stopping.on_chain = [](const ac::Chain&, std::size_t done, std::size_t share) {
+        BOOST_TEST(share == 2u);  // q2 and q5
+        if (done == 1) throw std::runtime_error("killed");
+      };
+      BOOST_CHECK_THROW(ac::self_generate(model, tok, pipeline, questions, out, stopping, rank2), std::runtime_error);
+      { std::ofstream(out.string() + ".part-2-of-3", std::ios::app) << "{\"id\": \"q5\", \"quest"; }
+      BOOST_TEST(!fs::exists(out));
+      BOOST_TEST(part_files_in(root.path) >= 2u);
+      const auto finished = finish == 1 ? ac::self_generate(model, tok, pipeline, questions, out, options(3))
+                                        : run_world(2, [&](SequentialRanks& comm) {
+                                            return ac::self_generate(model, tok, pipeline, questions, out, options(3), comm);
+                                          });
+      BOOST_TEST(finished.already_done == 3u);  // q1 and q4 of rank 1, q2 of rank 2
+      BOOST_TEST(finished.written + finished.rejected == 4u);
+      same_files_as_one(out);
+    }
+
+  // A merge killed after its renames, before removing the parts: the next run keeps each record once.
+  const fs::path merged = root.path / "merged.jsonl";
+  fs::copy_file(one, merged);
+  fs::copy_file(one, merged.string() + ".part-0-of-2");
+  if (fs::exists(rejects_of(one))) {
+    fs::copy_file(rejects_of(one), rejects_of(merged));
+    fs::copy_file(rejects_of(one), merged.string() + ".part-1-of-2.rejected.jsonl");
+  }
+  const auto again = ac::self_generate(model, tok, pipeline, questions, merged, options(3));
+  BOOST_TEST(again.already_done == 7u);
+  BOOST_TEST(again.written + again.rejected == 0u);
+  BOOST_TEST_CONTEXT("merge cut short") same_files_as_one(merged);
 }
 
 BOOST_AUTO_TEST_CASE(question_files_report_bad_lines_and_go_on) {

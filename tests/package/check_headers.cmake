@@ -1,8 +1,12 @@
 # Compiles each public header alone (-fsyntax-only), so none leans on another's includes.
 set(failed "")
+set(extra "")
+foreach(dir IN LISTS EXTRA_INCLUDES)
+  list(APPEND extra -isystem ${dir})
+endforeach()
 foreach(header IN LISTS HEADERS)
   execute_process(COMMAND ${CXX} -std=c++20 -fsyntax-only -fopenmp -Wall -Wextra -Werror -x c++
-                          -I${INCLUDE_DIR} -isystem ${EIGEN_DIR} -include ${header} /dev/null
+                          -I${INCLUDE_DIR} -isystem ${EIGEN_DIR} ${extra} -include ${header} /dev/null
                   RESULT_VARIABLE rc ERROR_VARIABLE err)
   if(NOT rc EQUAL 0)
     list(APPEND failed ${header})

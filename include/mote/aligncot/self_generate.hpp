@@ -4,23 +4,29 @@
 // whether the draft is safe; a safe draft becomes the answer and the chain ends early. Questions are
 // batched (each sequence at its own stage and length), chains are appended to a JSON Lines file as
 // they finish, and a run started again on the same file goes on where the last one stopped.
+// Sharded over a dist::Communicator, any world size writes the same bytes: seeds depend on the question's index alone.
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cstdint>
 #include <deque>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <span>
 #include <set>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include "mote/aligncot/chain.hpp"
 #include "mote/aligncot/pipeline.hpp"
 #include "mote/core/error.hpp"
+#include "mote/dist/communicator.hpp"
+#include "mote/dist/single.hpp"
 #include "mote/io/json.hpp"
 #include "mote/io/jsonl.hpp"
 #include "mote/io/tokenizer.hpp"
@@ -158,6 +164,118 @@ struct Job {
   std::uint64_t round = 0;
 };
 
+inline std::filesystem::path rejects_of(const std::filesystem::path& chains) { return chains.string() + ".rejected.jsonl"; }
+
+inline std::filesystem::path part_path(const std::filesystem::path& output, int rank, int world) {
+  return output.string() + ".part-" + std::to_string(rank) + "-of-" + std::to_string(world);
+}
+
+// A line of a record file, with its text kept so that a merge copies it byte for byte.
+struct Record {
+  std::size_t number = 0;
+  io::json::Value value;
+  std::string text;
+};
+
+// Complete lines only, the file untouched: a torn last line may be another rank's, being written.
+inline std::vector<Record> complete_lines(const std::filesystem::path& path) {
+  const std::string data = io::read_file(path);
+  std::vector<Record> out;
+  std::size_t number = 0;
+  for (std::size_t begin = 0; begin < data.size();) {
+    const std::size_t end = data.find('\n', begin);
+    if (end == std::string::npos) break;
+    ++number;
+    const std::string_view text(data.data() + begin, end - begin);
+    begin = end + 1;
+    if (text.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+    out.push_back(Record{number, io::json::parse(text, io::jsonl::line_source(path, number)), std::string(text)});
+  }
+  return out;
+}
+
+// '<output>.part-R-of-W' (and its rejects) of every world size, sorted so every rank sees them alike.
+struct PartFiles {
+  std::vector<std::filesystem::path> chains, rejects;
+  bool empty() const noexcept { return chains.empty() && rejects.empty(); }
+};
+
+inline PartFiles part_files(const std::filesystem::path& output) {
+  namespace fs = std::filesystem;
+  const fs::path dir = output.has_parent_path() ? output.parent_path() : fs::path(".");
+  const std::string prefix = output.filename().string() + ".part-";
+  const std::string rejects_tail = ".rejected.jsonl";
+  std::vector<std::tuple<long, long, bool, fs::path>> found;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return {};
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    std::size_t at = prefix.size();
+    const auto number = [&](long& n) {
+      const std::size_t start = at;
+      n = 0;
+      while (at < name.size() && at - start < 9 && std::isdigit(static_cast<unsigned char>(name[at]))) n = n * 10 + (name[at++] - '0');
+      return at > start;
+    };
+    long rank = 0, world = 0;
+    if (!number(rank) || name.compare(at, 4, "-of-") != 0) continue;
+    at += 4;
+    if (!number(world) || rank >= world) continue;
+    const std::string tail = name.substr(at);
+    if (!tail.empty() && tail != rejects_tail) continue;
+    found.emplace_back(world, rank, !tail.empty(), output.parent_path() / name);
+  }
+  std::sort(found.begin(), found.end());
+  PartFiles parts;
+  for (const auto& [world, rank, rejects, path] : found) (rejects ? parts.rejects : parts.chains).push_back(path);
+  return parts;
+}
+
+inline std::string record_id(const Record& line, const std::filesystem::path& path, const std::string& where) {
+  const io::json::Value* id = line.value.is_object() ? line.value.find("id") : nullptr;
+  if (!id || !id->is_string())
+    throw value_error(where + ": " + io::jsonl::line_source(path, line.number) +
+                      " has no string \"id\"; expected a record written by self_generate");
+  return id->as_string();
+}
+
+// Output plus parts into the output in question order (unknown ids first), rejects likewise, atomically; then the parts go.
+inline void merge_parts(const std::filesystem::path& output, const std::vector<Question>& questions, const std::string& where) {
+  namespace fs = std::filesystem;
+  const PartFiles parts = part_files(output);
+  if (parts.empty()) return;  // nothing sharded: the output is already whole, as a single run leaves it
+  std::map<std::string, std::size_t> order;
+  for (std::size_t i = 0; i < questions.size(); ++i) order.emplace(questions[i].id, i + 1);
+  std::set<std::string> kept;
+  const auto gather = [&](const fs::path& target, const std::vector<fs::path>& more) {
+    std::vector<std::pair<std::size_t, std::string>> records;
+    bool any = false;
+    std::vector<fs::path> files{target};
+    files.insert(files.end(), more.begin(), more.end());
+    for (const auto& file : files) {
+      if (!fs::exists(file)) continue;
+      any = true;
+      for (auto& line : complete_lines(file)) {
+        const std::string id = record_id(line, file, where);
+        // A merge killed between its rename and removing the parts leaves a record twice.
+        if (!kept.insert(id).second) continue;
+        const auto known = order.find(id);
+        records.emplace_back(known == order.end() ? 0 : known->second, std::move(line.text));
+      }
+    }
+    if (!any) return;  // no rejects anywhere: no sidecar, as a single run writes none
+    std::stable_sort(records.begin(), records.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::string text;
+    for (const auto& record : records) text += record.second + "\n";
+    io::atomic_write(target, {text}, "'" + target.string() + "'");
+  };
+  gather(output, parts.chains);
+  gather(rejects_of(output), parts.rejects);
+  for (const auto* list : {&parts.chains, &parts.rejects})
+    for (const auto& path : *list) fs::remove(path);
+}
+
 }  // namespace self_generate_detail
 
 // The provenance every chain of a run carries: generator, model, seed and settings. A resumed run
@@ -177,12 +295,18 @@ inline io::json::Value self_generate_settings(const SelfGenerateOptions& o) {
 // finish) with `pipeline`'s prompts. Questions already in `output`, or in `output` + ".rejected.jsonl"
 // (questions whose answer came out empty), are skipped, so a run stopped at any point and started
 // again writes each question exactly once. Chains carry their question's id.
-template <class P, class Model>
+// Rank r of W takes indices i % W == r into '<output>.part-r-of-W'; rank 0 merges; every rank returns global counts.
+template <class P, class Model, dist::Communicator Comm>
 SelfGenerateReport self_generate(const Model& model, const io::Tokenizer& tokenizer, const P& pipeline,
                                  const std::vector<Question>& questions, const std::filesystem::path& output,
-                                 const SelfGenerateOptions& options) {
+                                 const SelfGenerateOptions& options, Comm& comm) {
   using namespace self_generate_detail;
   const std::string where = "mote: aligncot::self_generate";
+  const int rank = comm.rank();
+  const int world = comm.size();
+  if (world < 1 || rank < 0 || rank >= world)
+    throw dist::dist_error(where + ": rank " + std::to_string(rank) + " of world size " + std::to_string(world) +
+                           "; expected 0 <= rank < world size");
   if (options.eos_id < 0) throw value_error(where + ": SelfGenerateOptions::eos_id is not set; expected the tokenizer's end-of-sequence id");
   if (options.batch == 0) throw value_error(where + ": batch must be at least 1");
   if (options.max_stage_tokens < 1) throw value_error(where + ": max_stage_tokens must be at least 1");
@@ -198,31 +322,41 @@ SelfGenerateReport self_generate(const Model& model, const io::Tokenizer& tokeni
                       P::description() + " has none (add aligncot::SafetyCheck, or set adaptive = false)");
 
   const io::json::Value settings = self_generate_settings(options);
-  const std::filesystem::path rejects_path = output.string() + ".rejected.jsonl";
-  // What earlier runs finished; their settings must be these.
+  // This rank's files: the output itself in one process, else its part.
+  const std::filesystem::path chains_path = world == 1 ? output : part_path(output, rank, world);
+  const std::filesystem::path rejects_path = rejects_of(chains_path);
+  // What earlier runs finished, under any world size; their settings must be these.
+  std::vector<std::filesystem::path> finished;
+  for (const auto& path : {output, rejects_of(output)})
+    if (std::filesystem::exists(path)) finished.push_back(path);
+  const PartFiles earlier_parts = part_files(output);
+  for (const auto* list : {&earlier_parts.chains, &earlier_parts.rejects}) finished.insert(finished.end(), list->begin(), list->end());
   std::set<std::string> done;
-  for (const auto* path : {&output, &rejects_path}) {
-    if (!std::filesystem::exists(*path)) continue;
-    io::jsonl::Appender cut_torn_line(*path);
-    for (const auto& line : io::jsonl::read(*path)) {
-      const io::json::Value* id = line.value.is_object() ? line.value.find("id") : nullptr;
-      if (!id || !id->is_string())
-        throw value_error(where + ": " + io::jsonl::line_source(*path, line.number) +
-                          " has no string \"id\"; expected a record written by self_generate");
+  for (const auto& path : finished) {
+    // Only rank 0 cuts torn lines, before the barrier below, so no rank cuts a line another is writing.
+    if (rank == 0) {
+      io::jsonl::Appender cut_torn_line(path);
+    }
+    for (const auto& line : complete_lines(path)) {
+      const std::string id = record_id(line, path, where);
       const io::json::Value* prov = line.value.find("provenance");
       const io::json::Value* earlier = prov && prov->is_object() ? prov->find("settings") : nullptr;
       if (!earlier || io::json::dump(*earlier) != io::json::dump(settings))
-        throw value_error(where + ": " + io::jsonl::line_source(*path, line.number) + " was written with settings " +
+        throw value_error(where + ": " + io::jsonl::line_source(path, line.number) + " was written with settings " +
                           (earlier ? io::json::dump(*earlier) : std::string("(none)")) + ", this run has " +
                           io::json::dump(settings) + "; resume with the same settings or write to another file");
-      done.insert(id->as_string());
+      done.insert(id);
     }
   }
+  comm.barrier();  // every rank has read the files before any rank appends to its own
 
   SelfGenerateReport report;
   report.questions = questions.size();
   std::deque<Job> waiting;
+  std::size_t share = 0;
   for (std::size_t i = 0; i < questions.size(); ++i) {
+    if (i % static_cast<std::size_t>(world) != static_cast<std::size_t>(rank)) continue;
+    ++share;
     if (done.count(questions[i].id)) {
       ++report.already_done;
       continue;
@@ -235,7 +369,7 @@ SelfGenerateReport self_generate(const Model& model, const io::Tokenizer& tokeni
     job.phase = steps.empty() ? Phase::answer : options.adaptive ? Phase::draft : Phase::step;
     waiting.push_back(std::move(job));
   }
-  io::jsonl::Appender chains_out(output);
+  auto chains_out = std::make_unique<io::jsonl::Appender>(chains_path);
   std::unique_ptr<io::jsonl::Appender> rejects_out;
   const auto is_safe = options.is_safe ? options.is_safe : std::function<bool(std::string_view)>(starts_safe);
   const std::string answer_name(P::names[P::answer_index]);
@@ -264,11 +398,11 @@ SelfGenerateReport self_generate(const Model& model, const io::Tokenizer& tokeni
                                                    {"provenance", job.chain.provenance}}));
       ++report.rejected;
     } else {
-      chains_out.append(chain_to_json<P>(job.chain));
+      chains_out->append(chain_to_json<P>(job.chain));
       ++report.written;
       report.ended_early += early ? 1 : 0;
     }
-    if (options.on_chain) options.on_chain(job.chain, report.already_done + report.written + report.rejected, questions.size());
+    if (options.on_chain) options.on_chain(job.chain, report.already_done + report.written + report.rejected, share);
   };
   // Moves a job on by the text it just generated; true when its chain is finished.
   const auto advance = [&](Job& job, const std::string& text) {
@@ -347,19 +481,51 @@ SelfGenerateReport self_generate(const Model& model, const io::Tokenizer& tokeni
     }
     active = std::move(still);
   }
+  // Closed before the barrier, so that rank 0 reads and removes finished files.
+  chains_out.reset();
+  rejects_out.reset();
+  comm.barrier();  // every part is complete before rank 0 reads it
+  if (rank == 0) merge_parts(output, questions, where);
+  comm.barrier();  // no rank returns before the merged output is in place
+  std::array<double, 5> counts{static_cast<double>(report.already_done), static_cast<double>(report.written),
+                               static_cast<double>(report.ended_early), static_cast<double>(report.rejected),
+                               static_cast<double>(report.generated_tokens)};
+  comm.all_reduce_sum(std::span<double>(counts));
+  report.already_done = static_cast<std::size_t>(counts[0]);
+  report.written = static_cast<std::size_t>(counts[1]);
+  report.ended_early = static_cast<std::size_t>(counts[2]);
+  report.rejected = static_cast<std::size_t>(counts[3]);
+  report.generated_tokens = static_cast<std::int64_t>(counts[4]);
   return report;
 }
 
+// In one process: exactly the sharded run with a world of one.
+template <class P, class Model>
+SelfGenerateReport self_generate(const Model& model, const io::Tokenizer& tokenizer, const P& pipeline,
+                                 const std::vector<Question>& questions, const std::filesystem::path& output,
+                                 const SelfGenerateOptions& options) {
+  dist::single alone;
+  return self_generate(model, tokenizer, pipeline, questions, output, options, alone);
+}
+
 // The same from a question file; bad lines are reported in the result's `skipped` and left out.
+template <class P, class Model, dist::Communicator Comm>
+SelfGenerateReport self_generate(const Model& model, const io::Tokenizer& tokenizer, const P& pipeline,
+                                 const std::filesystem::path& questions, const std::filesystem::path& output,
+                                 const SelfGenerateOptions& options, Comm& comm) {
+  QuestionFileReport file;
+  const auto list = read_questions(questions, file);
+  SelfGenerateReport report = self_generate(model, tokenizer, pipeline, list, output, options, comm);
+  report.skipped = std::move(file.skipped);
+  return report;
+}
+
 template <class P, class Model>
 SelfGenerateReport self_generate(const Model& model, const io::Tokenizer& tokenizer, const P& pipeline,
                                  const std::filesystem::path& questions, const std::filesystem::path& output,
                                  const SelfGenerateOptions& options) {
-  QuestionFileReport file;
-  const auto list = read_questions(questions, file);
-  SelfGenerateReport report = self_generate(model, tokenizer, pipeline, list, output, options);
-  report.skipped = std::move(file.skipped);
-  return report;
+  dist::single alone;
+  return self_generate(model, tokenizer, pipeline, questions, output, options, alone);
 }
 
 }  // namespace mote::aligncot

@@ -10,6 +10,7 @@
 #include <initializer_list>
 #include <memory>
 #include <string>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -107,6 +108,9 @@ void check_finite(const Tensor<T, B>& t, const std::string& what) {
 
 struct BackwardOptions {
   bool retain_graph = false;  // keep saved tensors so that backward can run again
+  // Called with a leaf's node (Var::node()) as soon as its gradient is final in this pass, while the
+  // rest of backward still runs: data-parallel training starts summing that gradient across ranks.
+  std::function<void(const void*)> on_leaf_ready = {};
 };
 
 template <Real T, Backend B = cpu>
@@ -220,9 +224,26 @@ void Var<T, B>::backward(const Tensor<T, B>& seed, BackwardOptions options) {
     MOTE_CALL_KERNEL(B, axpy, one, s, g, n);
   }
 
+  // For on_leaf_ready: each leaf is final after its last consumer in walk order (the lowest index in `order`).
+  std::vector<std::vector<const void*>> leaves_final_after;
+  if (options.on_leaf_ready) {
+    leaves_final_after.resize(order.size());
+    std::unordered_set<const void*> claimed;
+    for (std::size_t i = 0; i < order.size(); ++i)
+      for (const auto& in : order[i]->inputs)
+        if (in->requires_grad && in->is_leaf() && claimed.insert(in.get()).second) leaves_final_after[i].push_back(in.get());
+  }
+
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     node_type& node = **it;
-    if (node.is_leaf() || !node.grad.defined()) continue;
+    const auto announce_final_leaves = [&] {
+      if (options.on_leaf_ready)
+        for (const void* leaf : leaves_final_after[static_cast<std::size_t>(order.rend() - it) - 1]) options.on_leaf_ready(leaf);
+    };
+    if (node.is_leaf() || !node.grad.defined()) {
+      announce_final_leaves();
+      continue;
+    }
     if (node.released)
       throw autograd_error("mote: backward reached '" + std::string(node.op) +
                            "', whose saved tensors an earlier backward freed; pass {.retain_graph = true}");
@@ -237,7 +258,9 @@ void Var<T, B>::backward(const Tensor<T, B>& seed, BackwardOptions options) {
       node.released = true;
     }
     if (!node.retain_grad) node.grad = Tensor<T, B>();
+    announce_final_leaves();
   }
+  if (options.on_leaf_ready && root.is_leaf()) options.on_leaf_ready(&root);
   for (auto& [node, earlier] : retained) {
     const T* e = earlier.data();
     T* g = node->grad_buffer().data();

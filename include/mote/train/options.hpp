@@ -1,6 +1,7 @@
 #pragma once
 // Everything a Trainer can be told, and what it reports back: per-step reports, evaluation losses
 // (overall and per group) and the result of fit() with its timing split.
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -61,6 +62,9 @@ struct TrainerOptions {
   std::ostream* log = &std::cerr;
   bool handle_signals = true;  // SIGINT / SIGTERM: finish the step, save a checkpoint, return
   std::function<void(const StepReport&)> on_step = {};  // after each step's metrics line, before eval and checkpoint
+  // Data parallel (a Trainer with a communicator): gradients are summed across ranks in buckets of
+  // about this many bytes, each started as soon as backward has finished it.
+  std::size_t bucket_bytes = std::size_t{8} << 20;
 };
 
 // Evaluation loss over a whole dataset: the mean over every target token (weighted like training), and
@@ -83,6 +87,7 @@ struct Timing {
   double optimizer_s = 0;         // clipping, AdamW step, zero_grad
   double eval_s = 0;
   double checkpoint_s = 0;
+  double communication_s = 0;  // data parallel: gradient sums and the ranks' per-step agreement
   double other_s = 0;  // the rest: bookkeeping, metrics, progress, setup and resume
   double total_s = 0;
 };

@@ -1,11 +1,18 @@
 #pragma once
-// Trainer<Model, Adapters>: AdamW over the adapters' parameters with warmup and decay, global-norm
+// Trainer<Model, Adapters, Comm>: AdamW over the adapters' parameters with warmup and decay, global-norm
 // clipping, gradient accumulation, seeded epochs, evaluation overall and per group, checkpoints with
 // exact resume, clean stops on SIGINT / SIGTERM, console progress and a JSONL metrics file.
 //
 //   mote::train::Trainer trainer(model, experts, {.epochs = 3, .batch_size = 16, .lr = 2e-4, .output_dir = "run"});
 //   auto result = trainer.fit(train_data, eval_data);
+//
+// Data parallel: pass a communicator (dist::mpi, dist::nccl). Each rank then trains on batch_size
+// examples of every global micro-batch of batch_size x world size, the gradients are summed across
+// ranks in buckets while backward runs, and every rank takes the identical optimizer step; only rank 0
+// writes checkpoints, metrics and progress. The global batch, not the world size, fixes the run: a
+// checkpoint resumes under any world size whose batch_size x world size is the same.
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -29,6 +36,9 @@
 #include "mote/core/error.hpp"
 #include "mote/core/rng.hpp"
 #include "mote/core/tensor.hpp"
+#include "mote/dist/communicator.hpp"
+#include "mote/dist/gradient_buckets.hpp"
+#include "mote/dist/single.hpp"
 #include "mote/io/atomic_file.hpp"
 #include "mote/io/json.hpp"
 #include "mote/nn/causal_lm.hpp"
@@ -158,20 +168,33 @@ struct EvalScope {
 
 }  // namespace trainer_detail
 
-template <CausalModel Model, class Adapters>
-  requires AdapterSet<Adapters, typename Model::V::value_type, typename Model::V::backend_type>
+template <CausalModel Model, class Adapters, dist::Communicator Comm = dist::single>
+  requires AdapterSet<Adapters, typename Model::V::value_type, typename Model::V::backend_type> &&
+           dist::ReducesOn<Comm, typename Model::V::backend_type>
 class Trainer {
  public:
   using V = typename Model::V;
   using T = typename V::value_type;
   using B = typename V::backend_type;
 
-  Trainer(Model& model, Adapters& adapters, TrainerOptions options = {})
+  Trainer(Model& model, Adapters& adapters, TrainerOptions options = {}, Comm comm = Comm{})
       : model_(&model),
         adapters_(&adapters),
         options_(std::move(options)),
         optimizer_(make_optimizer(adapters, checked(options_))),
-        params_(adapters.parameters()) {}
+        params_(adapters.parameters()),
+        comm_(std::move(comm)),
+        world_(comm_.size()),
+        rank_(comm_.rank()) {
+    if (world_ > 1)
+      buckets_ = std::make_unique<dist::GradientBuckets<T, B, Comm>>(params_, comm_, dist::BucketOptions{.bucket_bytes = options_.bucket_bytes});
+  }
+
+  // This process's place in the data-parallel world (0 and 1 without a communicator).
+  int rank() const noexcept { return rank_; }
+  int world_size() const noexcept { return world_; }
+  // Bytes each rank sends into the gradient sums of one step (0 in one process).
+  std::int64_t all_reduced_bytes_per_step() const noexcept { return buckets_ ? buckets_->bytes_per_step() : 0; }
 
   const TrainerOptions& options() const noexcept { return options_; }
   optim::AdamW<T, B>& optimizer() noexcept { return optimizer_; }
@@ -237,6 +260,47 @@ class Trainer {
     return stop_requested_.load() || (guard && StopSignalGuard::caught() != 0);
   }
 
+  // ---------------------------------------------------------------- across ranks (no-ops in one process)
+
+  void sum_over_ranks(std::span<double> values, Timing& timing) {
+    if (world_ == 1) return;
+    const auto start = trainer_detail::Clock::now();
+    comm_.all_reduce_sum(values);
+    timing.communication_s += trainer_detail::seconds_since(start);
+  }
+
+  // Every rank stops at the same step when any rank was asked to (a signal reaches ranks at different times).
+  bool stop_agreed(bool here, Timing& timing) {
+    std::array<double, 1> votes{here ? 1.0 : 0.0};
+    sum_over_ranks(std::span<double>(votes), timing);
+    return votes[0] > 0;
+  }
+
+  // Throws on every rank when the ranks disagree on `value`, naming the first rank that differs from rank 0.
+  void require_same_on_every_rank(const std::string& value, const std::string& what) {
+    if (world_ == 1) return;
+    const std::vector<std::string> all = comm_.all_gather(value);
+    for (std::size_t r = 1; r < all.size(); ++r) {
+      if (all[r] == all[0]) continue;
+      std::size_t at = 0;
+      while (at < std::min(all[0].size(), all[r].size()) && all[0][at] == all[r][at]) ++at;
+      const std::size_t from = at > 40 ? at - 40 : 0;
+      throw dist::dist_error("mote: train: rank " + std::to_string(r) + " and rank 0 disagree on " + what + ": from character " +
+                             std::to_string(at) + ", rank 0 has \"" + all[0].substr(from, 100) + "\" and rank " + std::to_string(r) +
+                             " has \"" + all[r].substr(from, 100) + "\"; start every rank with the same model, adapters, data and options");
+    }
+  }
+
+  // Rank r's random streams, drawn from rank 0's: dropout on each rank's examples draws independently.
+  static std::vector<RngStreamState> rank_streams(std::vector<RngStreamState> streams, int rank) {
+    for (auto& s : streams) {
+      std::uint64_t seed = static_cast<std::uint64_t>(rank) * 0x9e3779b97f4a7c15ULL;
+      for (const std::uint64_t w : s.state.words) seed = (seed ^ w) * 0xbf58476d1ce4e5b9ULL;
+      s.state = Rng(seed).state();
+    }
+    return streams;
+  }
+
   // ---------------------------------------------------------------- the loop
 
   template <class Data, class EvalData>
@@ -252,8 +316,10 @@ class Trainer {
 
     const std::size_t examples = train_data.size();
     if (examples == 0) throw value_error("mote: train::Trainer::fit: the training Dataset is empty");
+    // A global micro-batch is batch_size examples per rank; rank r takes the r-th batch_size of it.
     const auto batch_size = static_cast<std::size_t>(options_.batch_size);
-    const std::int64_t micro_per_epoch = static_cast<std::int64_t>((examples + batch_size - 1) / batch_size);
+    const std::size_t global_batch = batch_size * static_cast<std::size_t>(world_);
+    const std::int64_t micro_per_epoch = static_cast<std::int64_t>((examples + global_batch - 1) / global_batch);
     const std::int64_t steps_per_epoch = (micro_per_epoch + options_.accumulation_steps - 1) / options_.accumulation_steps;
     total_steps_ = options_.max_steps > 0 ? options_.max_steps : options_.epochs * steps_per_epoch;
     const Schedule schedule{options_.lr, options_.warmup_steps, total_steps_, options_.decay, options_.min_lr_ratio};
@@ -264,10 +330,12 @@ class Trainer {
                                             {"adapters", adapters_fingerprint(*adapters_)},
                                             {"data", std::string(train_data.fingerprint())},
                                             {"eval_data", eval_data ? std::string(eval_data->fingerprint()) : std::string()}});
+    require_same_on_every_rank(io::json::dump(fingerprint_), "the model, adapters and data (the run's fingerprint)");
     const bool has_output = !options_.output_dir.empty();
     std::uint64_t metrics_keep = 0;
     if (has_output) {
-      fs::create_directories(options_.output_dir);
+      if (rank_ == 0) fs::create_directories(options_.output_dir);
+      comm_.barrier();
       if (options_.resume) {
         metrics_keep = resume(examples);
         result.resumed_from = resumed_from_;
@@ -275,13 +343,17 @@ class Trainer {
         throw value_error("mote: train::Trainer::fit: output_dir '" + options_.output_dir.string() + "' already holds " +
                           existing.back().path.filename().string() + "; pass resume = true to continue that run, or use an empty folder");
       }
-      if (options_.write_metrics) metrics_ = MetricsFile(options_.output_dir / "metrics.jsonl", metrics_keep);
+      if (options_.write_metrics && rank_ == 0) metrics_ = MetricsFile(options_.output_dir / "metrics.jsonl", metrics_keep);
     }
-    if (!resumed_) eval_streams_ = adapters_->random_state();
+    require_same_on_every_rank(std::to_string(step_), "the step resumed from (do all ranks see the same output_dir?)");
+    if (!resumed_) {
+      eval_streams_ = adapters_->random_state();
+      if (rank_ > 0) adapters_->set_random_state(rank_streams(adapters_->random_state(), rank_));
+    }
 
     std::optional<StopSignalGuard> signals;
     if (options_.handle_signals) signals.emplace();
-    ProgressReporter progress(options_.progress, options_.log, options_.log_every);
+    ProgressReporter progress(rank_ == 0 ? options_.progress : Progress::off, options_.log, options_.log_every);
     if (resumed_) progress.note("resumed from step " + std::to_string(resumed_from_) + " of " + std::to_string(total_steps_));
 
     adapters_->train();
@@ -293,7 +365,7 @@ class Trainer {
     const double elapsed_before = elapsed_before_;
 
     while (step_ < total_steps_) {
-      if (stop_wanted(signals ? &*signals : nullptr)) break;
+      if (stop_agreed(stop_wanted(signals ? &*signals : nullptr), timing)) break;
       if (position_ >= static_cast<std::int64_t>(examples)) {
         ++epoch_;
         position_ = 0;
@@ -305,11 +377,17 @@ class Trainer {
       // share of the step's target tokens: the step's loss is then the mean over all of them.
       std::vector<Batch<T, B>> batches;
       std::vector<double> counted;
-      double step_targets = 0;
-      std::int64_t step_tokens = 0, step_examples = 0;
+      // This rank's targets, input tokens and examples in the step; summed over ranks below.
+      std::array<double, 3> step_counts{};
+      std::int64_t micro_batches = 0;
       for (std::int64_t m = 0; m < options_.accumulation_steps && position_ < static_cast<std::int64_t>(examples); ++m) {
-        const std::size_t begin = static_cast<std::size_t>(position_);
-        const std::size_t count = std::min(batch_size, examples - begin);
+        const std::size_t global_begin = static_cast<std::size_t>(position_);
+        const std::size_t global_count = std::min(global_batch, examples - global_begin);
+        position_ += static_cast<std::int64_t>(global_count);
+        ++micro_batches;
+        const std::size_t begin = global_begin + std::min(global_count, batch_size * static_cast<std::size_t>(rank_));
+        const std::size_t count = std::min(batch_size, global_begin + global_count - begin);
+        if (count == 0) continue;  // the epoch's last global micro-batch leaves this rank nothing
         const std::span<const std::size_t> indices(order.data() + begin, count);
         batches.push_back(train_data.batch(indices, static_cast<std::uint64_t>(epoch_)));
         const Batch<T, B>& b = batches.back();
@@ -317,15 +395,24 @@ class Trainer {
                                     "mote: train: the training batch of epoch " + std::to_string(epoch_) + ", examples " +
                                         std::to_string(begin) + ".." + std::to_string(begin + count - 1) + " of its order");
         counted.push_back(trainer_detail::counted_targets(b));
-        step_targets += counted.back();
-        step_tokens += b.tokens > 0 ? b.tokens : b.ids.numel();
-        step_examples += b.examples > 0 ? b.examples : static_cast<std::int64_t>(count);
-        position_ += static_cast<std::int64_t>(count);
+        step_counts[0] += counted.back();
+        step_counts[1] += static_cast<double>(b.tokens > 0 ? b.tokens : b.ids.numel());
+        step_counts[2] += static_cast<double>(b.examples > 0 ? b.examples : static_cast<std::int64_t>(count));
       }
       const auto data_done = Clock::now();
       timing.data_s += std::chrono::duration<double>(data_done - step_start).count();
+      sum_over_ranks(std::span<double>(step_counts), timing);
+      const double step_targets = step_counts[0];
+      const auto step_tokens = static_cast<std::int64_t>(step_counts[1]);
+      const auto step_examples = static_cast<std::int64_t>(step_counts[2]);
 
+      // Each micro-batch's loss is weighted by its share of the step's targets over all ranks, so the
+      // sum of every rank's gradients is the gradient of the step's mean loss.
       double step_loss = 0;
+      std::size_t last_backward = batches.size();
+      for (std::size_t m = 0; m < batches.size(); ++m)
+        if (counted[m] > 0) last_backward = m;
+      if (buckets_) buckets_->begin_step();
       for (std::size_t m = 0; m < batches.size(); ++m) {
         if (counted[m] == 0) continue;  // no target counts: no loss, no gradient
         const Batch<T, B>& b = batches[m];
@@ -334,14 +421,23 @@ class Trainer {
         step_loss += static_cast<double>(loss.value().item()) * share;
         V objective = autograd::scale(loss, static_cast<T>(share));
         if constexpr (requires { { adapters_->aux_loss() } -> std::convertible_to<V>; }) {
-          // Routers with a balancing loss (top-k): its mean over the micro-batches joins the objective.
+          // Routers with a balancing loss (top-k): its mean over the micro-batches of every rank joins the objective.
           if (const V aux = adapters_->aux_loss(); aux.defined())
-            objective = objective + autograd::scale(aux, static_cast<T>(1.0 / static_cast<double>(batches.size())));
+            objective = objective + autograd::scale(aux, static_cast<T>(1.0 / static_cast<double>(micro_batches * world_)));
         }
-        objective.backward();
+        // The last backward of the step announces each finished gradient, so its sum across ranks starts at once.
+        objective.backward({.on_leaf_ready = buckets_ && m == last_backward ? buckets_->hook() : nullptr});
       }
       const auto backward_done = Clock::now();
       timing.forward_backward_s += std::chrono::duration<double>(backward_done - data_done).count();
+      if (buckets_) {
+        buckets_->finish();  // waits for the sums the hook started during backward, and starts the rest
+        timing.communication_s += buckets_->last_wait_s();
+        std::array<double, 1> loss_sum{step_loss};
+        sum_over_ranks(std::span<double>(loss_sum), timing);
+        step_loss = loss_sum[0];
+      }
+      const auto optimizer_start = Clock::now();
 
       const double grad_norm = optim::clip_grad_norm(params_, options_.max_grad_norm);
       if (!std::isfinite(grad_norm))
@@ -352,7 +448,7 @@ class Trainer {
       optimizer_.set_lr(static_cast<T>(lr));
       optimizer_.step();
       optimizer_.zero_grad();
-      timing.optimizer_s += seconds_since(backward_done);
+      timing.optimizer_s += seconds_since(optimizer_start);
       const double step_seconds = seconds_since(step_start);
 
       ++step_;
@@ -361,16 +457,23 @@ class Trainer {
       result.last_loss = step_loss;
       const double elapsed = elapsed_before + seconds_since(fit_start);
       const double epoch_progress = static_cast<double>(epoch_) + static_cast<double>(position_) / static_cast<double>(examples);
-      if (metrics_.is_open() && (step_ % options_.metrics_every == 0 || step_ == total_steps_))
-        metrics_.append(io::json::Value::object({{"kind", "train"},
-                                                 {"step", step_},
-                                                 {"epoch", epoch_progress},
-                                                 {"loss", step_loss},
-                                                 {"lr", lr},
-                                                 {"grad_norm", grad_norm},
-                                                 {"tokens", step_tokens},
-                                                 {"tokens_per_s", step_seconds > 0 ? static_cast<double>(step_tokens) / step_seconds : 0.0},
-                                                 {"elapsed_s", elapsed}}));
+      if (metrics_.is_open() && (step_ % options_.metrics_every == 0 || step_ == total_steps_)) {
+        io::json::Value line = io::json::Value::object({{"kind", "train"},
+                                                        {"step", step_},
+                                                        {"epoch", epoch_progress},
+                                                        {"loss", step_loss},
+                                                        {"lr", lr},
+                                                        {"grad_norm", grad_norm},
+                                                        {"tokens", step_tokens},
+                                                        {"tokens_per_s", step_seconds > 0 ? static_cast<double>(step_tokens) / step_seconds : 0.0},
+                                                        {"elapsed_s", elapsed}});
+        if (buckets_) {
+          line.set("world_size", world_);
+          line.set("all_reduced_bytes", buckets_->bytes_per_step());
+          line.set("gradient_sum_wait_s", buckets_->last_wait_s());
+        }
+        metrics_.append(std::move(line));
+      }
       const double run_seconds = seconds_since(fit_start);
       const auto done_here = static_cast<double>(step_ - first_step);
       progress.step({.step = step_,
@@ -416,7 +519,7 @@ class Trainer {
     result.position = position_;
     timing.total_s = seconds_since(fit_start);
     timing.other_s = std::max(0.0, timing.total_s - timing.data_s - timing.forward_backward_s - timing.optimizer_s -
-                                       timing.eval_s - timing.checkpoint_s);
+                                       timing.eval_s - timing.checkpoint_s - timing.communication_s);
     return result;
   }
 
@@ -442,7 +545,8 @@ class Trainer {
     const std::size_t n = data.size();
     const auto batch_size = static_cast<std::size_t>(options_.eval_batch_size > 0 ? options_.eval_batch_size : options_.batch_size);
     std::vector<std::size_t> indices;
-    for (std::size_t begin = 0; begin < n; begin += batch_size) {
+    // Data parallel: rank r evaluates batches r, r + world, ...; the sums are added across ranks at the end.
+    for (std::size_t begin = batch_size * static_cast<std::size_t>(rank_); begin < n; begin += batch_size * static_cast<std::size_t>(world_)) {
       const std::size_t count = std::min(batch_size, n - begin);
       indices.resize(count);
       std::iota(indices.begin(), indices.end(), begin);
@@ -478,6 +582,20 @@ class Trainer {
         out.groups[g].targets += group_weight;
       }
     }
+    if (world_ > 1) {
+      std::vector<double> sums{sum, out.targets};
+      for (std::size_t g = 0; g < names.size(); ++g) {
+        sums.push_back(group_sum[g]);
+        sums.push_back(out.groups[g].targets);
+      }
+      comm_.all_reduce_sum(std::span<double>(sums));
+      sum = sums[0];
+      out.targets = sums[1];
+      for (std::size_t g = 0; g < names.size(); ++g) {
+        group_sum[g] = sums[2 + 2 * g];
+        out.groups[g].targets = sums[3 + 2 * g];
+      }
+    }
     out.loss = out.targets > 0 ? sum / out.targets : 0.0;
     for (std::size_t g = 0; g < names.size(); ++g)
       out.groups[g].loss = out.groups[g].targets > 0 ? group_sum[g] / out.groups[g].targets : 0.0;
@@ -511,7 +629,8 @@ class Trainer {
   // ---------------------------------------------------------------- checkpoints
 
   io::json::Value options_json() const {
-    return io::json::Value::object({{"batch_size", options_.batch_size},
+    // The global micro-batch: a run resumes under any world size that keeps it.
+    return io::json::Value::object({{"batch_size", options_.batch_size * world_},
                                     {"accumulation_steps", options_.accumulation_steps},
                                     {"shuffle", options_.shuffle},
                                     {"seed", checkpoint_detail::hex64(options_.seed)}});
@@ -520,6 +639,16 @@ class Trainer {
   std::filesystem::path save_checkpoint(Timing& timing, ProgressReporter& progress, double elapsed) {
     const auto start = trainer_detail::Clock::now();
     const std::filesystem::path target = options_.output_dir / ("checkpoint-" + std::to_string(step_));
+    // Every rank's random streams, so that a resume under the same world size continues each rank exactly.
+    const std::vector<std::string> rank_streams_json =
+        world_ > 1 ? comm_.all_gather(io::json::dump(streams_to_json(adapters_->random_state()))) : std::vector<std::string>();
+    if (rank_ != 0) {  // the adapters and optimizer state are identical on every rank: rank 0 writes them
+      comm_.barrier();
+      timing.checkpoint_s += trainer_detail::seconds_since(start);
+      return target;
+    }
+    io::json::Value rank_streams_value = io::json::Value::array();
+    for (const std::string& text : rank_streams_json) rank_streams_value.push_back(io::json::parse(text));
     io::StagedDirectory staged(target, "checkpoint '" + target.string() + "'");
     adapters_->save(staged.path() / "adapters");
     optimizer_.save_state(staged.path() / "optimizer.bin");
@@ -535,7 +664,9 @@ class Trainer {
                                                      {"random_streams", streams_to_json(adapters_->random_state())},
                                                      {"eval_streams", streams_to_json(eval_streams_)},
                                                      {"options", options_json()},
+                                                     {"world_size", world_},
                                                      {"fingerprint", fingerprint_}});
+    if (world_ > 1) state.set("rank_random_streams", std::move(rank_streams_value));
     io::json::write_file(staged.path() / "trainer_state.json", state);
     staged.publish();
     if (options_.keep_checkpoints > 0) {
@@ -547,6 +678,7 @@ class Trainer {
       }
     }
     progress.note("saved " + target.string());
+    comm_.barrier();  // no rank returns before the checkpoint exists
     timing.checkpoint_s += trainer_detail::seconds_since(start);
     return target;
   }
@@ -578,7 +710,12 @@ class Trainer {
     if (step < 0 || epoch < 0 || position < 0 || position > static_cast<std::int64_t>(examples) || tokens < 0)
       fail("step " + std::to_string(step) + ", epoch " + std::to_string(epoch) + ", position " + std::to_string(position) +
            " are not a place in a dataset of " + std::to_string(examples) + " examples");
-    const std::vector<RngStreamState> streams = streams_from_json(state.at("random_streams"));
+    // This rank's streams: its own when the checkpoint's world size is this one, else drawn from rank 0's.
+    const io::json::Value* per_rank = state.find("rank_random_streams");
+    const bool same_world = world_ > 1 && per_rank && per_rank->is_array() && per_rank->size() == static_cast<std::size_t>(world_);
+    const std::vector<RngStreamState> streams =
+        same_world ? streams_from_json((*per_rank)[static_cast<std::size_t>(rank_)])
+                   : rank_ == 0 ? streams_from_json(state.at("random_streams")) : rank_streams(streams_from_json(state.at("random_streams")), rank_);
     const std::vector<RngStreamState> eval_streams = streams_from_json(state.at("eval_streams"));
     const std::vector<RngStreamState> mine = adapters_->random_state();
     for (const auto* saved : {&streams, &eval_streams}) {
@@ -609,10 +746,11 @@ class Trainer {
     elapsed_before_ = elapsed;
     resumed_ = true;
     resumed_from_ = step;
-    for (const auto& stale : stale_staging_folders(options_.output_dir)) {
-      std::error_code ignored;
-      fs::remove_all(stale, ignored);
-    }
+    if (rank_ == 0)
+      for (const auto& stale : stale_staging_folders(options_.output_dir)) {
+        std::error_code ignored;
+        fs::remove_all(stale, ignored);
+      }
     return static_cast<std::uint64_t>(metrics_bytes);
   }
 
@@ -621,6 +759,9 @@ class Trainer {
   TrainerOptions options_;
   optim::AdamW<T, B> optimizer_;
   std::vector<V> params_;
+  Comm comm_;
+  int world_ = 1, rank_ = 0;
+  std::unique_ptr<dist::GradientBuckets<T, B, Comm>> buckets_;  // only with more than one rank
   std::atomic<bool> stop_requested_{false};
   bool fitted_ = false;
   bool resumed_ = false;
