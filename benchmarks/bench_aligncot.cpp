@@ -27,6 +27,7 @@
 namespace {
 
 using namespace mote;
+using mote_bench::median;
 namespace ac = mote::aligncot;
 using mote_bench::Chain;
 using mote_bench::byte_tokenizer;
@@ -72,11 +73,6 @@ Run train_once(const std::vector<ac::Chain>& chains, const std::vector<ac::Chain
   r.positions = positions;
   r.eval = trainer.evaluate(eval);
   return r;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
 void print_run(const char* side, int round, const Run& r) {

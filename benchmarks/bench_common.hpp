@@ -15,6 +15,12 @@ namespace mote_bench {
 
 using clock_type = std::chrono::steady_clock;
 
+// The median of a set of figures (the mean of the middle two for an even count).
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
 // Median seconds per call of fn over `reps` timed runs after one warm-up.
 inline double median_seconds(const std::function<void()>& fn, int reps) {
   fn();

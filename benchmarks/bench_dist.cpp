@@ -28,6 +28,7 @@
 namespace {
 
 using namespace mote;
+using mote_bench::median;
 namespace ac = mote::aligncot;
 using Model = nn::CausalLM<mote_bench::c2_config, float>;
 using Router = lora::StepRouter<3>;
@@ -64,10 +65,6 @@ Fit train_steps(Comm comm, const std::vector<ac::Chain>& chains, std::int64_t gl
   return fit;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
 std::string spread(const std::vector<double>& v, double scale, const char* unit) {
   return mote_bench::fmt("%.2f", median(v) * scale) + " " + unit + " (" + mote_bench::fmt("%.2f", *std::min_element(v.begin(), v.end()) * scale) +
          "-" + mote_bench::fmt("%.2f", *std::max_element(v.begin(), v.end()) * scale) + ")";

@@ -763,6 +763,13 @@ int with_world(Fn&& fn) {
   return fn(one);
 }
 
+// chat, score and demo-checkpoint are one-process work: under a launcher every rank would do all of it.
+void require_one_process(const char* subcommand) {
+  if (const int launched = dist::launched_world_size(); launched > 1)
+    throw value_error(std::string(subcommand) + " runs in one process, but a launcher started " + std::to_string(launched) +
+                      "; run it without mpirun (generate, train and eval split across ranks)");
+}
+
 int run(int argc, char** argv) {
   CLI::App app{"mote-aligncot: MoTE experts on a GPT-2 or Llama-family checkpoint (docs/tutorial.md)", "mote-aligncot"};
   app.option_defaults()->always_capture_default();
@@ -784,6 +791,8 @@ int run(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  for (const char* alone : {"demo-checkpoint", "score", "chat"})
+    if (app.got_subcommand(alone)) require_one_process(alone);
   if (app.got_subcommand("demo-checkpoint")) return run_demo_checkpoint(demo);
   if (app.got_subcommand("score")) {
     require_file(score.items, "--items");

@@ -149,6 +149,15 @@ void check_train(dist::mpi& world, const fs::path& dir) {
 
   const auto resumed_from_one = run(world, per_rank, dir / "single-then-two", true);
   run(world, per_rank, dir / "two-then-single", false, stop);
+  // Two ranks of batch 2 (a global batch of 4) do not resume a run of global batch 8: refused, naming the layout.
+  try {
+    run(world, per_rank / 2, dir / "two", true);
+    fail("a checkpoint of global batch 8 resumed with a global batch of 4");
+  } catch (const value_error& e) {
+    const std::string message = e.what();
+    expect(message.find("batch_size") != std::string::npos && message.find("2 per rank x 2 ranks") != std::string::npos,
+           "the refusal names the global batch: " + message);
+  }
   world.barrier();
   if (world.rank() == 0) {
     const auto resumed_from_two = run(dist::single{}, 2 * per_rank, dir / "two-then-single", true);

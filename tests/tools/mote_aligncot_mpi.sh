@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # mote-aligncot across two MPI ranks against one process: generate writes each question once, in
 # question order and as one process would; train with --batch 2 on two ranks follows one process with
-# --batch 4; eval writes every answer in question order; an interrupted generate resumes under mpirun.
+# --batch 4; eval writes every answer in question order; an interrupted generate resumes under mpirun;
+# chat under mpirun is refused.
 # Usage: mote_aligncot_mpi.sh PATH/TO/mote-aligncot MPIEXEC
 set -euo pipefail
 tool=$(realpath "${1:?usage: mote_aligncot_mpi.sh PATH/TO/mote-aligncot MPIEXEC}")
@@ -67,4 +68,7 @@ run_ok eval1.log "$tool" "${ev[@]}" --out answers1.jsonl
 run_ok eval2.log two_ranks "${ev[@]}" --out answers2.jsonl
 [[ "$(ids answers1.jsonl)" == "$(ids answers2.jsonl)" ]] || fail "two-rank eval order: $(ids answers2.jsonl)"
 [[ $(wc -l <answers2.jsonl) == 7 ]] || fail "two-rank eval wrote $(wc -l <answers2.jsonl) answers, expected 7"
+# chat is one-process work: under a launcher it is refused, naming why.
+if two_ranks chat --model gpt2 --adapters ad1 --question "hi" >chat.log 2>&1; then fail "chat ran on two ranks"; fi
+grep -q "chat runs in one process, but a launcher started 2" chat.log || { cat chat.log >&2; fail "chat under mpirun: no clear refusal"; }
 echo "ok: mote-aligncot on two ranks"

@@ -704,7 +704,9 @@ class Trainer {
     require_same(state.at("fingerprint"), fingerprint_, "fingerprint", file,
                  "the folder holds a run of another model, other adapters or other data");
     require_same(state.at("options"), options_json(), "options", file,
-                 "the batch layout and data order must match the run being resumed");
+                 "the batch layout and data order must match the run being resumed (batch_size is the global micro-batch: " +
+                     std::to_string(options_.batch_size) + " per rank x " + std::to_string(world_) +
+                     (world_ == 1 ? " rank" : " ranks") + " here; any world size that keeps it resumes)");
     const std::int64_t step = state.at("step").as_int64(), epoch = state.at("epoch").as_int64(),
                        position = state.at("position").as_int64(), tokens = state.at("tokens").as_int64();
     if (step < 0 || epoch < 0 || position < 0 || position > static_cast<std::int64_t>(examples) || tokens < 0)
