@@ -538,19 +538,19 @@ int run_eval(Model& base, io::Tokenizer& tok, const EvalArgs& a, Comm& comm) {
     }
     show_progress(end, questions.size(), "answered");
   }
-  // Rank 0 interleaves the ranks' records back into question order and writes them.
+  // Rank 0 interleaves the ranks' lines back into question order and writes them as they are.
   const std::vector<std::string> per_rank = comm.all_gather(mine);
   comm.all_reduce_sum(std::span<double>(complete));
-  std::vector<io::json::Value> records;
   if (comm.rank() == 0) {
-    std::vector<std::vector<std::string>> lines(ranks);
-    for (std::size_t r = 0; r < ranks; ++r)
-      for (std::size_t at = 0, next; at < per_rank[r].size(); at = next + 1) {
-        next = per_rank[r].find('\n', at);
-        lines[r].push_back(per_rank[r].substr(at, next - at));
-      }
-    for (std::size_t i = 0; i < all_questions.size(); ++i) records.push_back(io::json::parse(lines[i % ranks].at(i / ranks)));
-    io::jsonl::write(a.out, records);
+    std::vector<std::size_t> next(ranks, 0);
+    std::string text;
+    for (std::size_t i = 0; i < all_questions.size(); ++i) {
+      const std::string& from = per_rank[i % ranks];
+      const std::size_t end = from.find('\n', next[i % ranks]) + 1;
+      text.append(from, next[i % ranks], end - next[i % ranks]);
+      next[i % ranks] = end;
+    }
+    io::atomic_write(a.out, {text}, "'" + a.out.string() + "'");
   }
   comm.barrier();
   std::cout << "answers: " << all_questions.size() << " (" << complete[0] << " complete, " << count_of(file.skipped.size(), "line")

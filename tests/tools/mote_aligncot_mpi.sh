@@ -62,12 +62,14 @@ assert worst < 1e-4, f"losses differ by {worst:.3g} relative: {one} vs {two}"
 print(f"ok: {len(one)} steps, losses within {worst:.2g} relative")
 PY
 
-# eval: every answer, in question order, once.
-ev=(eval --model gpt2 --adapters ad1 --questions questions.jsonl --batch 2 --max-new-tokens 8)
+# eval: every answer, in question order, once; one question a batch on both sides, so greedy answers
+# are computed alike and the files are the same bytes.
+ev=(eval --model gpt2 --adapters ad1 --questions questions.jsonl --batch 1 --max-new-tokens 8)
 run_ok eval1.log "$tool" "${ev[@]}" --out answers1.jsonl
 run_ok eval2.log two_ranks "${ev[@]}" --out answers2.jsonl
 [[ "$(ids answers1.jsonl)" == "$(ids answers2.jsonl)" ]] || fail "two-rank eval order: $(ids answers2.jsonl)"
 [[ $(wc -l <answers2.jsonl) == 7 ]] || fail "two-rank eval wrote $(wc -l <answers2.jsonl) answers, expected 7"
+cmp answers1.jsonl answers2.jsonl || fail "two-rank eval answered otherwise than one process"
 # chat is one-process work: under a launcher it is refused, naming why.
 if two_ranks chat --model gpt2 --adapters ad1 --question "hi" >chat.log 2>&1; then fail "chat ran on two ranks"; fi
 grep -q "chat runs in one process, but a launcher started 2" chat.log || { cat chat.log >&2; fail "chat under mpirun: no clear refusal"; }
