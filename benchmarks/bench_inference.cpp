@@ -65,11 +65,6 @@ double seconds_of(const std::function<void()>& fn) {
   return std::chrono::duration<double>(mote_bench::clock_type::now() - start).count();
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 std::string spread(const std::vector<double>& v) {
   return mote_bench::fmt("%.0f", *std::min_element(v.begin(), v.end())) + "-" +
          mote_bench::fmt("%.0f", *std::max_element(v.begin(), v.end()));
@@ -190,7 +185,8 @@ int main(int argc, char** argv) {
   for (const auto& p : const_cast<decltype(model)&>(model).parameters()) weight_bytes += static_cast<std::size_t>(p.numel()) * sizeof(float);
   const double read_ceiling = mote_bench::read_bandwidth(weight_bytes, 5) / static_cast<double>(weight_bytes);
 
-  const double b = median(base_rate), m = median(mote_rate), g1 = median(gen1_rate), gb = median(genb_rate);
+  const double b = mote_bench::median(base_rate), m = mote_bench::median(mote_rate), g1 = mote_bench::median(gen1_rate),
+               gb = mote_bench::median(genb_rate);
   std::printf("\nshape C2 (vocab %lld with the stage tokens), %d rounds, %d threads; medians, min-max in brackets\n",
               static_cast<long long>(model.sizes().vocab), rounds, mote_bench::bench_threads());
   std::printf("| %-34s | %-18s | %-20s | %6s | %-10s |\n", "figure", "tokens/s", "ceiling", "ratio", "target");

@@ -5,7 +5,7 @@
 //  - checks every input gradient against central finite differences in double;
 //  - checks a second backward adds into .grad rather than overwriting it;
 //  - checks the float gradients match the double ones.
-// check_backend<B> reruns the float op on another backend against the same double reference.
+// Its cases are the table's (op_table.hpp) plus checks of single ops elsewhere in the suite.
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "mote/mote.hpp"
+#include "op_table.hpp"
 
 namespace mote::testing {
 
@@ -43,80 +44,10 @@ void expect_error(Fn&& fn, std::initializer_list<std::string> needles) {
 
 inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
-// The element type of the inputs a check_op build lambda receives (std::vector<Var<T>>).
-template <class Vars>
-using value_of = typename std::decay_t<Vars>::value_type::value_type;
-
-struct OpSpec {
-  std::string name;
-  std::vector<Shape> inputs;
-  std::vector<bool> differentiable;  // empty: all inputs
-  double lo = 0.5, hi = 1.5;         // |x| is drawn in [lo, hi]
-  bool positive = false;             // no random signs (inputs of div's denominator, log)
-  double float_tol = 1e-5;           // relative error of float vs double, per tensor
-  double grad_tol = 1e-6;            // relative error of analytic vs finite-difference gradient
-  double fd_step = 1e-6;
-  std::uint64_t seed = 1234;
-};
-
-// max |a - b| / max(max |b|, tiny): one relative error per tensor. A NaN on one side only is an
-// infinite error (std::max would skip it); NaN on both sides matches.
-inline double relative_error(const std::vector<double>& a, const std::vector<double>& b) {
-  BOOST_REQUIRE_EQUAL(a.size(), b.size());
-  double diff = 0, scale = 1e-12;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (std::isnan(a[i]) || std::isnan(b[i])) {
-      if (std::isnan(a[i]) != std::isnan(b[i])) return std::numeric_limits<double>::infinity();
-      continue;
-    }
-    diff = std::max(diff, std::abs(a[i] - b[i]));
-    scale = std::max(scale, std::abs(b[i]));
-  }
-  return diff / scale;
-}
-
-template <class T>
-std::vector<double> as_double(const std::vector<T>& v) {
-  return std::vector<double>(v.begin(), v.end());
-}
-
 struct PoisonScope {
   PoisonScope() { debug::poison_allocations = true; }
   ~PoisonScope() { debug::poison_allocations = false; }
 };
-
-inline std::vector<std::vector<double>> draw_inputs(const OpSpec& spec) {
-  Rng rng(spec.seed);
-  std::vector<std::vector<double>> out;
-  for (const auto& s : spec.inputs) {
-    std::vector<double> v(static_cast<std::size_t>(s.numel()));
-    for (auto& x : v) {
-      x = rng.uniform(spec.lo, spec.hi);
-      if (!spec.positive && rng.uniform() < 0.5) x = -x;
-    }
-    out.push_back(std::move(v));
-  }
-  return out;
-}
-
-template <class T, class B>
-std::vector<Var<T, B>> make_vars(const OpSpec& spec, const std::vector<std::vector<double>>& values) {
-  std::vector<Var<T, B>> vars;
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    std::vector<T> host(values[i].begin(), values[i].end());
-    const bool diff = spec.differentiable.empty() || spec.differentiable[i];
-    vars.emplace_back(Tensor<T, cpu>::from_vector(spec.inputs[i], host).template to<B>(), diff);
-  }
-  return vars;
-}
-
-// Random weights w so that the checked scalar is sum(out * w): every output element matters.
-inline std::vector<double> seed_weights(std::int64_t n, std::uint64_t seed) {
-  Rng rng(seed ^ 0x5eedULL);
-  std::vector<double> w(static_cast<std::size_t>(n));
-  for (auto& x : w) x = rng.uniform(-1.0, 1.0);
-  return w;
-}
 
 struct Reference {
   std::vector<double> output;
@@ -157,7 +88,7 @@ Reference check_op(const OpSpec& spec, Build build) {
         for (std::size_t k = 0; k < y.size(); ++k) s += y[k] * w[k];
         return s;
       };
-      for (std::size_t i = 0; i < vars.size(); ++i) {
+      for (std::size_t i = 0; i < vars.size() && spec.finite_differences; ++i) {
         if (!vars[i].requires_grad()) continue;
         std::vector<double> numeric(values[i].size());
         auto probe = make_vars<double, cpu>(spec, values);
@@ -204,25 +135,6 @@ Reference check_op(const OpSpec& spec, Build build) {
     return ref;
   }
   return {};
-}
-
-// The float op on backend B against a double CPU reference from check_op.
-template <class B, class Build>
-void check_backend(const OpSpec& spec, const Reference& ref, Build build) {
-  const auto values = draw_inputs(spec);
-  auto vars = make_vars<float, B>(spec, values);
-  auto out = build(vars);
-  const double err = relative_error(as_double(out.value().to_vector()), ref.output);
-  BOOST_TEST(err < spec.float_tol, spec.name << " on " << B::name << ": output relative error " << err);
-  if (!out.requires_grad()) return;
-  const auto w = seed_weights(out.numel(), spec.seed);
-  std::vector<float> wf(w.begin(), w.end());
-  out.backward(Tensor<float, cpu>::from_vector(out.shape(), wf).template to<B>());
-  for (std::size_t i = 0; i < vars.size(); ++i) {
-    if (!vars[i].requires_grad()) continue;
-    const double gerr = relative_error(as_double(vars[i].grad().to_vector()), ref.grads[i]);
-    BOOST_TEST(gerr < spec.float_tol * 10, spec.name << " on " << B::name << ": gradient of input " << i << ": " << gerr);
-  }
 }
 
 }  // namespace mote::testing

@@ -114,23 +114,13 @@ BOOST_AUTO_TEST_CASE(linear_with_and_without_bias) {
 }
 
 BOOST_AUTO_TEST_CASE(gradients_only_for_inputs_that_require_them) {
-  // A frozen weight (LoRA's base layers) and a frozen input: each case checks the other gradient.
-  testing::check_op(
-      {.name = "linear, frozen weight", .inputs = {{2, 3, 4}, {5, 4}, {5}}, .differentiable = {true, false, false}},
-      [](auto& v) { return linear(v[0], v[1], v[2]); });
-  testing::check_op({.name = "matmul, frozen a", .inputs = {{2, 4, 3}, {4, 2}}, .differentiable = {false, true}},
-                    [](auto& v) { return matmul(v[0], v[1], {.trans_a = true}); });
+  // A frozen operand gets no gradient, the other one does (the op table checks them by finite differences).
   Var<double> a(Tensor<double>::full({2, 3}, 1.0), true), b(Tensor<double>::full({3, 2}, 1.0));
   auto y = matmul(a, b);
   y.backward(Tensor<double>::full({2, 2}, 1.0));
   BOOST_TEST(a.grad().defined());
   BOOST_TEST(!b.grad().defined());
   BOOST_TEST(a.grad().to_vector() == std::vector<double>(6, 2.0), boost::test_tools::per_element());
-}
-
-BOOST_AUTO_TEST_CASE(same_var_on_both_sides_accumulates_both_gradients) {
-  testing::check_op({.name = "x x^T", .inputs = {{3, 4}}},
-                    [](auto& v) { return matmul(v[0], v[0], {.trans_b = true}); });
 }
 
 BOOST_AUTO_TEST_CASE(var_from_a_transposed_tensor_view) {

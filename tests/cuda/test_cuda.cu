@@ -1,8 +1,11 @@
-// The CUDA backend against the CPU one: every op runs forward and backward in float on
-// mote::cuda and in double on mote::cpu from the same inputs, and the output and every input
-// gradient must agree to a stated relative error. Plain main(), so nvcc needs no Boost.
+// The CUDA backend against the CPU one: every case of the one op table (tests/op_table.hpp) runs
+// forward and backward in float on mote::cuda and in double on mote::cpu from the same inputs, and
+// the output and every input gradient must agree to the case's float tolerance; then kernels,
+// models, MoTE experts and generation. Plain main(), so nvcc needs no Boost.
 // Exit codes: 0 all passed, 1 some check failed, 77 no CUDA device (CTest reports a skip).
 #include <mote/cuda.cuh>
+
+#include "op_table.hpp"
 
 #include <cuda_runtime.h>
 
@@ -25,13 +28,11 @@ using gpu = mote::cuda;  // a using-declaration of mote::cuda at global scope wo
 using mote::Shape;
 using mote::Tensor;
 using mote::Var;
+using mote::testing::OpSpec;
+using mote::testing::relative_error;
 
 // float vs double after a handful of roundings: far above float's 6e-8, far below a wrong result.
 constexpr double default_tolerance = 1e-4;
-
-// The element type of the Vars in a vector, inside the generic op lambdas.
-template <class Vars>
-using element_of = typename std::remove_cvref_t<Vars>::value_type::value_type;
 
 struct Report {
   int checks = 0;
@@ -58,47 +59,9 @@ struct Report {
   }
 };
 
-// max |a - b| / max(max |b|, tiny): one relative error per tensor, infinite on a size mismatch.
-template <class A, class B>
-double relative_error(const std::vector<A>& a, const std::vector<B>& b) {
-  if (a.size() != b.size()) return std::numeric_limits<double>::infinity();
-  double diff = 0, scale = 1e-12;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    const double x = static_cast<double>(a[i]), y = static_cast<double>(b[i]);
-    if (std::isnan(x) || std::isnan(y)) return std::numeric_limits<double>::quiet_NaN();
-    diff = std::max(diff, std::abs(x - y));
-    scale = std::max(scale, std::abs(y));
-  }
-  return diff / scale;
-}
-
-// Seeded values with |x| in [0.5, 1.5] and random signs: no zeros to divide by.
+// Seeded values with |x| in [0.5, 1.5] and random signs, as the op table draws them.
 std::vector<std::vector<double>> draw_inputs(const std::vector<Shape>& shapes, std::uint64_t seed) {
-  mote::Rng rng(seed);
-  std::vector<std::vector<double>> out;
-  for (const auto& shape : shapes) {
-    std::vector<double> v(static_cast<std::size_t>(shape.numel()));
-    for (auto& x : v) x = rng.uniform(0.5, 1.5) * (rng.uniform() < 0.5 ? -1.0 : 1.0);
-    out.push_back(std::move(v));
-  }
-  return out;
-}
-
-template <class T, class B>
-std::vector<Var<T, B>> make_vars(const std::vector<Shape>& shapes, const std::vector<std::vector<double>>& values) {
-  std::vector<Var<T, B>> vars;
-  for (std::size_t i = 0; i < shapes.size(); ++i) {
-    const std::vector<T> host(values[i].begin(), values[i].end());
-    vars.emplace_back(Tensor<T, mote::cpu>::from_vector(shapes[i], host).template to<B>(), true);
-  }
-  return vars;
-}
-
-std::vector<double> seed_weights(std::int64_t n, std::uint64_t seed) {
-  mote::Rng rng(seed ^ 0x5eedULL);
-  std::vector<double> w(static_cast<std::size_t>(n));
-  for (auto& x : w) x = rng.uniform(-1.0, 1.0);
-  return w;
+  return mote::testing::draw_inputs(OpSpec{.inputs = shapes, .seed = seed});
 }
 
 // Fresh GPU allocations are NaN during the float run, so an element a kernel forgot to write shows.
@@ -107,36 +70,41 @@ struct PoisonScope {
   ~PoisonScope() { mote::debug::poison_allocations = false; }
 };
 
-// Runs build(inputs) in double on the CPU and in float on CUDA, back-propagates sum(out * w) for
-// random w in both, and compares the outputs and every input gradient.
+// One case of the op table: build(inputs) in double on the CPU and in float on CUDA, sum(out * w)
+// back-propagated for random w in both, the output and every input gradient compared. Device kernels
+// sum in other orders (tree reductions, atomics), so each tolerance is the CPU's for float (the
+// case's, ten times that for gradients) or default_tolerance, whichever is larger.
 template <class Build>
-void compare_op(Report& report, const std::string& name, const std::vector<Shape>& shapes, Build build,
-                double tolerance = default_tolerance, std::uint64_t seed = 1234) {
-  report.guarded(name, [&] {
-    const auto values = draw_inputs(shapes, seed);
-    auto ref_inputs = make_vars<double, mote::cpu>(shapes, values);
+void compare_op(Report& report, const OpSpec& spec, const Build& build) {
+  report.guarded(spec.name, [&] {
+    const double tolerance = std::max(spec.float_tol, default_tolerance);
+    const double gradient_tolerance = std::max(spec.float_tol * 10, default_tolerance);
+    const auto values = mote::testing::draw_inputs(spec);
+    auto ref_inputs = mote::testing::make_vars<double, mote::cpu>(spec, values);
     Var<double, mote::cpu> ref_out = build(ref_inputs);
     PoisonScope poison;
-    auto gpu_inputs = make_vars<float, gpu>(shapes, values);
+    auto gpu_inputs = mote::testing::make_vars<float, gpu>(spec, values);
     Var<float, gpu> gpu_out = build(gpu_inputs);
     if (!(gpu_out.shape() == ref_out.shape())) {
-      report.expect(false, name + ": output shape " + gpu_out.shape().str() + " on cuda, " + ref_out.shape().str() +
+      report.expect(false, spec.name + ": output shape " + gpu_out.shape().str() + " on cuda, " + ref_out.shape().str() +
                                " on cpu");
       return;
     }
-    report.check(name + ": output", relative_error(gpu_out.value().to_vector(), ref_out.value().to_vector()), tolerance);
+    report.check(spec.name + ": output", relative_error(gpu_out.value().to_vector(), ref_out.value().to_vector()), tolerance);
+    if (!ref_out.requires_grad()) return;
 
-    const auto w = seed_weights(ref_out.numel(), seed);
+    const auto w = mote::testing::seed_weights(ref_out.numel(), spec.seed);
     const std::vector<float> wf(w.begin(), w.end());
     ref_out.backward(Tensor<double, mote::cpu>::from_vector(ref_out.shape(), w));
     gpu_out.backward(Tensor<float, mote::cpu>::from_vector(gpu_out.shape(), wf).to<gpu>());
-    for (std::size_t i = 0; i < shapes.size(); ++i) {
-      const std::string what = name + ": gradient of input " + std::to_string(i);
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      const std::string what = spec.name + ": gradient of input " + std::to_string(i);
       if (!gpu_inputs[i].grad().defined() || !ref_inputs[i].grad().defined()) {
         report.expect(gpu_inputs[i].grad().defined() == ref_inputs[i].grad().defined(), what + " defined on both");
         continue;
       }
-      report.check(what, relative_error(gpu_inputs[i].grad().to_vector(), ref_inputs[i].grad().to_vector()), tolerance);
+      report.check(what, relative_error(gpu_inputs[i].grad().to_vector(), ref_inputs[i].grad().to_vector()),
+                   gradient_tolerance);
     }
   });
 }
@@ -224,75 +192,6 @@ void tensor_checks(Report& report) {
   });
 }
 
-void elementwise_checks(Report& report) {
-  const std::vector<std::pair<Shape, Shape>> shapes = {
-      {{3, 4}, {3, 4}}, {{2, 3, 4}, {4}}, {{4}, {2, 3, 4}}, {{2, 3, 4}, {3, 4}}, {{2, 3}, {}}};
-  for (const auto& [sa, sb] : shapes) {
-    const std::string suffix = " " + sa.str() + " with " + sb.str();
-    compare_op(report, "add" + suffix, {sa, sb}, [](auto& v) { return v[0] + v[1]; });
-    compare_op(report, "sub" + suffix, {sa, sb}, [](auto& v) { return v[0] - v[1]; });
-    compare_op(report, "mul" + suffix, {sa, sb}, [](auto& v) { return v[0] * v[1]; });
-    compare_op(report, "div" + suffix, {sa, sb}, [](auto& v) { return v[0] / v[1]; });
-  }
-  // Both gradients land in one buffer.
-  compare_op(report, "add x + x", {{5, 7}}, [](auto& v) { return v[0] + v[0]; });
-  compare_op(report, "mul x * x", {{5, 7}}, [](auto& v) { return v[0] * v[0]; });
-  compare_op(report, "scale", {{2, 5, 3}}, [](auto& v) { return mote::scale(v[0], element_of<decltype(v)>(-1.75)); });
-  // Long enough for several blocks and the grid-stride loops.
-  compare_op(report, "mul [600, 1000] with [1000]", {{600, 1000}, {1000}}, [](auto& v) { return v[0] * v[1]; });
-}
-
-void matmul_checks(Report& report) {
-  const std::int64_t m = 5, k = 7, n = 3;
-  for (const bool ta : {false, true})
-    for (const bool tb : {false, true}) {
-      const Shape sa = ta ? Shape{k, m} : Shape{m, k};
-      const Shape sb = tb ? Shape{n, k} : Shape{k, n};
-      const std::string flags = std::string(" trans_a=") + (ta ? "1" : "0") + " trans_b=" + (tb ? "1" : "0");
-      const mote::MatmulOptions options{.trans_a = ta, .trans_b = tb};
-      compare_op(report, "matmul 2-D" + flags, {sa, sb}, [options](auto& v) { return mote::matmul(v[0], v[1], options); });
-      compare_op(report, "matmul 2-D with bias" + flags, {sa, sb, {n}},
-                 [options](auto& v) { return mote::matmul(v[0], v[1], v[2], options); });
-      compare_op(report, "matmul batched [2, 3, ...]" + flags, {Shape{2, 3, sa[0], sa[1]}, Shape{2, 3, sb[0], sb[1]}},
-                 [options](auto& v) { return mote::matmul(v[0], v[1], options); });
-      compare_op(report, "matmul batched a, shared 2-D b" + flags, {Shape{4, sa[0], sa[1]}, sb},
-                 [options](auto& v) { return mote::matmul(v[0], v[1], options); });
-      compare_op(report, "matmul shared 2-D a, batched b" + flags, {sa, Shape{4, sb[0], sb[1]}},
-                 [options](auto& v) { return mote::matmul(v[0], v[1], options); });
-    }
-  compare_op(report, "linear [2, 5, 7] x [3, 7] + [3]", {{2, 5, 7}, {3, 7}, {3}},
-             [](auto& v) { return mote::linear(v[0], v[1], v[2]); });
-  compare_op(report, "linear [5, 7] x [3, 7]", {{5, 7}, {3, 7}}, [](auto& v) { return mote::linear(v[0], v[1]); });
-  // Sizes past one cuBLAS tile, with a bias gradient summed over many rows.
-  compare_op(report, "linear [300, 129] x [65, 129] + [65]", {{300, 129}, {65, 129}, {65}},
-             [](auto& v) { return mote::linear(v[0], v[1], v[2]); });
-}
-
-void reduce_checks(Report& report) {
-  const Shape shape{3, 4, 5};
-  for (const int dim : {0, 1, 2, -1})
-    for (const bool keepdim : {false, true}) {
-      const std::string what = " dim=" + std::to_string(dim) + (keepdim ? " keepdim" : "");
-      compare_op(report, "sum [3, 4, 5]" + what, {shape}, [dim, keepdim](auto& v) { return mote::sum(v[0], dim, keepdim); });
-      compare_op(report, "mean [3, 4, 5]" + what, {shape}, [dim, keepdim](auto& v) { return mote::mean(v[0], dim, keepdim); });
-    }
-  compare_op(report, "sum of all [3, 4, 5]", {shape}, [](auto& v) { return mote::sum(v[0]); });
-  compare_op(report, "mean of all [3, 4, 5]", {shape}, [](auto& v) { return mote::mean(v[0]); });
-  // Rows longer than a block, and a column reduction over many rows.
-  compare_op(report, "sum [7, 3000] dim=1", {{7, 3000}}, [](auto& v) { return mote::sum(v[0], 1); });
-  compare_op(report, "mean [2000, 70] dim=0", {{2000, 70}}, [](auto& v) { return mote::mean(v[0], 0); });
-  compare_op(report, "sum of all [50000]", {{50000}}, [](auto& v) { return mote::sum(v[0]); });
-}
-
-void softmax_checks(Report& report) {
-  compare_op(report, "softmax [4, 37]", {{4, 37}}, [](auto& v) { return mote::softmax(v[0]); });
-  compare_op(report, "softmax [2, 3, 300]", {{2, 3, 300}}, [](auto& v) { return mote::softmax(v[0]); });
-  compare_op(report, "softmax [5]", {{5}}, [](auto& v) { return mote::softmax(v[0]); });
-  // Logits up to 150 overflow a naive exp in float; the row max must be subtracted first.
-  compare_op(report, "softmax of large logits [3, 40]", {{3, 40}},
-             [](auto& v) { return mote::softmax(mote::scale(v[0], element_of<decltype(v)>(100))); });
-}
-
 // Mean squared error of a two-layer network with a softmax hidden layer.
 template <class T, class B>
 Var<T, B> mlp_loss(const std::vector<Var<T, B>>& p) {
@@ -317,8 +216,9 @@ void mlp_checks(Report& report) {
   report.guarded("mlp training step", [&] {
     const std::vector<Shape> shapes = {{8, 16}, {32, 16}, {32}, {4, 32}, {4}, {8, 4}};
     const auto values = draw_inputs(shapes, 99);
-    auto ref = make_vars<double, mote::cpu>(shapes, values);
-    auto dev = make_vars<float, gpu>(shapes, values);
+    const OpSpec spec{.inputs = shapes};
+    auto ref = mote::testing::make_vars<double, mote::cpu>(spec, values);
+    auto dev = mote::testing::make_vars<float, gpu>(spec, values);
     const char* names[] = {"x", "w1", "b1", "w2", "b2", "target"};
 
     auto ref_loss = mlp_loss(ref);
@@ -343,125 +243,6 @@ void mlp_checks(Report& report) {
     report.expect(dev_after < dev_before, "mlp: the step lowered the loss on cuda (" + std::to_string(dev_before) +
                                               " -> " + std::to_string(dev_after) + ")");
   });
-}
-
-// An int32 tensor on the backend of the Vars in v.
-template <class Vars>
-auto ids_like(const Vars&, const Shape& shape, const std::vector<std::int32_t>& values) {
-  using B = typename std::remove_cvref_t<Vars>::value_type::backend_type;
-  return Tensor<std::int32_t, B>::from_vector(shape, values);
-}
-
-void shape_op_checks(Report& report) {
-  compare_op(report, "transpose(1, 2) of [2, 3, 4, 5]", {{2, 3, 4, 5}},
-             [](auto& v) { return mote::transpose(v[0], 1, 2); });
-  compare_op(report, "slice dim 1 of [3, 8, 5]", {{3, 8, 5}}, [](auto& v) { return mote::slice(v[0], 1, 2, 4); });
-  compare_op(report, "concat dim 1 of [2, 3, 4] and [2, 5, 4]", {{2, 3, 4}, {2, 5, 4}},
-             [](auto& v) { return mote::concat(std::vector{v[0], v[1]}, 1); });
-  compare_op(report, "reshape then transpose [6, 20]", {{2, 3, 20}},
-             [](auto& v) { return mote::transpose(mote::reshape(v[0], Shape{6, 20}), 0, 1); });
-}
-
-void nn_op_checks(Report& report) {
-  compare_op(report, "layer_norm [6, 300]", {{6, 300}, {300}, {300}},
-             [](auto& v) { return mote::layer_norm(v[0], v[1], v[2]); });
-  compare_op(report, "rms_norm [5, 70]", {{5, 70}, {70}}, [](auto& v) { return mote::rms_norm(v[0], v[1]); });
-  compare_op(report, "gelu [3, 1000]", {{3, 1000}}, [](auto& v) { return mote::gelu(v[0]); });
-  compare_op(report, "silu [3, 100]", {{3, 100}}, [](auto& v) { return mote::silu(v[0]); });
-  compare_op(report, "swiglu [4, 50]", {{4, 50}, {4, 50}}, [](auto& v) { return mote::swiglu(v[0], v[1]); });
-  compare_op(report, "log_softmax [4, 300]", {{4, 300}}, [](auto& v) { return mote::log_softmax(v[0]); });
-  // Repeated ids: their rows' gradients must add up.
-  const std::vector<std::int32_t> ids = {3, 0, 3, 7, 1, 3};
-  compare_op(report, "embedding [8, 33] at 6 ids with repeats", {{8, 33}},
-             [&](auto& v) { return mote::embedding(v[0], ids_like(v, {2, 3}, ids)); });
-  // Many rows onto few destinations, in no order: long sorted segments, summed by one thread each.
-  std::vector<std::int32_t> many(2000);
-  for (std::size_t j = 0; j < many.size(); ++j) many[j] = static_cast<std::int32_t>((j * 5 + j / 7) % 7);
-  compare_op(report, "embedding [7, 40] at 2000 ids", {{7, 40}},
-             [&](auto& v) { return mote::embedding(v[0], ids_like(v, {4, 500}, many)); });
-  compare_op(report, "index_select dim 1 of [2, 8, 5]", {{2, 8, 5}},
-             [&](auto& v) { return mote::index_select(v[0], 1, ids_like(v, {6}, ids)); });
-  compare_op(report, "index_add dim 0 of [8, 5]", {{8, 5}, {6, 5}},
-             [&](auto& v) { return mote::index_add(v[0], 0, ids_like(v, {6}, ids), v[1]); });
-  for (const bool shared_positions : {false, true}) {
-    const std::vector<std::int32_t> positions = shared_positions ? std::vector<std::int32_t>{5, 6, 7, 8}
-                                                                 : std::vector<std::int32_t>{0, 1, 2, 3, 9, 10, 11, 12};
-    const Shape position_shape = shared_positions ? Shape{4} : Shape{2, 4};
-    compare_op(report, std::string("rope [2, 3, 4, 16], positions ") + position_shape.str(), {{2, 3, 4, 16}},
-               [&](auto& v) { return mote::rope(v[0], ids_like(v, position_shape, positions), 10000.0); });
-  }
-  compare_op(report, "cross_entropy [6, 50] with an ignored target", {{6, 50}}, [&](auto& v) {
-    return mote::cross_entropy(v[0], ids_like(v, {6}, std::vector<std::int32_t>{4, -100, 49, 0, 17, 4}));
-  });
-  compare_op(report, "cross_entropy [2, 3, 40] with a loss mask", {{2, 3, 40}}, [&](auto& v) {
-    using T = element_of<decltype(v)>;
-    using B = typename std::remove_cvref_t<decltype(v)>::value_type::backend_type;
-    const auto weights = Tensor<T, mote::cpu>::from_vector({2, 3}, std::vector<T>{0.5, 1, 0, 2, 1, 0.25}).template to<B>();
-    return mote::cross_entropy(v[0], ids_like(v, {2, 3}, std::vector<std::int32_t>{1, 2, 3, 39, 0, 5}),
-                               mote::CrossEntropyOptions<T, B>{.loss_mask = &weights});
-  });
-}
-
-void attention_checks(Report& report) {
-  struct Case {
-    const char* name;
-    std::int64_t batch, heads, kv_heads, q_len, kv_len, head_dim;
-    bool causal, masked;
-  };
-  const Case cases[] = {
-      {"causal, 4 heads", 2, 4, 4, 7, 7, 16, true, false},
-      {"causal GQA 6 heads on 2, queries after a cache", 2, 6, 2, 3, 9, 8, true, false},
-      {"not causal, with a [B, T, S] mask", 2, 2, 1, 5, 6, 8, false, true},
-      {"long rows (300 keys)", 1, 2, 2, 4, 300, 16, true, false},
-  };
-  for (const Case& c : cases) {
-    std::vector<std::uint8_t> mask_host;
-    for (std::int64_t i = 0; i < c.batch * c.q_len * c.kv_len; ++i) mask_host.push_back((i * 7) % 5 != 0 ? 1 : 0);
-    compare_op(report, std::string("attention ") + c.name,
-               {{c.batch, c.heads, c.q_len, c.head_dim}, {c.batch, c.kv_heads, c.kv_len, c.head_dim},
-                {c.batch, c.kv_heads, c.kv_len, c.head_dim}},
-               [&](auto& v) {
-                 using B = typename std::remove_cvref_t<decltype(v)>::value_type::backend_type;
-                 const auto mask = Tensor<std::uint8_t, B>::from_vector({c.batch, c.q_len, c.kv_len}, mask_host);
-                 return mote::scaled_dot_product_attention(
-                     v[0], v[1], v[2], mote::AttentionOptions<B>{.causal = c.causal, .mask = c.masked ? &mask : nullptr});
-               });
-  }
-}
-
-// A MoTE-shaped plan over 40 tokens: expert 0 serves tokens 0..19 as one run (used in place), expert 1
-// every other token from 20 (gathered and scattered), expert 2 every token (the shared expert).
-std::shared_ptr<const mote::autograd::ExpertPlan> mixed_plan() {
-  std::vector<std::int32_t> token, expert;
-  std::vector<double> weight;
-  for (std::int32_t t = 0; t < 40; ++t) {
-    const std::int32_t step = t < 20 ? 0 : (t % 2 == 0 ? 1 : -1);
-    if (step >= 0) {
-      token.push_back(t);
-      expert.push_back(step);
-      weight.push_back(0.5);
-    }
-    token.push_back(t);
-    expert.push_back(2);
-    weight.push_back(0.5);
-  }
-  return std::make_shared<const mote::autograd::ExpertPlan>(mote::autograd::ExpertPlan::group(40, 3, token, expert, weight));
-}
-
-void expert_lora_checks(Report& report) {
-  const auto plan = mixed_plan();
-  const std::int64_t in = 24, out = 18, r = 4;
-  const Shape a{r, in}, b{out, r};
-  compare_op(report, "expert_lora, 3 experts (in place, gathered, shared)", {{40, out}, {40, in}, a, a, a, b, b, b},
-             [&](auto& v) {
-               return mote::expert_lora(v[0], v[1], {v[2], v[3], v[4]}, {v[5], v[6], v[7]}, plan,
-                                        element_of<decltype(v)>(0.75));
-             });
-  compare_op(report, "expert_lora with a gate", {{40, out}, {40, in}, a, a, a, b, b, b, {plan->assignments()}},
-             [&](auto& v) {
-               return mote::expert_lora(v[0], v[1], {v[2], v[3], v[4]}, {v[5], v[6], v[7]}, plan,
-                                        element_of<decltype(v)>(0.75), &v[8]);
-             });
 }
 
 void scatter_checks(Report& report) {
@@ -568,6 +349,17 @@ void optimizer_checks(Report& report) {
   });
 }
 
+// mote::cuda with the graph-free decoding step chosen (backend_traits::decode_path). Its kernels are
+// cuda's, found through the base class, so nn/decode.hpp is checked on the device before cuda
+// itself chooses it.
+struct gpu_graph_free : gpu {
+  static constexpr mote::DecodePath decode_path = mote::DecodePath::graph_free;
+};
+static_assert(mote::backend_traits<gpu_graph_free>::decode_path == mote::DecodePath::graph_free);
+static_assert(mote::backend_traits<gpu>::decode_path == mote::DecodePath::layered);
+static_assert(!mote::backend_traits<gpu_graph_free>::host_decode_adapters);
+static_assert(std::is_same_v<mote::backend_traits<gpu>::stream_type, cudaStream_t>);
+
 // The same tiny model in double on the CPU and in float on CUDA (weights copied across, scaled up
 // so that predictions are peaked): logits, loss, every parameter gradient, AdamW steps and
 // greedy generation with and without the KV cache.
@@ -640,6 +432,22 @@ void model_checks(Report& report, const std::string& name) {
                   name + ": greedy generation on cuda gives the same tokens with and without the KV cache");
     report.expect(with_cache == mote::nn::generate(ref, prompts, cached),
                   name + ": greedy generation on cuda matches the CPU model's tokens");
+
+    mote::nn::CausalLM<C, float, gpu_graph_free> stepped(std::uint64_t{5});
+    mote::nn::copy_parameters(ref, stepped);
+    auto cache = stepped.make_cache();
+    auto layered_cache = dev.make_cache();
+    const auto prompt = Tensor<std::int32_t, mote::cpu>::from_vector({1, 5}, {1, 2, 3, 4, 5});
+    const auto next = Tensor<std::int32_t, mote::cpu>::from_vector({1, 1}, {6});
+    mote::no_grad off;
+    (void)stepped.logits(prompt.to<gpu_graph_free>(), {}, &cache);
+    (void)dev.logits(prompt.to<gpu>(), {}, &layered_cache);
+    report.check(name + ": the graph-free decoding step on cuda against the layered forward",
+                 relative_error(stepped.logits(next.to<gpu_graph_free>(), {}, &cache).value().to_vector(),
+                                dev.logits(next.to<gpu>(), {}, &layered_cache).value().to_vector()),
+                 1e-6);
+    report.expect(mote::nn::generate(stepped, prompts, cached) == with_cache,
+                  name + ": greedy generation through the graph-free step on cuda gives the same tokens");
   });
 }
 
@@ -721,15 +529,8 @@ int main() {
 
   Report report;
   tensor_checks(report);
-  elementwise_checks(report);
-  matmul_checks(report);
-  reduce_checks(report);
-  softmax_checks(report);
+  mote::testing::for_each_op_case([&](const OpSpec& spec, const auto& build) { compare_op(report, spec, build); });
   mlp_checks(report);
-  shape_op_checks(report);
-  nn_op_checks(report);
-  attention_checks(report);
-  expert_lora_checks(report);
   scatter_checks(report);
   bf16_gemm_checks(report);
   optimizer_checks(report);

@@ -107,61 +107,6 @@ BOOST_AUTO_TEST_CASE(expert_lora_repeated_assignments_and_the_distinct_scatter) 
   BOOST_TEST(distinct == general, boost::test_tools::per_element());
 }
 
-BOOST_AUTO_TEST_CASE(expert_lora_gradients_by_finite_differences) {
-  const auto plan = small_plan();
-  // base, x, A0..A2 (ranks 2, 3, 2), B0..B2, gate (one per assignment)
-  const std::vector<Shape> shapes{{2, 3, 5}, {2, 3, 4}, {2, 4}, {3, 4}, {2, 4}, {5, 2}, {5, 3}, {5, 2}, {8}};
-  testing::check_op({.name = "expert_lora with gate", .inputs = shapes}, [&](auto& v) {
-    using T = value_of<decltype(v)>;
-    return expert_lora(v[0], v[1], {v[2], v[3], v[4]}, {v[5], v[6], v[7]}, plan, T(1.5), &v[8]);
-  });
-  testing::check_op({.name = "expert_lora constant weights", .inputs = {shapes.begin(), shapes.end() - 1}}, [&](auto& v) {
-    using T = value_of<decltype(v)>;
-    return expert_lora(v[0], v[1], {v[2], v[3], v[4]}, {v[5], v[6], v[7]}, plan, T(0.5));
-  });
-  // Runs of tokens are used in place (no gather): the same checks through that path.
-  const auto runs = std::make_shared<const ExpertPlan>(ExpertPlan::group(4, 2, {0, 1, 2, 3, 0, 1, 2, 3}, {0, 0, 1, 1, 1, 1, 0, 0},
-                                                                         {0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5}));
-  testing::check_op({.name = "expert_lora runs", .inputs = {{4, 3}, {4, 5}, {2, 5}, {2, 5}, {3, 2}, {3, 2}}}, [&](auto& v) {
-    using T = value_of<decltype(v)>;
-    return expert_lora(v[0], v[1], {v[2], v[3]}, {v[4], v[5]}, runs, T(2));
-  });
-}
-
-BOOST_AUTO_TEST_CASE(expert_lora_with_the_projection_inside_by_finite_differences) {
-  const auto plan = small_plan();
-  // x_base, x, A0..A2, B0..B2, weight, bias, gate: the base product x_base W (+ bias) runs in the op.
-  const std::vector<Shape> linear_layout{{2, 3, 4}, {2, 3, 4}, {2, 4}, {3, 4}, {2, 4}, {5, 2}, {5, 3}, {5, 2}, {5, 4}, {5}, {8}};
-  testing::check_op({.name = "expert_lora fused, linear layout, gate", .inputs = linear_layout}, [&](auto& v) {
-    using T = value_of<decltype(v)>;
-    const Projection<T> base{v[8], v[9], false};
-    return expert_lora(base, v[0], v[1], {v[2], v[3], v[4]}, {v[5], v[6], v[7]}, plan, T(1.5), &v[10]);
-  });
-  // GPT-2's Conv1D layout [in, out], no bias, and the experts reading the base's own input.
-  const std::vector<Shape> conv1d_layout{{2, 3, 4}, {2, 4}, {3, 4}, {2, 4}, {5, 2}, {5, 3}, {5, 2}, {4, 5}};
-  testing::check_op({.name = "expert_lora fused, Conv1D layout, shared input", .inputs = conv1d_layout}, [&](auto& v) {
-    using T = value_of<decltype(v)>;
-    const Projection<T> base{v[7], Var<T>(), true};
-    return expert_lora(base, v[0], v[0], {v[1], v[2], v[3]}, {v[4], v[5], v[6]}, plan, T(0.5));
-  });
-  // Expert 0 serves every token as one run (MoTE's shared expert), so it writes the output and x's
-  // gradient first; expert 1 serves a scattered few.
-  const auto covered = std::make_shared<const ExpertPlan>(
-      ExpertPlan::group(6, 2, {0, 1, 2, 3, 4, 5, 1, 4}, {0, 0, 0, 0, 0, 0, 1, 1}, {0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5}));
-  const std::vector<Shape> covering{{6, 4}, {6, 4}, {2, 4}, {3, 4}, {5, 2}, {5, 3}, {5, 4}, {5}};
-  testing::check_op({.name = "expert_lora fused, covering expert, dropped-out input", .inputs = covering}, [&](auto& v) {
-    using T = value_of<decltype(v)>;
-    const Projection<T> base{v[6], v[7], false};
-    return expert_lora(base, v[0], v[1], {v[2], v[3]}, {v[4], v[5]}, covered, T(2));
-  });
-  testing::check_op({.name = "expert_lora fused, covering expert, shared input", .inputs = {covering.begin() + 1, covering.end()}},
-                    [&](auto& v) {
-                      using T = value_of<decltype(v)>;
-                      const Projection<T> base{v[5], v[6], false};
-                      return expert_lora(base, v[0], v[0], {v[1], v[2]}, {v[3], v[4]}, covered, T(2));
-                    });
-}
-
 // MoTE's layout: two sequences of 40 tokens, two step experts each serving one long stretch of
 // both sequences (used in place, run by run), and a shared expert serving every token.
 std::shared_ptr<const ExpertPlan> step_plan_of_long_runs() {
@@ -1061,7 +1006,7 @@ std::pair<double, bool> decode_both_ways(const Model& model, Set& set, const std
   auto graph_free = model.make_cache(), layered = model.make_cache();
   (void)model.logits(prompt, {.adapter = set.context_for(prompt_routes)}, &graph_free);
   (void)model.logits(prompt, {.adapter = set.context_for(prompt_routes)}, &layered);
-  auto& scratch = nn::decode_detail::Scratch<double>::for_this_thread();
+  auto& scratch = nn::decode_detail::Scratch<double, cpu>::for_this_thread();
   double worst = 0;
   bool every_step_graph_free = true;
   for (std::size_t k = 0; k < fed.size(); ++k) {

@@ -455,7 +455,7 @@ void check_graph_free_steps(std::uint64_t seed) {
     for (auto& x : v) x += static_cast<float>(rng.normal(0, 0.1));
     p.mutable_value().copy_from(Tensor<float>::from_vector(p.shape(), v));
   });
-  auto& scratch = nn::decode_detail::Scratch<float>::for_this_thread();
+  auto& scratch = nn::decode_detail::Scratch<float, cpu>::for_this_thread();
   const std::int64_t batch = 3, prompt = 4, steps = 80, pad = 2;  // row 2 starts after `pad` pad tokens
   auto mask_for = [&](std::int64_t len, std::int64_t keys) {
     std::vector<std::uint8_t> m;
@@ -524,7 +524,7 @@ BOOST_AUTO_TEST_CASE(graph_free_decode_steps_equal_layer_by_layer_steps) {
 // adapter, more than one new token; bad input gets the layer-by-layer path's errors.
 BOOST_AUTO_TEST_CASE(graph_free_decode_leaves_other_steps_to_the_layered_path) {
   nn::CausalLM<gpt2c, float> model(33);
-  auto& scratch = nn::decode_detail::Scratch<float>::for_this_thread();
+  auto& scratch = nn::decode_detail::Scratch<float, cpu>::for_this_thread();
   auto cache = model.make_cache();
   const auto one = Tensor<std::int32_t>::from_vector({1, 1}, {5});
   const auto two = Tensor<std::int32_t>::from_vector({1, 2}, {5, 6});
@@ -552,6 +552,69 @@ BOOST_AUTO_TEST_CASE(graph_free_decode_leaves_other_steps_to_the_layered_path) {
   const auto layered = adapted.logits(one, {}, &adapted_cache).value();
   BOOST_TEST(!scratch.x.defined());
   BOOST_TEST(layered.to_vector() == plain.to_vector());  // the same model, so the same logits
+}
+
+// A tag that meets the Backend contract and states nothing more: backend_traits supplies the defaults.
+struct states_nothing {
+  static constexpr const char* name = "states_nothing";
+  static constexpr bool host_accessible = true;
+  template <class T>
+  static T* allocate(std::size_t n);
+  template <class T>
+  static void deallocate(T* p, std::size_t n);
+  template <class T>
+  static void copy_to_host(const T* src, T* dst, std::size_t n);
+  template <class T>
+  static void copy_from_host(const T* src, T* dst, std::size_t n);
+  template <class T>
+  static void copy(const T* src, T* dst, std::size_t n);
+  template <class T>
+  static void fill(T* p, std::size_t n, T value);
+  static void synchronize();
+};
+static_assert(Backend<states_nothing>);
+static_assert(backend_traits<states_nothing>::host_access);
+static_assert(backend_traits<states_nothing>::decode_path == DecodePath::layered);
+static_assert(!backend_traits<states_nothing>::host_decode_adapters);
+static_assert(std::is_same_v<backend_traits<states_nothing>::stream_type, no_stream>);
+static_assert(backend_traits<cpu>::decode_path == DecodePath::graph_free && backend_traits<cpu>::host_decode_adapters);
+static_assert(std::is_same_v<backend_traits<cpu>::stream_type, no_stream>);
+
+// The CPU with the layer-by-layer decode path stated instead; its kernels are the CPU's.
+struct cpu_layered : cpu {
+  static constexpr DecodePath decode_path = DecodePath::layered;
+};
+
+// Model code asks the traits, not the type: on a tag that states `layered` a cached one-token step
+// runs layer by layer, with the same logits and tokens as the CPU's graph-free step.
+BOOST_AUTO_TEST_CASE(backend_traits_choose_the_decode_path) {
+  int loops = 0;
+  backend_traits<states_nothing>::run_decode_loop(3, [&] { ++loops; });
+  backend_traits<cpu>::run_decode_loop(3, [&] { ++loops; });
+  backend_traits<cpu>::run_decode_loop(30, [&] { ++loops; });
+  BOOST_TEST(loops == 3);
+
+  const nn::CausalLM<gpt2c, float> model(34);
+  const nn::CausalLM<gpt2c, float, cpu_layered> stated(34);  // the same seed draws the same weights
+  auto& scratch = nn::decode_detail::Scratch<float, cpu>::for_this_thread();
+  auto& stated_scratch = nn::decode_detail::Scratch<float, cpu_layered>::for_this_thread();
+  scratch = {};
+  stated_scratch = {};
+  auto cache = model.make_cache();
+  auto stated_cache = stated.make_cache();
+  no_grad off;
+  const std::vector<std::int32_t> prompt = {3, 9, 4}, next = {7};
+  (void)model.logits(Tensor<std::int32_t>::from_vector({1, 3}, prompt), {}, &cache);
+  (void)stated.logits(Tensor<std::int32_t, cpu_layered>::from_vector({1, 3}, prompt), {}, &stated_cache);
+  const auto fast = model.logits(Tensor<std::int32_t>::from_vector({1, 1}, next), {}, &cache).value().to_vector();
+  const auto slow =
+      stated.logits(Tensor<std::int32_t, cpu_layered>::from_vector({1, 1}, next), {}, &stated_cache).value().to_vector();
+  BOOST_TEST(scratch.x.defined());
+  BOOST_TEST(!stated_scratch.x.defined());
+  BOOST_TEST(fast == slow);  // the graph-free step is the layered forward bit for bit
+  const std::vector<std::vector<std::int32_t>> prompts = {{1, 2, 3}, {4, 5}};
+  BOOST_TEST(nn::generate(stated, prompts, {.max_new_tokens = 5}) == nn::generate(model, prompts, {.max_new_tokens = 5}));
+  BOOST_TEST(!stated_scratch.x.defined());
 }
 
 // A step that records a graph joins the cache by concatenation, so the gradient of later logits
@@ -863,7 +926,7 @@ void check_runtime_sized_equals_compiled(std::uint64_t seed) {
     BOOST_TEST((a[i].second.grad().to_vector() == b[i].second.grad().to_vector()), "gradient of " << a[i].first << " differs");
 
   // Cached steps: a prompt, then one token at a time on the graph-free path.
-  auto& scratch = nn::decode_detail::Scratch<float>::for_this_thread();
+  auto& scratch = nn::decode_detail::Scratch<float, cpu>::for_this_thread();
   no_grad off;
   auto fixed_cache = fixed.make_cache(), sized_cache = sized.make_cache();
   BOOST_TEST(sized_cache.layers.size() == static_cast<std::size_t>(Compiled.n_layers));

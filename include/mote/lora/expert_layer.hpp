@@ -24,6 +24,7 @@
 #include "mote/autograd/shape_ops.hpp"
 #include "mote/autograd/softmax.hpp"
 #include "mote/backend/cpu/spin_team.hpp"
+#include "mote/backend/traits.hpp"
 #include "mote/core/error.hpp"
 #include "mote/core/rng.hpp"
 #include "mote/lora/options.hpp"
@@ -89,10 +90,11 @@ class ExpertLinear final : public nn::LinearAdapter<T, B> {
     });
   }
 
-  // The graph-free decoding step serves step and single-LoRA routers on the CPU, outside training
-  // dropout; a learned gate goes layer by layer.
+  // The graph-free decoding step serves step and single-LoRA routers where host code may add their
+  // share (backend_traits::host_decode_adapters: the CPU), outside training dropout; a learned gate
+  // goes layer by layer.
   bool serves_decode_step(const nn::AdapterContext* context) const override {
-    if constexpr (!std::is_same_v<B, cpu> || is_topk_router<R>) {
+    if constexpr (!backend_traits<B>::host_decode_adapters || is_topk_router<R>) {
       return false;
     } else {
       if (merged_) return true;
@@ -108,10 +110,10 @@ class ExpertLinear final : public nn::LinearAdapter<T, B> {
   }
 
   // y += coef * scale * B_e (A_e x) for each (token, expert, coef) of the routing. Inside a held
-  // thread team (token-by-token decoding) the assignments are shared out, each thread summing its
-  // share into a buffer of its own, and the buffers are added in a fixed order.
+  // thread team (token-by-token decoding) the assignments are shared out: the first thread adds into y,
+  // each other thread into a buffer of its own, and the buffers are added after in a fixed order.
   void add_decode_step(const T* x, std::int64_t rows, T* y, const nn::AdapterContext* context) const override {
-    if constexpr (std::is_same_v<B, cpu> && !is_topk_router<R>) {
+    if constexpr (backend_traits<B>::host_decode_adapters && !is_topk_router<R>) {
       if (merged_) return;
       struct Assignment {
         std::int64_t row;
@@ -119,7 +121,10 @@ class ExpertLinear final : public nn::LinearAdapter<T, B> {
         T coef;
       };
       const double scale = options_.scale(rank());
-      std::vector<Assignment> work;
+      // Reused: this runs for every projection of every token. A reference, so the team reads the leader's.
+      thread_local std::vector<Assignment> reused;
+      std::vector<Assignment>& work = reused;
+      work.clear();
       if constexpr (is_step_router<R>) {
         const autograd::ExpertPlan& plan = *dynamic_cast<const Routing&>(*context).plan;
         if (plan.tokens != rows)
@@ -139,17 +144,17 @@ class ExpertLinear final : public nn::LinearAdapter<T, B> {
         return;
       }
       thread_local std::vector<T> shares;
-      shares.assign(static_cast<std::size_t>(chunks * rows * out_), T(0));
+      shares.assign(static_cast<std::size_t>((chunks - 1) * rows * out_), T(0));
       T* share = shares.data();
       backend::SpinTeam::run(chunks, [&](std::int64_t c) {
-        T* mine = share + c * rows * out_;
+        T* mine = c == 0 ? y : share + (c - 1) * rows * out_;
         for (std::int64_t i = c; i < count; i += chunks) {
           const Assignment& a = work[static_cast<std::size_t>(i)];
           add_one(a.expert, x + a.row * in_, a.coef, mine + a.row * out_);
         }
       });
-      for (std::int64_t c = 0; c < chunks; ++c)
-        for (std::int64_t i = 0; i < rows * out_; ++i) y[i] += share[c * rows * out_ + i];
+      for (std::int64_t c = 1; c < chunks; ++c)
+        for (std::int64_t i = 0; i < rows * out_; ++i) y[i] += share[(c - 1) * rows * out_ + i];
     }
   }
 

@@ -23,6 +23,7 @@
 #include "mote/autograd/matmul.hpp"
 #include "mote/autograd/shape_ops.hpp"
 #include "mote/backend/cpu/gemm.hpp"
+#include "mote/backend/traits.hpp"
 #include "mote/core/error.hpp"
 #include "mote/core/tensor.hpp"
 #include "mote/io/json.hpp"
@@ -77,11 +78,11 @@ class RowsAdapter final : public nn::TokenAdapter<T, B> {
     return {embed_rows_, head_rows_};
   }
 
-  // The graph-free decoding step reads the rows from host memory.
-  bool serves_decode_step() const override { return std::is_same_v<B, cpu>; }
+  // The graph-free decoding step reads the rows with host code.
+  bool serves_decode_step() const override { return backend_traits<B>::host_decode_adapters; }
 
   void embed_decode_step(const std::int32_t* ids, std::int64_t n, std::int64_t d, T* rows) const override {
-    if constexpr (std::is_same_v<B, cpu>) {
+    if constexpr (backend_traits<B>::host_decode_adapters) {
       const Tensor<T, B> table = embed_rows_.value().contiguous();
       for (std::int64_t r = 0; r < n; ++r)
         if (const std::int32_t local = local_row(ids[r]); local >= 0)
@@ -90,11 +91,11 @@ class RowsAdapter final : public nn::TokenAdapter<T, B> {
   }
 
   void head_decode_step(const T* hidden, std::int64_t n, std::int64_t d, T* logits, std::int64_t vocab) const override {
-    if constexpr (std::is_same_v<B, cpu>) {
+    if constexpr (backend_traits<B>::host_decode_adapters) {
       const Tensor<T, B> table = head_rows_.value().contiguous();
       const auto k = static_cast<std::int64_t>(ids_.size());
       std::vector<T> own(static_cast<std::size_t>(n * k));
-      backend::gemm(cpu{}, false, true, n, k, d, T(1), hidden, d, table.data(), d, T(0), own.data(), k);
+      MOTE_CALL_KERNEL(B, gemm, false, true, n, k, d, T(1), hidden, d, table.data(), d, T(0), own.data(), k);
       for (std::int64_t r = 0; r < n; ++r)
         for (std::int64_t j = 0; j < k; ++j)
           logits[r * vocab + ids_[static_cast<std::size_t>(j)]] = own[static_cast<std::size_t>(r * k + j)];

@@ -13,6 +13,7 @@
 #include "mote/autograd/index.hpp"
 #include "mote/autograd/loss.hpp"
 #include "mote/autograd/var.hpp"
+#include "mote/backend/traits.hpp"
 #include "mote/core/error.hpp"
 #include "mote/nn/config.hpp"
 #include "mote/nn/decode.hpp"
@@ -43,10 +44,11 @@ struct ForwardOptions {
   // Logits of the last n positions only, [B, n, vocab]; 0 keeps every position. Generation needs
   // just the last one, and the LM head is a short prompt's largest product.
   std::int64_t logits_to_keep = 0;
-  // A cached step of one token per sequence on the CPU, with no graph to record, runs nn/decode.hpp's
-  // graph-free step: without adapters the same logits bit for bit, for less time per token. Attached
-  // adapters that can serve it add their share unmerged (LoRA experts with step or single routers,
-  // token rows; equal up to rounding); others, such as a learned top-k gate, go layer by layer.
+  // A cached step of one token per sequence with no graph to record runs nn/decode.hpp's graph-free
+  // step where the backend's traits choose it (backend_traits::decode_path; the CPU's do): without
+  // adapters the same logits bit for bit, for less time per token. Attached adapters that can serve
+  // it add their share unmerged (LoRA experts with step or single routers, token rows; equal up to
+  // rounding); others, such as a learned top-k gate, go layer by layer.
   // false runs the layer-by-layer forward instead.
   bool graph_free_decode = true;
 };
@@ -100,7 +102,7 @@ class CausalLM : private Sized<C>, public ParameterAccess<CausalLM<C, T, B>, aut
   V logits(const Tensor<std::int32_t, B>& ids, const ForwardOptions<B>& options = {}, KVCache<T, B>* cache = nullptr) const {
     Tensor<std::int32_t, B> default_positions;
     const Tensor<std::int32_t, B>& positions = checked_inputs(ids, options, cache, default_positions);
-    if constexpr (std::is_same_v<B, cpu>)
+    if constexpr (backend_traits<B>::decode_path == DecodePath::graph_free)
       if (takes_graph_free_step(ids, options, cache)) return V(graph_free_step(ids, positions, options.mask, options.adapter.get(), *cache));
 
     V x = trunk(ids, positions, options, cache);
@@ -299,7 +301,7 @@ class CausalLM : private Sized<C>, public ParameterAccess<CausalLM<C, T, B>, aut
   // logits [B, 1, vocab] of one new token per sequence, through decode_detail::block_step.
   Tensor<T, B> graph_free_step(const Tensor<std::int32_t, B>& ids, const Tensor<std::int32_t, B>& positions,
                                const Tensor<std::uint8_t, B>* mask, const AdapterContext* adapter, KVCache<T, B>& cache) const {
-    using Scratch = decode_detail::Scratch<T>;
+    using Scratch = decode_detail::Scratch<T, B>;
     Scratch& s = Scratch::for_this_thread();
     const std::int64_t rows = ids.size(0), d = sizes().d_model, vocab = sizes().vocab;
     const Tensor<std::int32_t, B> id = ids.contiguous(), pos = positions.contiguous();
@@ -312,19 +314,20 @@ class CausalLM : private Sized<C>, public ParameterAccess<CausalLM<C, T, B>, aut
                                    .adapter = adapter};
     T* x = Scratch::fit(s.x, rows * d);
     const Tensor<T, B> table = tok_embed_.value().contiguous();
-    for (std::int64_t r = 0; r < rows; ++r) std::copy_n(table.data() + id.data()[r] * d, d, x + r * d);
+    MOTE_CALL_KERNEL(B, index_gather, table.data(), std::int64_t{1}, vocab, d, id.data(), rows, x);
     if (token_adapter_) token_adapter_->embed_decode_step(id.data(), rows, d, x);
     if constexpr (C.positions == Positions::Learned) {
       const Tensor<T, B> pos_table = pos_embed_.value().contiguous();
-      for (std::int64_t r = 0; r < rows; ++r)
-        backend::axpy(cpu{}, T(1), pos_table.data() + pos.data()[r * step.position_stride] * d, x + r * d, d);
+      for (std::int64_t r = 0; r < rows; ++r)  // one row each: the position may be shared (stride 0)
+        MOTE_CALL_KERNEL(B, index_gather_add, pos_table.data(), std::int64_t{1}, sizes().max_seq, d,
+                         pos.data() + r * step.position_stride, std::int64_t{1}, x + r * d);
     }
     for (std::size_t i = 0; i < blocks_.size(); ++i) decode_detail::block_step(blocks_[i], cache.layers[i], step, s);
     T* normed = Scratch::fit(s.normed, rows * d);
     decode_detail::normalize(final_norm_, x, rows, normed, s);
     Tensor<T, B> logits(Shape{rows, 1, vocab});
     const Tensor<T, B> head = (C.tied_embeddings ? tok_embed_ : lm_head_).value().contiguous();
-    backend::gemm(cpu{}, false, true, rows, vocab, d, T(1), normed, d, head.data(), d, T(0), logits.data(), vocab);
+    MOTE_CALL_KERNEL(B, gemm, false, true, rows, vocab, d, T(1), normed, d, head.data(), d, T(0), logits.data(), vocab);
     if (token_adapter_) token_adapter_->head_decode_step(normed, rows, d, logits.data(), vocab);
     return logits;
   }

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "mote/backend/traits.hpp"
 #include "mote/core/error.hpp"
 #include "mote/io/hf_config.hpp"
 #include "mote/io/safetensors.hpp"
@@ -164,7 +165,7 @@ Model make_model(const io::HFConfig& file, const std::string& source) {
 template <class Model>
 Model load(const std::filesystem::path& dir, LoadOptions options = {}) {
   using T = typename checkpoint_detail::model_traits<Model>::value_type;
-  static_assert(std::is_same_v<typename checkpoint_detail::model_traits<Model>::backend, cpu>,
+  static_assert(backend_traits<typename checkpoint_detail::model_traits<Model>::backend>::host_access,
                 "mote::nn::load: checkpoints load into CPU models; move the model to another backend afterwards");
   const std::filesystem::path cfg_path = checkpoint_detail::config_path(dir);
   const io::HFConfig file = io::HFConfig::read(cfg_path);
@@ -210,7 +211,7 @@ Model load(const std::filesystem::path& dir, LoadOptions options = {}) {
 template <class Model>
 void save(const Model& model, const std::filesystem::path& dir, io::safetensors::Dtype dtype = io::safetensors::Dtype::F32) {
   using T = typename checkpoint_detail::model_traits<Model>::value_type;
-  static_assert(std::is_same_v<typename checkpoint_detail::model_traits<Model>::backend, cpu>,
+  static_assert(backend_traits<typename checkpoint_detail::model_traits<Model>::backend>::host_access,
                 "mote::nn::save: checkpoints are written from CPU models");
   const io::HFConfig config = to_hf_config(model.sizes());
   io::safetensors::NamedTensors<T> tensors;

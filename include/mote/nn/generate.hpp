@@ -15,7 +15,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "mote/backend/cpu/gemv.hpp"
+#include "mote/backend/traits.hpp"
 #include "mote/core/error.hpp"
 #include "mote/core/rng.hpp"
 #include "mote/nn/causal_lm.hpp"
@@ -214,13 +214,9 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
       if (!advance(step)) break;
   };
   // The prompt ran with every thread free for its large products; each later token is a handful of
-  // matrix-vector products, which a held team serves without a wake-up apiece.
-  if constexpr (std::is_same_v<B, cpu>)
-    if (options.spin_threads && options.use_cache && batch <= static_cast<std::size_t>(backend::gemv_detail::max_rows)) {
-      backend::SpinTeam::hold(rest);
-      return generated;
-    }
-  rest();
+  // small ones, around which the backend may hold resources (the CPU a spinning thread team).
+  if (options.spin_threads && options.use_cache) backend_traits<B>::run_decode_loop(static_cast<std::int64_t>(batch), rest);
+  else rest();
   return generated;
 }
 

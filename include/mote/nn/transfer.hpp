@@ -7,7 +7,6 @@
 #include <utility>
 #include <vector>
 
-#include "mote/backend/cpu/cpu.hpp"
 #include "mote/core/error.hpp"
 #include "mote/core/tensor.hpp"
 
@@ -32,7 +31,7 @@ void copy_parameters(Source& source, Dest& dest) {
                         " in the destination");
     const auto host = value.value().contiguous().to_vector();
     const std::vector<To> converted(host.begin(), host.end());
-    p.mutable_value().copy_from(Tensor<To, cpu>::from_vector(p.shape(), converted).template to<ToBackend>());
+    p.mutable_value().copy_from(Tensor<To, ToBackend>::from_vector(p.shape(), converted));
   });
   if (at != from.size())
     throw shape_error("mote: copy_parameters: the source has " + std::to_string(from.size()) +

@@ -7,9 +7,13 @@
 #include <limits>
 #include <new>
 #include <type_traits>
+#include <utility>
 
 #include "mote/backend/concept.hpp"
 #include "mote/backend/cpu/block_cache.hpp"
+#include "mote/backend/cpu/gemv.hpp"
+#include "mote/backend/cpu/spin_team.hpp"
+#include "mote/backend/traits.hpp"
 
 namespace mote::backend {
 
@@ -17,6 +21,15 @@ struct cpu {
   static constexpr const char* name = "cpu";
   static constexpr bool host_accessible = true;
   static constexpr std::size_t alignment = BlockCache::alignment;  // one cache line, and AVX-512 friendly
+  // Capabilities read by backend_traits: cached one-token steps skip the graph (nn/decode.hpp).
+  static constexpr DecodePath decode_path = DecodePath::graph_free;
+  // Up to gemv's rows a decoding step is a few dozen short matrix-vector products, which a held,
+  // spinning thread team serves without a wake-up apiece.
+  template <class Loop>
+  static void run_decode_loop(std::int64_t rows, Loop&& loop) {
+    if (rows <= gemv_detail::max_rows) SpinTeam::hold(std::forward<Loop>(loop));
+    else std::forward<Loop>(loop)();
+  }
 
   template <class T>
   static T* allocate(std::size_t n) {

@@ -123,6 +123,7 @@ inline void keep_pool_memory() {
 struct cuda {
   static constexpr const char* name = "cuda";
   static constexpr bool host_accessible = false;
+  using stream_type = cudaStream_t;  // read by backend_traits; kernels still run on the default stream
 
   // Stream-ordered allocations from the device's default pool, which keeps freed memory for reuse:
   // a training step allocates and frees the same sizes every time, and a plain cudaFree would
