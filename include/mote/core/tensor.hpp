@@ -12,13 +12,19 @@
 #include <vector>
 
 #include "mote/backend/concept.hpp"
-#include "mote/backend/cpu/cpu.hpp"
 #include "mote/core/dtype.hpp"
 #include "mote/core/error.hpp"
 #include "mote/core/rng.hpp"
 #include "mote/core/shape.hpp"
 
+// The default backend, declared only: core/ depends on no backend. Code that makes CPU tensors
+// includes mote/backend/cpu/cpu.hpp (mote/mote.hpp does).
+namespace mote::backend {
+struct cpu;
+}  // namespace mote::backend
+
 namespace mote {
+using cpu = backend::cpu;
 
 // Owns one backend allocation; released when the last tensor viewing it goes.
 template <Element T, Backend B>

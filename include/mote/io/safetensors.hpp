@@ -27,6 +27,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mote/backend/cpu/cpu.hpp"  // tensors are read into and written from host memory
 #include "mote/core/dtype.hpp"
 #include "mote/core/error.hpp"
 #include "mote/core/shape.hpp"

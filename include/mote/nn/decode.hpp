@@ -1,10 +1,10 @@
 #pragma once
 // The graph-free decoding step, on backends whose traits choose it (backend_traits::decode_path): one
 // new token per sequence through a Block and its KV cache, written into buffers reused from step to
-// step. It calls the backend's kernels by argument-dependent lookup, as autograd's ops do. Its products, norms, rotations, attention
-// and activations are the layer-by-layer forward's kernels with the same arguments and equally
-// aligned buffers, and its bias and residual additions add the same values, so its output is bit
-// for bit the same. What it skips is the cost of each graph op (tensor allocations, shape checks, views
+// step. It calls the backend's kernels by argument-dependent lookup, as autograd's ops do. Its
+// products, norms, rotations, attention and activations are the layer-by-layer forward's kernels
+// with the same arguments and equally aligned buffers, and its bias and residual additions add the
+// same values, so its output is bit for bit the same. What it skips is the cost of each graph op (tensor allocations, shape checks, views
 // and packed copies), which is a visible share of a step at small widths. Adapters that can
 // (LinearAdapter::serves_decode_step) add their share, unmerged, after each base projection; their
 // sums are the adapted forward's up to rounding, not bit for bit.

@@ -1,0 +1,17 @@
+# Dependencies point down: core/ and nn/ include no backend's headers (they reach kernels through
+# MOTE_CALL_KERNEL and ask backend_traits), so a new backend adds files, not edits.
+set(failed "")
+foreach(room IN ITEMS core nn)
+  file(GLOB headers ${INCLUDE_DIR}/mote/${room}/*.hpp)
+  foreach(header IN LISTS headers)
+    file(STRINGS ${header} lines REGEX "^#include [<\"]mote/backend/(cpu|cuda)/")
+    if(lines)
+      list(APPEND failed "${header}: ${lines}")
+    endif()
+  endforeach()
+endforeach()
+if(failed)
+  string(REPLACE ";" "\n  " listing "${failed}")
+  message(FATAL_ERROR "headers of core/ or nn/ that include a backend's headers:\n  ${listing}")
+endif()
+message("core/ and nn/ include no backend's headers")
