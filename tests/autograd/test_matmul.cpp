@@ -269,6 +269,113 @@ BOOST_AUTO_TEST_CASE(spin_team_runs_every_chunk_once_and_gemm_gives_the_same_bit
   BOOST_TEST(ran == 1);
 }
 
+// A projection with unmerged LoRA experts in one pass: C = A op(B) + each term's
+// coef * up (down a[row]). Few rows run the terms inside the product's threaded job, more rows
+// after it; both must match plain loops, and inside a held team give the same bits as outside.
+BOOST_AUTO_TEST_CASE(gemm_low_rank_adds_each_term_to_its_row) {
+  using backend::LowRankTerm;
+  Rng rng(23);
+  const auto uniform = [&](std::int64_t count) {
+    std::vector<double> v(static_cast<std::size_t>(count));
+    for (auto& x : v) x = rng.uniform(-1, 1);
+    return v;
+  };
+  for (const auto& [m, n, k] : std::vector<std::array<std::int64_t, 3>>{{1, 700, 701}, {3, 300, 130}, {8, 520, 64}, {12, 90, 70}})
+    for (bool tb : {false, true})
+      for (std::int64_t rank : {16, 3}) {  // a rank the kernel knows at compile time, and one it does not
+        const std::int64_t ldc = n + 2;
+        const auto a = uniform(m * k), b = uniform(k * n);
+        std::vector<std::vector<double>> downs, ups;
+        std::vector<LowRankTerm<double>> terms;
+        for (std::int64_t t = 0; t < 2 * m; ++t) {  // two terms a row, the second rows first
+          downs.push_back(uniform(rank * k));
+          ups.push_back(uniform(n * rank));
+          terms.push_back({(t + m) % m, nullptr, nullptr, rank, 0.25 * static_cast<double>(t + 1)});
+        }
+        for (std::size_t t = 0; t < terms.size(); ++t) {
+          terms[t].down = downs[t].data();
+          terms[t].up = ups[t].data();
+        }
+        std::vector<double> want(static_cast<std::size_t>(m * n));
+        for (std::int64_t i = 0; i < m; ++i)
+          for (std::int64_t j = 0; j < n; ++j) {
+            double s = 0;
+            for (std::int64_t q = 0; q < k; ++q) s += a[static_cast<std::size_t>(i * k + q)] * op_at(b.data(), tb ? k : n, tb, q, j);
+            want[static_cast<std::size_t>(i * n + j)] = s;
+          }
+        for (std::size_t t = 0; t < terms.size(); ++t) {
+          std::vector<double> h(static_cast<std::size_t>(rank), 0.0);
+          for (std::int64_t r = 0; r < rank; ++r)
+            for (std::int64_t q = 0; q < k; ++q)
+              h[static_cast<std::size_t>(r)] += downs[t][static_cast<std::size_t>(r * k + q)] * a[static_cast<std::size_t>(terms[t].row * k + q)];
+          for (std::int64_t j = 0; j < n; ++j)
+            for (std::int64_t r = 0; r < rank; ++r)
+              want[static_cast<std::size_t>(terms[t].row * n + j)] +=
+                  terms[t].coef * ups[t][static_cast<std::size_t>(j * rank + r)] * h[static_cast<std::size_t>(r)];
+        }
+        const auto run = [&] {
+          std::vector<double> c(static_cast<std::size_t>(m * ldc), std::numeric_limits<double>::quiet_NaN());
+          for (std::int64_t i = 0; i < m; ++i)  // padding, untouched; the NaN elsewhere must never be read
+            c[static_cast<std::size_t>(i * ldc + n)] = c[static_cast<std::size_t>(i * ldc + n + 1)] = 42.0;
+          backend::gemm_low_rank(cpu{}, tb, m, n, k, a.data(), k, b.data(), tb ? k : n, terms.data(),
+                                 static_cast<std::int64_t>(terms.size()), c.data(), ldc);
+          return c;
+        };
+        const auto outside = run();
+        std::vector<double> inside;
+        backend::SpinTeam::hold([&] { inside = run(); });
+        double err = 0;
+        for (std::int64_t i = 0; i < m; ++i) {
+          for (std::int64_t j = 0; j < n; ++j)
+            err = std::max(err, std::abs(outside[static_cast<std::size_t>(i * ldc + j)] - want[static_cast<std::size_t>(i * n + j)]));
+          BOOST_TEST(outside[static_cast<std::size_t>(i * ldc + n)] == 42.0);
+        }
+        BOOST_TEST(err < 1e-10, "gemm_low_rank " << m << "x" << n << "x" << k << " tb=" << tb << " rank " << rank
+                                                 << ": max error " << err);
+        BOOST_TEST(inside == outside, "gemm_low_rank " << m << "x" << n << "x" << k << " tb=" << tb
+                                                       << ": the held team changed the bits");
+      }
+  // A term naming a row the product does not have is refused before anything is written.
+  const std::vector<double> a(4 * 5, 1.0), b(5 * 6, 1.0), down(2 * 5, 1.0), up(6 * 2, 1.0);
+  std::vector<double> c(4 * 6, 0.0);
+  const LowRankTerm<double> outside_rows[] = {{4, down.data(), up.data(), 2, 1.0}};
+  BOOST_CHECK_EXCEPTION(backend::gemm_low_rank(cpu{}, false, 4, 6, 5, a.data(), 5, b.data(), 6, outside_rows, 1, c.data(), 6),
+                        shape_error, [](const shape_error& e) { return std::string(e.what()).find("row 4") != std::string::npos; });
+  BOOST_TEST(c == std::vector<double>(4 * 6, 0.0));
+}
+
+// Float terms whose rank fills whole AVX-512 vectors fold sixteen outputs' sums in registers; the
+// outputs past the last sixteen take the portable loop. Both paths against double sums.
+BOOST_AUTO_TEST_CASE(low_rank_row_folds_float_vectors_in_output_order) {
+  const bool kernel = backend::fp32_kernel_available();
+  if (!kernel) BOOST_TEST_MESSAGE("no AVX-512 here: only the portable path of low_rank_row is checked");
+  Rng rng(29);
+  const std::int64_t k = 45;
+  for (std::int64_t rank : {16, 32, 48, 8})
+    for (std::int64_t n : {16, 50, 333}) {
+      std::vector<float> down(static_cast<std::size_t>(rank * k)), up(static_cast<std::size_t>(n * rank)), x(k);
+      for (auto* v : {&down, &up, &x})
+        for (auto& e : *v) e = static_cast<float>(rng.uniform(-1, 1));
+      std::vector<double> want(static_cast<std::size_t>(n), 0.0);
+      for (std::int64_t j = 0; j < rank; ++j) {
+        double h = 0;
+        for (std::int64_t i = 0; i < k; ++i) h += double(down[static_cast<std::size_t>(j * k + i)]) * double(x[static_cast<std::size_t>(i)]);
+        for (std::int64_t o = 0; o < n; ++o) want[static_cast<std::size_t>(o)] += -0.5 * double(up[static_cast<std::size_t>(o * rank + j)]) * h;
+      }
+      for (bool use_kernel : {true, false}) {
+        if (use_kernel && !kernel) continue;
+        backend::fp32_detail::use_kernel().store(use_kernel);
+        std::vector<float> out(static_cast<std::size_t>(n), std::numeric_limits<float>::quiet_NaN());
+        backend::low_rank_row(backend::LowRankTerm<float>{0, down.data(), up.data(), rank, -0.5f}, x.data(), k, n, out.data());
+        double err = 0;
+        for (std::int64_t o = 0; o < n; ++o) err = std::max(err, std::abs(double(out[static_cast<std::size_t>(o)]) - want[static_cast<std::size_t>(o)]));
+        BOOST_TEST(err < 1e-4, "low_rank_row rank " << rank << " n " << n << (use_kernel ? " AVX-512" : " portable")
+                                                    << ": max error " << err);
+      }
+      backend::fp32_detail::use_kernel().store(kernel);
+    }
+}
+
 BOOST_AUTO_TEST_CASE(strided_batched_gemm_matches_one_gemm_per_matrix) {
   // Many small products (threads across the batch) and a few large ones (Eigen's own threads).
   Rng rng(5);

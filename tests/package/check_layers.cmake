@@ -1,7 +1,7 @@
-# Dependencies point down: core/ and nn/ include no backend's headers (they reach kernels through
+# Dependencies point down: core/, nn/ and lora/ include no backend's headers (they reach kernels through
 # MOTE_CALL_KERNEL and ask backend_traits), so a new backend adds files, not edits.
 set(failed "")
-foreach(room IN ITEMS core nn)
+foreach(room IN ITEMS core nn lora)
   file(GLOB headers ${INCLUDE_DIR}/mote/${room}/*.hpp)
   foreach(header IN LISTS headers)
     file(STRINGS ${header} lines REGEX "^#include [<\"]mote/backend/(cpu|cuda)/")
@@ -12,6 +12,6 @@ foreach(room IN ITEMS core nn)
 endforeach()
 if(failed)
   string(REPLACE ";" "\n  " listing "${failed}")
-  message(FATAL_ERROR "headers of core/ or nn/ that include a backend's headers:\n  ${listing}")
+  message(FATAL_ERROR "headers of core/, nn/ or lora/ that include a backend's headers:\n  ${listing}")
 endif()
-message("core/ and nn/ include no backend's headers")
+message("core/, nn/ and lora/ include no backend's headers")

@@ -28,4 +28,16 @@ struct GemmTerm {
   std::int64_t ldb;
 };
 
+// One low-rank update of a product's output row (a LoRA expert's share of one token):
+// C[row, :] += coef * up (down a[row, :]), with down [rank, k] and up [n, rank], both row-major
+// and contiguous. gemm_low_rank adds a list of them to a product in the same pass.
+template <class T>
+struct LowRankTerm {
+  std::int64_t row;
+  const T* down;
+  const T* up;
+  std::int64_t rank;
+  T coef;
+};
+
 }  // namespace mote::backend

@@ -10,10 +10,6 @@
 #include <type_traits>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "mote/autograd/dropout.hpp"
 #include "mote/autograd/elementwise.hpp"
 #include "mote/autograd/expert_lora.hpp"
@@ -23,7 +19,6 @@
 #include "mote/autograd/reduce.hpp"
 #include "mote/autograd/shape_ops.hpp"
 #include "mote/autograd/softmax.hpp"
-#include "mote/backend/cpu/spin_team.hpp"
 #include "mote/backend/traits.hpp"
 #include "mote/core/error.hpp"
 #include "mote/core/rng.hpp"
@@ -109,22 +104,16 @@ class ExpertLinear final : public nn::LinearAdapter<T, B> {
     }
   }
 
-  // y += coef * scale * B_e (A_e x) for each (token, expert, coef) of the routing. Inside a held
-  // thread team (token-by-token decoding) the assignments are shared out: the first thread adds into y,
-  // each other thread into a buffer of its own, and the buffers are added after in a fixed order.
-  void add_decode_step(const T* x, std::int64_t rows, T* y, const nn::AdapterContext* context) const override {
+  // One term coef * scale * B_e (A_e x) for each (token, expert, coef) of the routing, expert by expert.
+  void append_decode_terms(std::int64_t rows, const nn::AdapterContext* context,
+                           std::vector<backend::LowRankTerm<T>>& terms) const override {
     if constexpr (backend_traits<B>::host_decode_adapters && !is_topk_router<R>) {
       if (merged_) return;
-      struct Assignment {
-        std::int64_t row;
-        std::size_t expert;
-        T coef;
-      };
       const double scale = options_.scale(rank());
-      // Reused: this runs for every projection of every token. A reference, so the team reads the leader's.
-      thread_local std::vector<Assignment> reused;
-      std::vector<Assignment>& work = reused;
-      work.clear();
+      const auto term = [&](std::int64_t row, std::size_t e, double coef) {
+        terms.push_back({row, experts_[e].lora_a.value().data(), experts_[e].lora_b.value().data(), rank(),
+                         static_cast<T>(coef * scale)});
+      };
       if constexpr (is_step_router<R>) {
         const autograd::ExpertPlan& plan = *dynamic_cast<const Routing&>(*context).plan;
         if (plan.tokens != rows)
@@ -132,29 +121,10 @@ class ExpertLinear final : public nn::LinearAdapter<T, B> {
                             " tokens but this decoding step has " + std::to_string(rows) + "; route() this step's ids");
         for (std::int64_t e = 0; e < plan.experts; ++e)
           for (std::int64_t i = plan.begin(e); i < plan.begin(e) + plan.count(e); ++i)
-            work.push_back({plan.token[static_cast<std::size_t>(i)], static_cast<std::size_t>(e),
-                            static_cast<T>(plan.weight[static_cast<std::size_t>(i)] * scale)});
+            term(plan.token[static_cast<std::size_t>(i)], static_cast<std::size_t>(e), plan.weight[static_cast<std::size_t>(i)]);
       } else {
-        for (std::int64_t row = 0; row < rows; ++row) work.push_back({row, 0, static_cast<T>(scale)});
+        for (std::int64_t row = 0; row < rows; ++row) term(row, 0, 1.0);
       }
-      const auto count = static_cast<std::int64_t>(work.size());
-      const std::int64_t chunks = backend::SpinTeam::active() ? std::min<std::int64_t>(count, team_size()) : 1;
-      if (chunks <= 1) {
-        for (const Assignment& a : work) add_one(a.expert, x + a.row * in_, a.coef, y + a.row * out_);
-        return;
-      }
-      thread_local std::vector<T> shares;
-      shares.assign(static_cast<std::size_t>((chunks - 1) * rows * out_), T(0));
-      T* share = shares.data();
-      backend::SpinTeam::run(chunks, [&](std::int64_t c) {
-        T* mine = c == 0 ? y : share + (c - 1) * rows * out_;
-        for (std::int64_t i = c; i < count; i += chunks) {
-          const Assignment& a = work[static_cast<std::size_t>(i)];
-          add_one(a.expert, x + a.row * in_, a.coef, mine + a.row * out_);
-        }
-      });
-      for (std::int64_t c = 1; c < chunks; ++c)
-        for (std::int64_t i = 0; i < rows * out_; ++i) y[i] += share[(c - 1) * rows * out_ + i];
     }
   }
 
@@ -305,60 +275,6 @@ class ExpertLinear final : public nn::LinearAdapter<T, B> {
                      V(Tensor<T, B>::from_vector({m, m}, self_mask));
     const V picked = autograd::log_softmax(logits) * V(Tensor<T, B>::from_vector({m, m}, positive));
     return autograd::scale(autograd::sum(picked), static_cast<T>(-options_.contrastive_coef / static_cast<double>(m)));
-  }
-
-  static std::int64_t team_size() {
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-  }
-
-  // y [out] += coef * B_e (A_e x) for one row x [in]: plain loops, as the products are a few
-  // thousand multiply-adds, less than a call into a threaded GEMM costs.
-  void add_one(std::size_t e, const T* x, T coef, T* y) const {
-    const std::int64_t r = rank();
-    const T* a = experts_[e].lora_a.value().data();  // [r, in], contiguous (serves_decode_step checked)
-    const T* b = experts_[e].lora_b.value().data();  // [out, r]
-    thread_local std::vector<T> inner;
-    inner.resize(static_cast<std::size_t>(r));
-    T* h = inner.data();
-    for (std::int64_t j = 0; j < r; ++j) {
-      const T* aj = a + j * in_;
-      T sum = 0;
-#pragma omp simd reduction(+ : sum)
-      for (std::int64_t i = 0; i < in_; ++i) sum += aj[i] * x[i];
-      h[j] = sum;
-    }
-    switch (r) {  // a rank known at compile time lets each output's sum be a vector reduction
-      case 8: return add_b_product<8>(b, h, coef, y);
-      case 16: return add_b_product<16>(b, h, coef, y);
-      case 32: return add_b_product<32>(b, h, coef, y);
-      case 64: return add_b_product<64>(b, h, coef, y);
-      default: break;
-    }
-    for (std::int64_t o = 0; o < out_; ++o) {
-      const T* bo = b + o * r;
-      T sum = 0;
-#pragma omp simd reduction(+ : sum)
-      for (std::int64_t j = 0; j < r; ++j) sum += bo[j] * h[j];
-      y[o] += coef * sum;
-    }
-  }
-
-  // y [out] += coef * B h for B [out, Rank].
-  template <int Rank>
-  void add_b_product(const T* b, const T* h, T coef, T* y) const {
-    T hv[Rank];
-    std::copy_n(h, Rank, hv);
-    for (std::int64_t o = 0; o < out_; ++o) {
-      const T* bo = b + o * Rank;
-      T sum = 0;
-#pragma omp simd reduction(+ : sum)
-      for (int j = 0; j < Rank; ++j) sum += bo[j] * hv[j];
-      y[o] += coef * sum;
-    }
   }
 
   std::string module_;

@@ -22,7 +22,6 @@
 #include "mote/autograd/index.hpp"
 #include "mote/autograd/matmul.hpp"
 #include "mote/autograd/shape_ops.hpp"
-#include "mote/backend/cpu/gemm.hpp"
 #include "mote/backend/traits.hpp"
 #include "mote/core/error.hpp"
 #include "mote/core/tensor.hpp"

@@ -4,15 +4,18 @@
 // step. It calls the backend's kernels by argument-dependent lookup, as autograd's ops do. Its
 // products, norms, rotations, attention and activations are the layer-by-layer forward's kernels
 // with the same arguments and equally aligned buffers, and its bias and residual additions add the
-// same values, so its output is bit for bit the same. What it skips is the cost of each graph op (tensor allocations, shape checks, views
-// and packed copies), which is a visible share of a step at small widths. Adapters that can
-// (LinearAdapter::serves_decode_step) add their share, unmerged, after each base projection; their
-// sums are the adapted forward's up to rounding, not bit for bit.
+// same values, so its output is bit for bit the same. What it skips is the cost of each graph op
+// (tensor allocations, shape checks, views and packed copies), a visible share of a step at small
+// widths. Adapters that can (LinearAdapter::serves_decode_step) add their share, unmerged, as
+// low-rank terms of each base projection; their sums are the adapted forward's up to rounding.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "mote/backend/concept.hpp"
+#include "mote/backend/kernel_ops.hpp"
+#include "mote/backend/traits.hpp"
 #include "mote/core/tensor.hpp"
 #include "mote/nn/config.hpp"
 #include "mote/nn/layers.hpp"
@@ -75,18 +78,27 @@ void normalize(const NormLayer<C, T, B>& norm, const T* x, std::int64_t rows, T*
   }
 }
 
-// y = x W (+ bias) for rows of x, as autograd::Projection computes it: the product, then the bias;
-// then the attached adapter's share, unmerged.
+// y = x W (+ bias) for rows of x, as autograd::Projection computes it, plus the attached adapter's
+// share, unmerged: its low-rank terms ride in the base product's own pass (gemm_low_rank).
 template <Config C, Real T, Backend B>
 void project(const Linear<C, T, B>& linear, const T* x, std::int64_t rows, T* y, const AdapterContext* adapter) {
   const std::int64_t in = linear.in_features, out = linear.out_features;
   const Tensor<T, B> w = linear.weight.value().contiguous();
-  if constexpr (Linear<C, T, B>::stores_in_out)
-    MOTE_CALL_KERNEL(B, gemm, false, false, rows, out, in, T(1), x, in, w.data(), out, T(0), y, out);
-  else
-    MOTE_CALL_KERNEL(B, gemm, false, true, rows, out, in, T(1), x, in, w.data(), in, T(0), y, out);
+  constexpr bool trans_w = !Linear<C, T, B>::stores_in_out;  // [out, in], as nn.Linear stores it
+  const std::int64_t ldw = trans_w ? in : out;
+  bool adapted = false;
+  if constexpr (backend_traits<B>::host_decode_adapters) {
+    thread_local std::vector<backend::LowRankTerm<T>> terms;  // reused: every projection of every token
+    terms.clear();
+    if (linear.adapter) linear.adapter->append_decode_terms(rows, adapter, terms);
+    if (!terms.empty()) {
+      MOTE_CALL_KERNEL(B, gemm_low_rank, trans_w, rows, out, in, x, in, w.data(), ldw, terms.data(),
+                       static_cast<std::int64_t>(terms.size()), y, out);
+      adapted = true;
+    }
+  }
+  if (!adapted) MOTE_CALL_KERNEL(B, gemm, false, trans_w, rows, out, in, T(1), x, in, w.data(), ldw, T(0), y, out);
   if (linear.bias.defined()) MOTE_CALL_KERNEL(B, add_row_vector, y, linear.bias.value().data(), rows, out);
-  if (linear.adapter) linear.adapter->add_decode_step(x, rows, y, adapter);
 }
 
 // s.x [rows, d] <- block(s.x), appending this step's keys and values to `cache`.

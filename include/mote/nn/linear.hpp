@@ -10,6 +10,7 @@
 
 #include "mote/autograd/matmul.hpp"
 #include "mote/autograd/var.hpp"
+#include "mote/backend/kernel_ops.hpp"
 #include "mote/core/rng.hpp"
 #include "mote/core/tensor.hpp"
 #include "mote/nn/config.hpp"
@@ -40,12 +41,13 @@ class LinearAdapter {
   }
   // The adapter's own trainable tensors (recomputed blocks must list them as inputs).
   virtual std::vector<autograd::Var<T, B>> parameters() const = 0;
-  // Whether add_decode_step can serve the graph-free decoding step (nn/decode.hpp) with this
+  // Whether append_decode_terms can serve the graph-free decoding step (nn/decode.hpp) with this
   // context; asked before the step starts, so a step is never half served. The default cannot.
   virtual bool serves_decode_step(const AdapterContext* /*context*/) const { return false; }
-  // Adds the adapter's share to y [rows, out], which holds the base projection of x [rows, in]
-  // (host memory, one token per row).
-  virtual void add_decode_step(const T* /*x*/, std::int64_t /*rows*/, T* /*y*/, const AdapterContext* /*context*/) const {}
+  // Appends the adapter's share of a step of `rows` tokens (one per row of the projection's input)
+  // as low-rank terms, which the step adds in the same pass as the base product.
+  virtual void append_decode_terms(std::int64_t /*rows*/, const AdapterContext* /*context*/,
+                                   std::vector<backend::LowRankTerm<T>>& /*terms*/) const {}
 };
 
 namespace detail {

@@ -5,7 +5,9 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <type_traits>
+#include <vector>
 
 #include "mote/backend/cpu/bf16_gemm.hpp"
 #include "mote/backend/cpu/cpu.hpp"
@@ -13,6 +15,7 @@
 #include "mote/backend/cpu/gemv.hpp"
 #include "mote/backend/cpu/skinny_gemm.hpp"
 #include "mote/backend/kernel_ops.hpp"
+#include "mote/core/error.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -208,6 +211,30 @@ void gemm(cpu, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::
     if (gemm_detail::own_kernel_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
   }
   gemm_detail::eigen_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+// Row-major C[m,n] = A op(B) + the low-rank terms' updates of A's rows (kernel_ops.hpp): a
+// projection with its unmerged LoRA experts. Decoding (a few rows) runs the terms inside the
+// product's own threaded job; more rows run the product, then the terms one after another.
+template <class T>
+void gemm_low_rank(cpu, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::int64_t lda,
+                   const T* b, std::int64_t ldb, const LowRankTerm<T>* terms, std::int64_t count, T* c,
+                   std::int64_t ldc) {
+  for (std::int64_t t = 0; t < count; ++t)
+    if (terms[t].row < 0 || terms[t].row >= m || terms[t].rank <= 0)
+      throw shape_error("mote: gemm_low_rank: term " + std::to_string(t) + " has row " +
+                                  std::to_string(terms[t].row) + " and rank " + std::to_string(terms[t].rank) +
+                                  "; expected a row in [0, " + std::to_string(m) + ") and a positive rank");
+  if (m <= gemv_detail::max_rows && k > 0) {
+    small_m_gemm(trans_b, m, n, k, T(1), a, lda, b, ldb, T(0), c, ldc, terms, count);
+    return;
+  }
+  gemm(cpu{}, false, trans_b, m, n, k, T(1), a, lda, b, ldb, T(0), c, ldc);
+  std::vector<T> update(static_cast<std::size_t>(n));
+  for (std::int64_t t = 0; t < count; ++t) {
+    low_rank_row(terms[t], a + terms[t].row * lda, k, n, update.data());
+    add_low_rank_updates(terms + t, 1, update.data(), n, c, ldc);
+  }
 }
 
 // C[m,n] = alpha * (first + second) + beta * C for two products of the same shape. A shallow

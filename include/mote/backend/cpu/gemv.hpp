@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "mote/backend/cpu/spin_team.hpp"
+#include "mote/backend/cpu/low_rank.hpp"
+#include "mote/backend/kernel_ops.hpp"
 
 namespace mote::backend::gemv_detail {
 
@@ -83,17 +85,32 @@ void store(T alpha, T sum, T beta, T* c) {
 namespace mote::backend {
 
 // Row-major C[m, n] = alpha * A[m, k] * op(B) + beta * C for m <= gemv_detail::max_rows; op(B) is
-// B [k, n] or, with trans_b, B stored [n, k]. lda/ldb/ldc are row strides.
+// B [k, n] or, with trans_b, B stored [n, k]. lda/ldb/ldc are row strides. Then each of the
+// `count` low-rank terms adds its update of A's row to C's row (unscaled by alpha). The terms are
+// extra chunks of the product's own threaded job, so decoding with unmerged LoRA experts waits once
+// per projection, not twice; each goes to a buffer of its own, added after the product in list
+// order, so the result does not depend on which thread ran what.
 template <class T>
 void small_m_gemm(bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a, std::int64_t lda,
-                  const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
+                  const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc, const LowRankTerm<T>* terms = nullptr,
+                  std::int64_t count = 0) {
   using namespace gemv_detail;
-  const bool parallel = double(m) * double(n) * double(k) >= (SpinTeam::active() ? held_parallel_macs : parallel_macs);
+  double macs = double(m) * double(n) * double(k);
+  for (std::int64_t t = 0; t < count; ++t) macs += double(terms[t].rank) * double(n + k);
+  const bool parallel = macs >= (SpinTeam::active() ? held_parallel_macs : parallel_macs);
+  thread_local std::vector<T> term_updates;
+  term_updates.resize(static_cast<std::size_t>(count * n));
+  T* updates = term_updates.data();
+  // The job's chunks after the product's own: one per term.
+  const auto term_chunk = [&](std::int64_t term) {
+    low_rank_row(terms[term], a + terms[term].row * lda, k, n, updates + term * n);
+  };
   if (trans_b) {
     // Each output column is a dot product with one contiguous row of B: chunks of B's rows.
     const std::int64_t rows = std::clamp<std::int64_t>(n / 32, 16, 256);
     const std::int64_t chunks = (n + rows - 1) / rows;
-    for_chunks(chunks, parallel, [&](std::int64_t chunk) {
+    for_chunks(chunks + count, parallel, [&](std::int64_t chunk) {
+      if (chunk >= chunks) return term_chunk(chunk - chunks);
       const std::int64_t j0 = chunk * rows, j1 = std::min(n, j0 + rows);
       std::int64_t j = j0;
       // Four rows of B at a time: four independent sums, where one would wait on its own adds.
@@ -127,6 +144,7 @@ void small_m_gemm(bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, 
         }
       }
     });
+    add_low_rank_updates(terms, count, updates, n, c, ldc);
     return;
   }
   // B [k, n]: chunks of contiguous rows of B, each adding into its own partial [m, n]; when B has
@@ -137,7 +155,8 @@ void small_m_gemm(bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, 
   thread_local std::vector<T> partials;
   partials.resize(static_cast<std::size_t>(row_chunks * m * n));
   T* part = partials.data();
-  for_chunks(row_chunks * col_chunks, parallel, [&](std::int64_t chunk) {
+  for_chunks(row_chunks * col_chunks + count, parallel, [&](std::int64_t chunk) {
+    if (chunk >= row_chunks * col_chunks) return term_chunk(chunk - row_chunks * col_chunks);
     const std::int64_t rc = chunk / col_chunks, cc = chunk % col_chunks;
     const std::int64_t c0 = cc * col_width, c1 = std::min(n, c0 + col_width);
     rows_times_block(m, a, lda, b, ldb, rc * rows_per_chunk, std::min(k, (rc + 1) * rows_per_chunk), c0, c1,
@@ -152,6 +171,7 @@ void small_m_gemm(bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, 
     }
     for (std::int64_t j = 0; j < n; ++j) store(alpha, total[j], beta, c + i * ldc + j);
   }
+  add_low_rank_updates(terms, count, updates, n, c, ldc);
 }
 
 }  // namespace mote::backend
