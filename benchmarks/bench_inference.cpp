@@ -10,7 +10,10 @@
 // MoTE rate beside the base rate (experts only add work), and the batched self-generation rate beside
 // B times the batch-1 rate (what perfectly shared weight reads could give).
 //
-// Usage: mote_inference_bench [--rounds R] [--tokens N] [--questions Q] [--batch B] [--stage-tokens S] [--quick]
+// --only runs one figure alone (base, mote, self-b1 or self-batched), for a profiler.
+//
+// Usage: mote_inference_bench [--rounds R] [--tokens N] [--questions Q] [--batch B] [--stage-tokens S]
+//                             [--only FIGURE] [--quick]
 #include <mote/mote.hpp>
 
 #include <algorithm>
@@ -76,6 +79,7 @@ int main(int argc, char** argv) {
   int rounds = 5;
   std::int64_t new_tokens = 128, batch = 8, max_stage_tokens = 128;
   std::size_t question_count = 16;
+  std::string only;  // empty: every figure
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     const auto value = [&] {
@@ -91,11 +95,18 @@ int main(int argc, char** argv) {
     else if (arg == "--batch") batch = value();
     else if (arg == "--stage-tokens") max_stage_tokens = value();
     else if (arg == "--quick") rounds = 1, new_tokens = 16, question_count = 4, batch = 4, max_stage_tokens = 16;
+    else if (arg == "--only" && i + 1 < argc) only = argv[++i];
     else {
-      std::fprintf(stderr, "usage: mote_inference_bench [--rounds R] [--tokens N] [--questions Q] [--batch B] [--stage-tokens S] [--quick]\n");
+      std::fprintf(stderr, "usage: mote_inference_bench [--rounds R] [--tokens N] [--questions Q] [--batch B] [--stage-tokens S] "
+                           "[--only base|mote|self-b1|self-batched] [--quick]\n");
       return arg == "--help" ? 0 : 2;
     }
   }
+  if (!only.empty() && only != "base" && only != "mote" && only != "self-b1" && only != "self-batched") {
+    std::fprintf(stderr, "mote_inference_bench: --only takes base, mote, self-b1 or self-batched, got '%s'\n", only.c_str());
+    return 2;
+  }
+  const auto wanted = [&](const char* figure) { return only.empty() || only == figure; };
 
   io::Tokenizer tok = c2_tokenizer();
   const nn::CausalLM<base_config, float> base(std::uint64_t{1});
@@ -139,11 +150,13 @@ int main(int argc, char** argv) {
   std::int64_t mote_tokens = 0;
   for (int r = 0; r < rounds; ++r) {
     const auto base_run = [&] {
+      if (!wanted("base")) return;
       std::vector<std::int32_t> out;
       const double s = seconds_of([&] { out = nn::generate(plain, prompt, {.max_new_tokens = new_tokens}); });
       base_rate.push_back(static_cast<double>(out.size()) / s);
     };
     const auto mote_run = [&] {
+      if (!wanted("mote")) return;
       std::vector<ac::Reply> replies;
       const auto route = [&](const Tensor<std::int32_t>& routes) { return experts.context_for(routes); };
       const double s = seconds_of([&] {
@@ -153,6 +166,7 @@ int main(int argc, char** argv) {
       mote_rate.push_back(static_cast<double>(replies.front().tokens) / s);
     };
     const auto gen_run = [&](std::size_t b, std::vector<double>& rates) {
+      if (!wanted(b == 1 ? "self-b1" : "self-batched")) return;
       std::int64_t tokens = 0;
       const double s = seconds_of([&] { self_generation(b, tokens); });
       rates.push_back(static_cast<double>(tokens) / s);
@@ -174,11 +188,17 @@ int main(int argc, char** argv) {
       mote_run();
       base_run();
     }
+    if (!only.empty()) {
+      const auto& rates = only == "base" ? base_rate : only == "mote" ? mote_rate : only == "self-b1" ? gen1_rate : genb_rate;
+      std::printf("round %d: %s %.0f tok/s\n", r + 1, only.c_str(), rates.back());
+      continue;
+    }
     std::printf("round %d: base %.0f tok/s, MoTE adaptive %.0f tok/s (%lld tokens), self-generation b1 %.0f, b%lld %.0f tok/s\n",
                 r + 1, base_rate.back(), mote_rate.back(), static_cast<long long>(mote_tokens), gen1_rate.back(),
                 static_cast<long long>(batch), genb_rate.back());
   }
   fs::remove_all(scratch);
+  if (!only.empty()) return 0;  // one figure alone has no ratio to show
 
   // The weights a decoded token reads: every parameter once (the tied head included), in float.
   std::size_t weight_bytes = 0;

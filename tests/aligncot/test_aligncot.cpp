@@ -509,7 +509,8 @@ std::vector<std::string> losses_only(const fs::path& metrics) {
     const auto v = io::json::parse(line, metrics.string());
     io::json::Value kept = io::json::Value::object();
     for (const auto& [key, value] : v.as_object())
-      if (key != "tokens_per_s" && key != "elapsed_s") kept.set(key, value);
+      if (key != "tokens_per_s" && key != "elapsed_s" && key != "memory_live_bytes" && key != "memory_peak_bytes")
+        kept.set(key, value);
     out.push_back(io::json::dump(kept));
   }
   return out;

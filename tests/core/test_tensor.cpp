@@ -391,6 +391,32 @@ BOOST_AUTO_TEST_CASE(tensors_reuse_freed_blocks_and_still_poison_them) {
   BOOST_TEST(std::all_of(values.begin(), values.end(), [](float x) { return std::isnan(x); }));
 }
 
+// The trainer's memory report: every tensor's bytes count while it lives, and the peak holds the most.
+BOOST_AUTO_TEST_CASE(cpu_memory_use_counts_live_tensors_and_their_peak) {
+  using traits = backend_traits<cpu>;
+  constexpr std::size_t bytes = (std::size_t{1} << 20) * sizeof(float);
+  BOOST_TEST(traits::memory_use().known);
+  traits::reset_memory_peak();
+  const MemoryUse before = traits::memory_use();
+  BOOST_TEST(before.peak_bytes == before.live_bytes);
+  {
+    const Tensor<float> big(Shape{std::int64_t{1} << 20});
+    const MemoryUse during = traits::memory_use();
+    BOOST_TEST(during.live_bytes == before.live_bytes + bytes);
+    BOOST_TEST(during.peak_bytes == during.live_bytes);
+    {
+      const Tensor<float> second(Shape{std::int64_t{1} << 20});
+      BOOST_TEST(traits::memory_use().peak_bytes == before.live_bytes + 2 * bytes);
+    }
+    BOOST_TEST(traits::memory_use().live_bytes == before.live_bytes + bytes);
+  }
+  const MemoryUse after = traits::memory_use();
+  BOOST_TEST(after.live_bytes == before.live_bytes);
+  BOOST_TEST(after.peak_bytes == before.live_bytes + 2 * bytes);  // the most at once, not the sum
+  traits::reset_memory_peak();
+  BOOST_TEST(traits::memory_use().peak_bytes == after.live_bytes);
+}
+
 BOOST_AUTO_TEST_CASE(poisoned_allocations_are_nan) {
   {
     PoisonOn on;

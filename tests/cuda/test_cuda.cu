@@ -179,6 +179,29 @@ void tensor_checks(Report& report) {
                   "contiguous: transpose of an int32 [2, 3]");
   });
 
+  report.guarded("memory report", [&] {
+    using traits = mote::backend_traits<gpu>;
+    constexpr std::size_t bytes = (std::size_t{1} << 22) * sizeof(float);
+    gpu::synchronize();
+    traits::reset_memory_peak();
+    const mote::MemoryUse before = traits::memory_use();
+    std::size_t during_live = 0;
+    {
+      const Tensor<float, gpu> big(Shape{std::int64_t{1} << 22});
+      gpu::synchronize();
+      during_live = traits::memory_use().live_bytes;
+    }
+    gpu::synchronize();
+    const mote::MemoryUse after = traits::memory_use();
+    report.expect(before.known && during_live >= before.live_bytes + bytes,
+                  "memory: a 16 MiB tensor adds at least 16 MiB to the pool's use");
+    report.expect(after.live_bytes < during_live && after.peak_bytes >= during_live,
+                  "memory: freeing it lowers the use; the high mark keeps it");
+    traits::reset_memory_peak();
+    report.expect(traits::memory_use().peak_bytes < during_live,
+                  "memory: reset_memory_peak restarts the mark from the current use");
+  });
+
   report.guarded("allocation failure", [&] {
     bool typed = false;
     try {
@@ -242,6 +265,50 @@ void mlp_checks(Report& report) {
                  default_tolerance);
     report.expect(dev_after < dev_before, "mlp: the step lowered the loss on cuda (" + std::to_string(dev_before) +
                                               " -> " + std::to_string(dev_after) + ")");
+  });
+}
+
+// Work inside a stream_scope goes to the caller's stream, ordered with the work before and after it.
+void stream_checks(Report& report) {
+  report.guarded("explicit streams", [&] {
+    const std::vector<Shape> shapes = {{8, 16}, {32, 16}, {32}, {4, 32}, {4}, {8, 4}};
+    const auto values = draw_inputs(shapes, 7);
+    const OpSpec spec{.inputs = shapes};
+    auto on_default = mote::testing::make_vars<float, gpu>(spec, values);
+    auto default_loss = mlp_loss(on_default);
+    default_loss.backward();
+
+    cudaStream_t mine = nullptr;
+    mote::backend::cuda_detail::check(cudaStreamCreateWithFlags(&mine, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+    report.expect(gpu::current_stream() == nullptr, "streams: outside any scope, the legacy default stream");
+    auto on_mine = mote::testing::make_vars<float, gpu>(spec, values);  // made before the scope, used inside
+    Tensor<float, gpu> made_inside;
+    double loss_inside = 0;
+    {
+      gpu::stream_scope scope(mine);
+      report.expect(gpu::current_stream() == mine, "streams: a scope names the thread's stream");
+      {
+        gpu::stream_scope nested(nullptr);
+        report.expect(gpu::current_stream() == nullptr, "streams: a nested scope names its own");
+      }
+      report.expect(gpu::current_stream() == mine, "streams: a nested scope's end restores the outer stream");
+      auto loss = mlp_loss(on_mine);
+      loss.backward();
+      loss_inside = loss.item();
+      made_inside = on_mine[1].grad().clone();
+    }
+    report.expect(gpu::current_stream() == nullptr, "streams: the scope's end restores the legacy default stream");
+    report.check("streams: loss on the caller's stream against the default stream's",
+                 relative_error(std::vector<double>{loss_inside}, std::vector<double>{default_loss.item()}), 1e-6);
+    report.check("streams: a gradient made inside the scope, read after it",
+                 relative_error(made_inside.to_vector(), on_default[1].grad().to_vector()), 1e-6);
+    for (std::size_t i = 0; i < shapes.size(); ++i)
+      report.check("streams: gradient " + std::to_string(i) + " on the caller's stream",
+                   relative_error(on_mine[i].grad().to_vector(), on_default[i].grad().to_vector()), 1e-6);
+    on_mine.clear();  // freed on the default stream after the join
+    made_inside = Tensor<float, gpu>();
+    gpu::synchronize();
+    mote::backend::cuda_detail::check(cudaStreamDestroy(mine), "cudaStreamDestroy");
   });
 }
 
@@ -521,7 +588,15 @@ int main() {
   if (status != cudaSuccess || devices == 0) {
     std::printf("no CUDA device: skipped\n");
     if (status != cudaSuccess) std::printf("(cudaGetDeviceCount: %s)\n", cudaGetErrorString(status));
-    return 77;
+    // The one check that needs no device: first use says in words that there is none.
+    try {
+      (void)Tensor<float, gpu>::zeros({4});
+    } catch (const mote::backend_error& e) {
+      std::printf("first use without a device: %s\n", e.what());
+      if (std::string(e.what()).find("no usable CUDA device") != std::string::npos) return 77;
+    }
+    std::printf("FAIL  first use without a device did not throw backend_error naming the missing device\n");
+    return 1;
   }
   cudaDeviceProp prop{};
   if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
@@ -531,6 +606,7 @@ int main() {
   tensor_checks(report);
   mote::testing::for_each_op_case([&](const OpSpec& spec, const auto& build) { compare_op(report, spec, build); });
   mlp_checks(report);
+  stream_checks(report);
   scatter_checks(report);
   bf16_gemm_checks(report);
   optimizer_checks(report);

@@ -125,7 +125,7 @@ std::string read_text(const fs::path& path) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
-// The metrics file's lines without their timing fields (what a resume must reproduce exactly).
+// The metrics file's lines without their timing and memory fields (what a resume must reproduce exactly).
 std::vector<std::string> loss_log(const fs::path& path) {
   std::vector<std::string> out;
   std::istringstream lines(read_text(path));
@@ -133,7 +133,8 @@ std::vector<std::string> loss_log(const fs::path& path) {
     const json::Value v = json::parse(line, path.string());
     json::Value kept = json::Value::object();
     for (const auto& [key, value] : v.as_object())
-      if (key != "tokens_per_s" && key != "elapsed_s") kept.set(key, value);
+      if (key != "tokens_per_s" && key != "elapsed_s" && key != "memory_live_bytes" && key != "memory_peak_bytes")
+        kept.set(key, value);
     out.push_back(json::dump(kept));
   }
   return out;
@@ -503,6 +504,21 @@ BOOST_AUTO_TEST_CASE(interrupted_and_resumed_runs_match_an_uninterrupted_run_bit
   const auto log_a = loss_log(root.path / "a" / "metrics.jsonl");
   BOOST_TEST(log_a.size() == 9u + 3u);  // a line per step, evaluations at 4, 8 and the end
   BOOST_TEST(testing::contains(log_a.back(), "\"kind\":\"eval\""));
+  // Each train line reports the step's memory: what stays (weights, optimizer state) below the step's
+  // peak, which also held the activations.
+  {
+    std::istringstream lines(read_text(root.path / "a" / "metrics.jsonl"));
+    int reported = 0;
+    for (std::string line; std::getline(lines, line);) {
+      const json::Value v = json::parse(line, "metrics.jsonl");
+      if (v.at("kind").as_string() != "train") continue;
+      const std::int64_t live = v.at("memory_live_bytes").as_int64(), peak = v.at("memory_peak_bytes").as_int64();
+      BOOST_TEST(live > 0);
+      BOOST_TEST(peak > live);
+      ++reported;
+    }
+    BOOST_TEST(reported == 9);
+  }
 
   // B: SIGINT at step 5 (raised from the step callback); the step finishes, a checkpoint is saved, the
   // previous SIGINT handler comes back, fit returns normally.

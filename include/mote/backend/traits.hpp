@@ -2,6 +2,7 @@
 // What model code may ask of a backend beyond the contract of concept.hpp. A backend states a
 // capability as a static member of its tag; backend_traits<B> reads it or supplies the default, so
 // nn/ and lora/ ask what a backend can do instead of which backend it is.
+#include <cstddef>
 #include <cstdint>
 #include <utility>
 
@@ -15,6 +16,14 @@ enum class DecodePath { layered, graph_free };
 
 // The stream type of a backend that has none: its kernels complete in call order on the host.
 struct no_stream {};
+
+// A backend's memory in use: the bytes its tensors hold now, and the most they held at once since
+// the last reset_memory_peak(). `known` is false for a backend that does not count.
+struct MemoryUse {
+  std::size_t live_bytes = 0;
+  std::size_t peak_bytes = 0;
+  bool known = false;
+};
 
 namespace traits_detail {
 template <class B>
@@ -39,11 +48,21 @@ struct backend_traits {
   }();
 
   // Adapters add their unmerged share inside the graph-free step with host code
-  // (nn::LinearAdapter::add_decode_step), which needs both of the above.
+  // (nn::LinearAdapter::append_decode_terms), which needs both of the above.
   static constexpr bool host_decode_adapters = host_access && decode_path == DecodePath::graph_free;
 
-  // What the backend's kernels are ordered by (cudaStream_t on CUDA).
+  // What the backend's kernels are ordered by (cudaStream_t on CUDA: see cuda::stream_scope).
   using stream_type = typename traits_detail::stream_of<B>::type;
+
+  // The backend's memory in use (B::memory_use()), for the trainer's per-step report.
+  static MemoryUse memory_use() {
+    if constexpr (requires { B::memory_use(); }) return B::memory_use();
+    else return {};
+  }
+  // Starts a new peak from what is in use now.
+  static void reset_memory_peak() {
+    if constexpr (requires { B::reset_memory_peak(); }) B::reset_memory_peak();
+  }
 
   // Runs a token-by-token decoding loop over `rows` sequences. A backend may hold something around
   // it (the CPU a thread team spinning between the loop's many small products); by default it just runs.

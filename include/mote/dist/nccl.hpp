@@ -43,8 +43,9 @@ class nccl {
   };
 
   // Joins the NCCL communicator of `host`'s ranks on GPU `device` (-1: this rank's place among the
-  // ranks of its node, modulo the node's GPU count). `stream` is where the sums run; 0, the legacy
-  // default stream, is the one the CUDA backend queues its kernels on.
+  // ranks of its node, modulo the node's GPU count). `stream` is where the sums run: the stream the
+  // CUDA backend queues the gradients' kernels on (mote::cuda::current_stream(); 0 outside any
+  // cuda::stream_scope).
   explicit nccl(mpi host, int device = -1, cudaStream_t stream = nullptr) : state_(std::make_shared<State>(std::move(host), stream)) {
     State& s = *state_;
     int devices = 0;

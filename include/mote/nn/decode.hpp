@@ -1,7 +1,8 @@
 #pragma once
 // The graph-free decoding step, on backends whose traits choose it (backend_traits::decode_path): one
 // new token per sequence through a Block and its KV cache, written into buffers reused from step to
-// step. It calls the backend's kernels by argument-dependent lookup, as autograd's ops do. Its
+// step. It runs the block's own dataflow (Block::flow, the description the layer-by-layer forward
+// runs too) through StepRun, whose ops call the backend's kernels by argument-dependent lookup. Its
 // products, norms, rotations, attention and activations are the layer-by-layer forward's kernels
 // with the same arguments and equally aligned buffers, and its bias and residual additions add the
 // same values, so its output is bit for bit the same. What it skips is the cost of each graph op
@@ -9,8 +10,10 @@
 // widths. Adapters that can (LinearAdapter::serves_decode_step) add their share, unmerged, as
 // low-rank terms of each base projection; their sums are the adapted forward's up to rounding.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
+#include <deque>
 #include <vector>
 
 #include "mote/backend/concept.hpp"
@@ -36,7 +39,11 @@ struct Step {
 // see the alignment the layer-by-layer forward's fresh tensors give them.
 template <Real T, Backend B>
 struct Scratch {
-  Tensor<T, B> x, normed, qkv, q, k, v, q_rotated, k_rotated, attended, projected, gate, hidden, probs, mean, rstd;
+  Tensor<T, B> x, normed, mean, rstd;  // the residual stream, the final norm's output, norm statistics
+  // One buffer per op output of a block, in the order the block's flow asks for them: every block
+  // and every step asks in the same order, so each buffer keeps its size from step to step.
+  std::deque<Tensor<T, B>> outputs;
+  std::size_t next_output = 0;
 
   static Scratch& for_this_thread() {
     thread_local Scratch scratch;
@@ -101,73 +108,95 @@ void project(const Linear<C, T, B>& linear, const T* x, std::int64_t rows, T* y,
   if (linear.bias.defined()) MOTE_CALL_KERNEL(B, add_row_vector, y, linear.bias.value().data(), rows, out);
 }
 
+// The block's ops for one new token per sequence, on raw buffers: what Block::flow computes through
+// in the graph-free step. A value is the first `count` elements of one of the scratch's buffers,
+// [rows, width]; with one token per sequence, the heads layout is the projections' own row layout,
+// so to_heads and from_heads move nothing.
+template <Real T, Backend B>
+struct StepRun {
+  struct value {
+    Tensor<T, B>* buffer = nullptr;
+    std::int64_t count = 0;
+    T* data() const { return buffer->data(); }
+  };
+  using S = Scratch<T, B>;
+  const Step& step;
+  LayerCache<T, B>& cache;
+  S& s;
+
+  // The next output buffer, holding at least `count` elements.
+  value fresh(std::int64_t count) const {
+    if (s.next_output == s.outputs.size()) s.outputs.emplace_back();
+    Tensor<T, B>& t = s.outputs[s.next_output++];
+    S::fit(t, count);
+    return {&t, count};
+  }
+  template <class Norm>
+  value norm(const Norm& layer, value x) const {
+    const value y = fresh(x.count);
+    normalize(layer, x.data(), step.rows, y.data(), s);
+    return y;
+  }
+  template <class Projection>
+  value project(const Projection& linear, value x) const {
+    const value y = fresh(step.rows * linear.out_features);
+    nn::decode_detail::project(linear, x.data(), step.rows, y.data(), step.adapter);
+    return y;
+  }
+  std::array<value, 3> split(value x, std::int64_t a, std::int64_t b, std::int64_t c) const {
+    const std::int64_t rows = step.rows, width = a + b + c;
+    const std::array<value, 3> parts{fresh(rows * a), fresh(rows * b), fresh(rows * c)};
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const T* row = x.data() + r * width;
+      B::copy(row, parts[0].data() + r * a, static_cast<std::size_t>(a));
+      B::copy(row + a, parts[1].data() + r * b, static_cast<std::size_t>(b));
+      B::copy(row + a + b, parts[2].data() + r * c, static_cast<std::size_t>(c));
+    }
+    return parts;
+  }
+  value to_heads(value t, std::int64_t /*heads*/, const Config&) const { return t; }
+  value from_heads(value y, const Config&) const { return y; }
+  value rope(value t, std::int64_t heads, const Config& c) const {
+    const value y = fresh(t.count);
+    MOTE_CALL_KERNEL(B, rope_forward, t.data(), step.positions, step.position_stride, step.rows, heads, std::int64_t{1},
+                     c.head_dim(), c.rope_theta, y.data());
+    return y;
+  }
+  // Appends k and v as the cache's newest position, then attends over every cached one.
+  value attend(value q, value k, value v, const Config& c) const {
+    const std::int64_t rows = step.rows, dh = c.head_dim();
+    const Shape kv_shape{rows, c.n_kv_heads, 1, dh};
+    cache.append(S::view(*k.buffer, kv_shape), S::view(*v.buffer, kv_shape), c.max_seq);
+    const Tensor<T, B> keys = cache.keys(), values = cache.values();
+    const value probs = fresh(rows * c.n_heads * c.max_seq);
+    const value y = fresh(q.count);
+    const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh)));
+    MOTE_CALL_KERNEL(B, attention_forward, q.data(), keys.data(), values.data(), step.mask, step.mask_stride, rows,
+                     c.n_heads, c.n_kv_heads, std::int64_t{1}, cache.length(), dh, keys.stride(1), true, scale, y.data(),
+                     probs.data());
+    return y;
+  }
+  // The residual stream is added to in place.
+  value residual(value x, value branch) const {
+    MOTE_CALL_KERNEL(B, axpy, T(1), branch.data(), x.data(), x.count);
+    return x;
+  }
+  value gelu(value h) const {
+    MOTE_CALL_KERNEL(B, gelu_forward, h.data(), h.count, h.data());
+    return h;
+  }
+  value swiglu(value gate, value up) const {
+    MOTE_CALL_KERNEL(B, swiglu_forward, gate.data(), up.data(), up.count, up.data());
+    return up;
+  }
+};
+
 // s.x [rows, d] <- block(s.x), appending this step's keys and values to `cache`.
 template <Config C, Real T, Backend B>
 void block_step(const Block<C, T, B>& block, LayerCache<T, B>& cache, const Step& step, Scratch<T, B>& s) {
-  using S = Scratch<T, B>;
-  const Config& c = block.sizes();  // C itself for a compile-time Config: the sizes fold to constants
-  const std::int64_t d = c.d_model, kv = c.kv_dim(), dh = c.head_dim();
-  const std::int64_t rows = step.rows;
-  T* x = s.x.data();
-  T* normed = S::fit(s.normed, rows * d);
-  normalize(block.norm1, x, rows, normed, s);
-
-  // Queries [rows, H, 1, Dh] and keys and values [rows, Hkv, 1, Dh]: with one token per sequence,
-  // the heads layout is the projections' own row layout.
-  T* q = S::fit(s.q, rows * d);
-  T* k = S::fit(s.k, rows * kv);
-  T* v = S::fit(s.v, rows * kv);
-  if constexpr (C.gpt2_layout()) {
-    T* qkv = S::fit(s.qkv, rows * (d + 2 * kv));
-    project(block.attn.qkv, normed, rows, qkv, step.adapter);
-    for (std::int64_t r = 0; r < rows; ++r) {
-      const T* row = qkv + r * (d + 2 * kv);
-      B::copy(row, q + r * d, static_cast<std::size_t>(d));
-      B::copy(row + d, k + r * kv, static_cast<std::size_t>(kv));
-      B::copy(row + d + kv, v + r * kv, static_cast<std::size_t>(kv));
-    }
-  } else {
-    project(block.attn.q, normed, rows, q, step.adapter);
-    project(block.attn.k, normed, rows, k, step.adapter);
-    project(block.attn.v, normed, rows, v, step.adapter);
-  }
-  const Tensor<T, B>* keys = &s.k;
-  if constexpr (C.positions == Positions::RoPE) {
-    T* q_rotated = S::fit(s.q_rotated, rows * d);
-    T* k_rotated = S::fit(s.k_rotated, rows * kv);
-    MOTE_CALL_KERNEL(B, rope_forward, q, step.positions, step.position_stride, rows, c.n_heads, std::int64_t{1}, dh,
-                     c.rope_theta, q_rotated);
-    MOTE_CALL_KERNEL(B, rope_forward, k, step.positions, step.position_stride, rows, c.n_kv_heads, std::int64_t{1}, dh,
-                     c.rope_theta, k_rotated);
-    q = q_rotated;
-    keys = &s.k_rotated;
-  }
-  const Shape kv_shape{rows, c.n_kv_heads, 1, dh};
-  cache.append(S::view(*keys, kv_shape), S::view(s.v, kv_shape), c.max_seq);
-
-  const std::int64_t kv_len = cache.length();
-  const Tensor<T, B> cached_keys = cache.keys(), cached_values = cache.values();
-  T* probs = S::fit(s.probs, rows * c.n_heads * c.max_seq);
-  T* attended = S::fit(s.attended, rows * d);
-  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh)));
-  MOTE_CALL_KERNEL(B, attention_forward, q, cached_keys.data(), cached_values.data(), step.mask, step.mask_stride, rows,
-                   c.n_heads, c.n_kv_heads, std::int64_t{1}, kv_len, dh, cached_keys.stride(1), true, scale, attended, probs);
-  T* projected = S::fit(s.projected, rows * d);
-  project(block.attn.o, attended, rows, projected, step.adapter);
-  MOTE_CALL_KERNEL(B, axpy, T(1), projected, x, rows * d);  // the residual connection
-
-  normalize(block.norm2, x, rows, normed, s);
-  T* hidden = S::fit(s.hidden, rows * c.d_ff);
-  project(block.mlp.up, normed, rows, hidden, step.adapter);
-  if constexpr (C.activation == Activation::SwiGLU) {
-    T* gate = S::fit(s.gate, rows * c.d_ff);
-    project(block.mlp.gate, normed, rows, gate, step.adapter);
-    MOTE_CALL_KERNEL(B, swiglu_forward, gate, hidden, rows * c.d_ff, hidden);
-  } else {
-    MOTE_CALL_KERNEL(B, gelu_forward, hidden, rows * c.d_ff, hidden);
-  }
-  project(block.mlp.down, hidden, rows, projected, step.adapter);
-  MOTE_CALL_KERNEL(B, axpy, T(1), projected, x, rows * d);  // the residual connection
+  s.next_output = 0;
+  const StepRun<T, B> run{step, cache, s};
+  (void)block.flow(run, {&s.x, step.rows * block.sizes().d_model});
 }
 
 }  // namespace mote::nn::decode_detail

@@ -3,7 +3,12 @@
 // Every projection is an nn::Linear, so adapters (mote/lora) can attach to any of them by name.
 // Each layer reads its sizes through sizes() (nn::Sized): C itself, or the run-time Config it was
 // built with when C is run-time sized.
+//
+// Attention, MLP and Block each describe their dataflow once, in a member template flow(run, x),
+// over the ops of a runner: GraphRun below builds the autograd graph (training, prompts), and
+// nn/decode.hpp's StepRun runs the same description as kernels on reused buffers (one decoded token).
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -128,6 +133,49 @@ struct NormLayer : Sized<C> {
   }
 };
 
+// The layer-by-layer forward's ops on graph values, for the layers' flow(): every op is an autograd
+// op, so the result can be differentiated. `cache`, when given, receives the keys and values.
+template <Real T, Backend B = cpu>
+struct GraphRun {
+  using value = autograd::Var<T, B>;
+  const LayerInputs<B>& in;
+  LayerCache<T, B>* cache = nullptr;
+
+  template <class Norm>
+  value norm(const Norm& layer, const value& x) const { return layer(x); }
+  template <class Projection>
+  value project(const Projection& linear, const value& x) const { return linear(x, in.adapter.get()); }
+  // x [B, L, a + b + c] into its three parts along the last dimension.
+  std::array<value, 3> split(const value& x, std::int64_t a, std::int64_t b, std::int64_t c) const {
+    auto parts = autograd::split(x, -1, {a, b, c});
+    return {parts[0], parts[1], parts[2]};
+  }
+  // [B, L, heads * Dh] -> [B, heads, L, Dh] and back.
+  value to_heads(const value& t, std::int64_t heads, const Config& c) const {
+    return autograd::transpose(autograd::reshape(t, {t.shape()[0], t.shape()[1], heads, c.head_dim()}), 1, 2);
+  }
+  value from_heads(const value& y, const Config& c) const {
+    return autograd::reshape(autograd::transpose(y, 1, 2), {y.shape()[0], y.shape()[2], c.d_model});
+  }
+  value rope(const value& t, std::int64_t /*heads*/, const Config& c) const {
+    return autograd::rope(t, *in.positions, c.rope_theta);
+  }
+  // Causal attention of q over k and v [B, H(kv), L, Dh], after the cached keys and values if any.
+  value attend(const value& q, const value& k, const value& v, const Config& c) const {
+    const autograd::AttentionOptions<B> options{.causal = true, .mask = in.mask};
+    if (!cache) return autograd::scaled_dot_product_attention(q, k, v, options);
+    if (autograd::grad_enabled() && (k.requires_grad() || v.requires_grad() || cache->records())) {
+      const auto [all_k, all_v] = cache->join(k, v);
+      return autograd::scaled_dot_product_attention(q, all_k, all_v, options);
+    }
+    cache->append(k.value(), v.value(), c.max_seq);
+    return autograd::scaled_dot_product_attention(q, cache->keys(), cache->values(), options);
+  }
+  value residual(const value& x, const value& branch) const { return x + branch; }
+  value gelu(const value& h) const { return autograd::gelu(h); }
+  value swiglu(const value& gate, const value& up) const { return autograd::swiglu(gate, up); }
+};
+
 // Multi-head attention with grouped-query heads, optional RoPE, causal plus an optional mask, and
 // an optional KV cache. GPT-2 layout: one fused c_attn [d, d + 2 kv_dim] whose output is split
 // into q, k, v; Llama layout: q_proj, k_proj, v_proj, o_proj.
@@ -154,40 +202,33 @@ struct Attention : Sized<C> {
 
   // x [B, L, d] -> [B, L, d]; appends this step's keys and values to `cache` when given.
   V operator()(const V& x, const LayerInputs<B>& in, LayerCache<T, B>* cache = nullptr) const {
+    const GraphRun<T, B> run{in, cache};
+    return flow(run, x);
+  }
+
+  // The attention's dataflow: project, split into heads, rotate (RoPE), attend, project back.
+  template <class Run>
+  typename Run::value flow(const Run& run, const typename Run::value& x) const {
     const Config& c = sizes();
-    const std::int64_t batch = x.shape()[0], len = x.shape()[1], d = c.d_model, kv = c.kv_dim(), dh = c.head_dim();
-    const AdapterContext* routing = in.adapter.get();
-    V qs, ks, vs;
+    typename Run::value qs, ks, vs;
     if constexpr (C.gpt2_layout()) {
-      auto parts = autograd::split(qkv(x, routing), -1, {d, kv, kv});
+      const auto parts = run.split(run.project(qkv, x), c.d_model, c.kv_dim(), c.kv_dim());
       qs = parts[0];
       ks = parts[1];
       vs = parts[2];
     } else {
-      qs = q(x, routing);
-      ks = k(x, routing);
-      vs = v(x, routing);
+      qs = run.project(q, x);
+      ks = run.project(k, x);
+      vs = run.project(v, x);
     }
-    auto heads = [&](const V& t, std::int64_t h) { return autograd::transpose(autograd::reshape(t, {batch, len, h, dh}), 1, 2); };
-    qs = heads(qs, c.n_heads);
-    ks = heads(ks, c.n_kv_heads);
-    vs = heads(vs, c.n_kv_heads);
+    qs = run.to_heads(qs, c.n_heads, c);
+    ks = run.to_heads(ks, c.n_kv_heads, c);
+    vs = run.to_heads(vs, c.n_kv_heads, c);
     if constexpr (C.positions == Positions::RoPE) {
-      qs = autograd::rope(qs, *in.positions, c.rope_theta);
-      ks = autograd::rope(ks, *in.positions, c.rope_theta);
+      qs = run.rope(qs, c.n_heads, c);
+      ks = run.rope(ks, c.n_kv_heads, c);
     }
-    const autograd::AttentionOptions<B> attend{.causal = true, .mask = in.mask};
-    V y;
-    if (!cache) {
-      y = autograd::scaled_dot_product_attention(qs, ks, vs, attend);
-    } else if (autograd::grad_enabled() && (ks.requires_grad() || vs.requires_grad() || cache->records())) {
-      const auto [all_k, all_v] = cache->join(ks, vs);
-      y = autograd::scaled_dot_product_attention(qs, all_k, all_v, attend);
-    } else {
-      cache->append(ks.value(), vs.value(), c.max_seq);
-      y = autograd::scaled_dot_product_attention(qs, cache->keys(), cache->values(), attend);
-    }
-    return o(autograd::reshape(autograd::transpose(y, 1, 2), {batch, len, d}), routing);
+    return run.project(o, run.from_heads(run.attend(qs, ks, vs, c), c));
   }
 
   // Hugging Face module names under `prefix` (e.g. "h.0.attn" or "model.layers.0.self_attn").
@@ -224,11 +265,20 @@ struct MLP : Sized<C> {
   }
 
   V operator()(const V& x, const LayerInputs<B>& in = {}) const {
-    const AdapterContext* routing = in.adapter.get();
-    if constexpr (C.activation == Activation::SwiGLU)
-      return down(autograd::swiglu(gate(x, routing), up(x, routing)), routing);
-    else
-      return down(autograd::gelu(up(x, routing)), routing);
+    const GraphRun<T, B> run{in};
+    return flow(run, x);
+  }
+
+  // The feed-forward dataflow (up before gate, so adapters' random draws come in one order).
+  template <class Run>
+  typename Run::value flow(const Run& run, const typename Run::value& x) const {
+    if constexpr (C.activation == Activation::SwiGLU) {
+      const auto up_x = run.project(up, x);
+      const auto gate_x = run.project(gate, x);
+      return run.project(down, run.swiglu(gate_x, up_x));
+    } else {
+      return run.project(down, run.gelu(run.project(up, x)));
+    }
   }
 
   void for_each_linear(const std::string& prefix, const LinearVisitor<C, T, B>& visit) {
@@ -269,8 +319,15 @@ struct Block : Sized<C> {
   }
 
   V forward(const V& x, const LayerInputs<B>& in, LayerCache<T, B>* cache = nullptr) const {
-    const V h = x + attn(norm1(x), in, cache);
-    return h + mlp(norm2(h), in);
+    const GraphRun<T, B> run{in, cache};
+    return flow(run, x);
+  }
+
+  // The block's dataflow, shared by the layer-by-layer forward and the graph-free decoding step.
+  template <class Run>
+  typename Run::value flow(const Run& run, typename Run::value x) const {
+    x = run.residual(x, attn.flow(run, run.norm(norm1, x)));
+    return run.residual(x, mlp.flow(run, run.norm(norm2, x)));
   }
 
   // Every tensor the block's output depends on that may train: its parameters and its adapters'.

@@ -33,6 +33,7 @@
 #include "mote/autograd/elementwise.hpp"
 #include "mote/autograd/loss.hpp"
 #include "mote/autograd/var.hpp"
+#include "mote/backend/traits.hpp"
 #include "mote/core/error.hpp"
 #include "mote/core/rng.hpp"
 #include "mote/core/tensor.hpp"
@@ -372,6 +373,7 @@ class Trainer {
         order = trainer_detail::epoch_order(examples, options_.seed, epoch_, options_.shuffle);
       }
       const auto step_start = Clock::now();
+      backend_traits<B>::reset_memory_peak();  // the metrics line reports this step's peak
 
       // Every micro-batch of the step is built first, so that each one's loss can be weighted by its
       // share of the step's target tokens: the step's loss is then the mean over all of them.
@@ -467,6 +469,10 @@ class Trainer {
                                                         {"tokens", step_tokens},
                                                         {"tokens_per_s", step_seconds > 0 ? static_cast<double>(step_tokens) / step_seconds : 0.0},
                                                         {"elapsed_s", elapsed}});
+        if (const MemoryUse memory = backend_traits<B>::memory_use(); memory.known) {
+          line.set("memory_live_bytes", static_cast<std::int64_t>(memory.live_bytes));
+          line.set("memory_peak_bytes", static_cast<std::int64_t>(memory.peak_bytes));
+        }
         if (buckets_) {
           line.set("world_size", world_);
           line.set("all_reduced_bytes", buckets_->bytes_per_step());

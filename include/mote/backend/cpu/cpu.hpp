@@ -1,6 +1,7 @@
 #pragma once
 // The CPU backend tag: aligned host memory, copies, fills, and a strided gather used by contiguous().
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -16,6 +17,20 @@
 #include "mote/backend/traits.hpp"
 
 namespace mote::backend {
+
+namespace cpu_detail {
+// Bytes handed out by cpu::allocate and not yet given back, and the most at once since the last
+// reset: plain atomics, constant-initialized, so tensors freed during static destruction still count.
+inline std::atomic<std::size_t> live_bytes{0};
+inline std::atomic<std::size_t> peak_bytes{0};
+
+inline void count_allocation(std::size_t bytes) noexcept {
+  const std::size_t now = live_bytes.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+  std::size_t peak = peak_bytes.load(std::memory_order_relaxed);
+  while (now > peak && !peak_bytes.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+  }
+}
+}  // namespace cpu_detail
 
 struct cpu {
   static constexpr const char* name = "cpu";
@@ -35,6 +50,7 @@ struct cpu {
   static T* allocate(std::size_t n) {
     if (n == 0) return nullptr;
     T* p = static_cast<T*>(BlockCache::instance().allocate(n * sizeof(T)));
+    cpu_detail::count_allocation(n * sizeof(T));
     if (::mote::debug::poison_allocations) {
       if constexpr (std::is_floating_point_v<T>) std::fill(p, p + n, std::numeric_limits<T>::quiet_NaN());
       else std::fill(p, p + n, std::numeric_limits<T>::min());
@@ -44,7 +60,18 @@ struct cpu {
   // n: the element count the block was allocated with.
   template <class T>
   static void deallocate(T* p, std::size_t n) noexcept {
-    if (p) BlockCache::instance().deallocate(p, n * sizeof(T));
+    if (!p) return;
+    BlockCache::instance().deallocate(p, n * sizeof(T));
+    cpu_detail::live_bytes.fetch_sub(n * sizeof(T), std::memory_order_relaxed);
+  }
+  // Read by backend_traits::memory_use: every tensor's bytes (not the block cache's idle blocks).
+  static MemoryUse memory_use() noexcept {
+    return {.live_bytes = cpu_detail::live_bytes.load(std::memory_order_relaxed),
+            .peak_bytes = cpu_detail::peak_bytes.load(std::memory_order_relaxed),
+            .known = true};
+  }
+  static void reset_memory_peak() noexcept {
+    cpu_detail::peak_bytes.store(cpu_detail::live_bytes.load(std::memory_order_relaxed), std::memory_order_relaxed);
   }
   template <class T>
   static void copy_to_host(const T* src, T* dst, std::size_t n) {

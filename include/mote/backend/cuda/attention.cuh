@@ -116,8 +116,8 @@ void attention_forward(cuda, const T* q, const T* k, const T* v, const std::uint
   cuda_detail::grouped_gemm(d, false, true, q_len, kv_len, head_dim, scale, q, head_dim, d.q_size(), true, k, head_dim,
                             kv_head_stride, false, T(0), probs, kv_len, d.p_size(), true);
   const std::int64_t rows = batch * heads * q_len;
-  cuda_detail::masked_softmax_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block>>>(
-      probs, mask, mask_batch_stride, rows, heads, q_len, kv_len, causal);
+  cuda_detail::masked_softmax_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block, 0,
+      cuda_detail::stream()>>>(probs, mask, mask_batch_stride, rows, heads, q_len, kv_len, causal);
   cuda_detail::check_launch("attention_forward (masked softmax) kernel");
   // O = P v
   cuda_detail::grouped_gemm(d, false, false, q_len, head_dim, kv_len, T(1), probs, kv_len, d.p_size(), true, v, head_dim,
@@ -140,8 +140,8 @@ void attention_backward(cuda, const T* q, const T* k, const T* v, const T* probs
   cuda_detail::scratch<T> ds(static_cast<std::size_t>(rows * kv_len));
   cuda_detail::grouped_gemm(d, false, true, q_len, kv_len, head_dim, T(1), dout, head_dim, d.q_size(), true, v, head_dim,
                             d.kv_size(), false, T(0), ds.data(), kv_len, d.p_size(), true);
-  cuda_detail::softmax_grad_rows_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block>>>(
-      probs, ds.data(), rows, kv_len);
+  cuda_detail::softmax_grad_rows_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block, 0,
+      cuda_detail::stream()>>>(probs, ds.data(), rows, kv_len);
   cuda_detail::check_launch("attention_backward (softmax gradient) kernel");
   if (dq)
     cuda_detail::grouped_gemm(d, false, false, q_len, head_dim, kv_len, scale, ds.data(), kv_len, d.p_size(), true, k,

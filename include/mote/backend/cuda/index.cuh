@@ -70,7 +70,8 @@ inline void sort_by_destination(const std::int32_t* index, std::int64_t m, std::
   while (bits < 31 && (std::int64_t{1} << bits) < n) ++bits;  // only the bits a destination can use
   std::size_t bytes = 0;
   const auto sort = [&](void* temp) {
-    return cub::DeviceRadixSort::SortPairs(temp, bytes, index, keys, positions.data(), order, m, 0, bits, cudaStream_t{0});
+    return cub::DeviceRadixSort::SortPairs(temp, bytes, index, keys, positions.data(), order, m, 0, bits,
+                                           cuda_detail::stream());
   };
   check(sort(nullptr), "cub::DeviceRadixSort::SortPairs (sizing)");
   scratch<unsigned char> temp(std::max<std::size_t>(bytes, 1));

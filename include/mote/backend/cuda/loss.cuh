@@ -82,11 +82,11 @@ void cross_entropy_forward(cuda, const T* logits, const std::int32_t* targets, c
                            std::int64_t vocab, std::int32_t ignore_index, T* loss, T* row_max, T* row_log_sum,
                            T* weight_sum) {
   if (rows > 0 && vocab > 0) {
-    cuda_detail::cross_entropy_rows_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block>>>(
-        logits, rows, vocab, row_max, row_log_sum);
+    cuda_detail::cross_entropy_rows_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block, 0,
+      cuda_detail::stream()>>>(logits, rows, vocab, row_max, row_log_sum);
     cuda_detail::check_launch("cross_entropy_forward (rows) kernel");
   }
-  cuda_detail::cross_entropy_total_kernel<<<1, cuda_detail::threads_per_block>>>(
+  cuda_detail::cross_entropy_total_kernel<<<1, cuda_detail::threads_per_block, 0, cuda_detail::stream()>>>(
       logits, targets, loss_mask, row_max, row_log_sum, rows, vocab, ignore_index, loss, weight_sum);
   cuda_detail::check_launch("cross_entropy_forward (total) kernel");
 }

@@ -112,8 +112,8 @@ template <Real T>
 void layer_norm_forward(cuda, const T* x, const T* weight, const T* bias, std::int64_t rows, std::int64_t cols, T eps,
                         T* y, T* mean, T* rstd) {
   if (rows <= 0 || cols <= 0) return;
-  cuda_detail::layer_norm_forward_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block>>>(
-      x, weight, bias, rows, cols, eps, y, mean, rstd);
+  cuda_detail::layer_norm_forward_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block, 0,
+      cuda_detail::stream()>>>(x, weight, bias, rows, cols, eps, y, mean, rstd);
   cuda_detail::check_launch("layer_norm_forward kernel");
 }
 
@@ -123,8 +123,8 @@ void layer_norm_backward(cuda, const T* x, const T* weight, const T* mean, const
                          std::int64_t rows, std::int64_t cols, T* dx, T* dweight, T* dbias) {
   if (rows <= 0 || cols <= 0) return;
   if (dx) {
-    cuda_detail::layer_norm_backward_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block>>>(
-        x, weight, mean, rstd, dy, rows, cols, dx);
+    cuda_detail::layer_norm_backward_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block, 0,
+      cuda_detail::stream()>>>(x, weight, mean, rstd, dy, rows, cols, dx);
     cuda_detail::check_launch("layer_norm_backward kernel");
   }
   if (dweight)
@@ -139,8 +139,8 @@ void layer_norm_backward(cuda, const T* x, const T* weight, const T* mean, const
 template <Real T>
 void rms_norm_forward(cuda, const T* x, const T* weight, std::int64_t rows, std::int64_t cols, T eps, T* y, T* rstd) {
   if (rows <= 0 || cols <= 0) return;
-  cuda_detail::rms_norm_forward_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block>>>(
-      x, weight, rows, cols, eps, y, rstd);
+  cuda_detail::rms_norm_forward_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block, 0,
+      cuda_detail::stream()>>>(x, weight, rows, cols, eps, y, rstd);
   cuda_detail::check_launch("rms_norm_forward kernel");
 }
 
@@ -150,8 +150,8 @@ void rms_norm_backward(cuda, const T* x, const T* weight, const T* rstd, const T
                        std::int64_t cols, T* dx, T* dweight) {
   if (rows <= 0 || cols <= 0) return;
   if (dx) {
-    cuda_detail::rms_norm_backward_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block>>>(
-        x, weight, rstd, dy, rows, cols, dx);
+    cuda_detail::rms_norm_backward_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block, 0,
+      cuda_detail::stream()>>>(x, weight, rstd, dy, rows, cols, dx);
     cuda_detail::check_launch("rms_norm_backward kernel");
   }
   if (dweight)

@@ -108,13 +108,14 @@ void reduce_middle(std::int64_t outer, std::int64_t dim, std::int64_t inner, con
     throw shape_error(std::string("mote: cuda ") + kernel + ": negative extent");
   if (outer == 0 || inner == 0) return;
   if (inner == 1) {
-    reduce_rows_kernel<T><<<row_blocks(outer), threads_per_block>>>(outer, dim, value, store);
+    reduce_rows_kernel<T><<<row_blocks(outer), threads_per_block, 0, cuda_detail::stream()>>>(outer, dim, value, store);
   } else {
     const std::int64_t tiles = (inner + column_tile - 1) / column_tile;
     if (tiles > std::numeric_limits<int>::max())
       throw backend_error(std::string("mote: cuda ") + kernel + ": inner extent " + std::to_string(inner) + " is too large");
     const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(std::min<std::int64_t>(outer, 65535)));
-    reduce_columns_kernel<T><<<grid, dim3(column_tile, row_split)>>>(outer, dim, inner, value, store);
+    reduce_columns_kernel<T><<<grid, dim3(column_tile, row_split), 0, cuda_detail::stream()>>>(outer, dim, inner, value,
+                                                                                             store);
   }
   check_launch(kernel);
 }

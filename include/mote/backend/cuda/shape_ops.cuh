@@ -43,7 +43,7 @@ void strided_block_copy(cuda, const T* src, std::int64_t src_stride, T* dst, std
   if (rows <= 0 || row_len <= 0) return;
   const auto bytes = [](std::int64_t count) { return static_cast<std::size_t>(count) * sizeof(T); };
   cuda_detail::check(cudaMemcpy2DAsync(dst, bytes(dst_stride), src, bytes(src_stride), bytes(row_len),
-                                       static_cast<std::size_t>(rows), cudaMemcpyDeviceToDevice, cudaStream_t{0}),
+                                       static_cast<std::size_t>(rows), cudaMemcpyDeviceToDevice, cuda_detail::stream()),
                      "cudaMemcpy2DAsync (strided_block_copy)");
 }
 

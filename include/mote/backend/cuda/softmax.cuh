@@ -101,7 +101,8 @@ __global__ void log_softmax_backward_kernel(const T* y, const T* dy, std::int64_
 template <Real T>
 void softmax_forward(cuda, const T* x, std::int64_t rows, std::int64_t cols, T* y) {
   if (rows <= 0 || cols <= 0) return;
-  cuda_detail::softmax_forward_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block>>>(x, rows, cols, y);
+  cuda_detail::softmax_forward_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block, 0,
+      cuda_detail::stream()>>>(x, rows, cols, y);
   cuda_detail::check_launch("softmax_forward kernel");
 }
 
@@ -109,7 +110,8 @@ void softmax_forward(cuda, const T* x, std::int64_t rows, std::int64_t cols, T* 
 template <Real T>
 void softmax_backward(cuda, const T* y, const T* dy, std::int64_t rows, std::int64_t cols, T* dx) {
   if (rows <= 0 || cols <= 0) return;
-  cuda_detail::softmax_backward_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block>>>(y, dy, rows, cols, dx);
+  cuda_detail::softmax_backward_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block, 0,
+      cuda_detail::stream()>>>(y, dy, rows, cols, dx);
   cuda_detail::check_launch("softmax_backward kernel");
 }
 
@@ -117,7 +119,8 @@ void softmax_backward(cuda, const T* y, const T* dy, std::int64_t rows, std::int
 template <Real T>
 void log_softmax_forward(cuda, const T* x, std::int64_t rows, std::int64_t cols, T* y) {
   if (rows <= 0 || cols <= 0) return;
-  cuda_detail::log_softmax_forward_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block>>>(x, rows, cols, y);
+  cuda_detail::log_softmax_forward_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block, 0,
+      cuda_detail::stream()>>>(x, rows, cols, y);
   cuda_detail::check_launch("log_softmax_forward kernel");
 }
 
@@ -125,7 +128,8 @@ void log_softmax_forward(cuda, const T* x, std::int64_t rows, std::int64_t cols,
 template <Real T>
 void log_softmax_backward(cuda, const T* y, const T* dy, std::int64_t rows, std::int64_t cols, T* dx) {
   if (rows <= 0 || cols <= 0) return;
-  cuda_detail::log_softmax_backward_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block>>>(y, dy, rows, cols, dx);
+  cuda_detail::log_softmax_backward_kernel<<<cuda_detail::row_blocks(rows), cuda_detail::threads_per_block, 0,
+      cuda_detail::stream()>>>(y, dy, rows, cols, dx);
   cuda_detail::check_launch("log_softmax_backward kernel");
 }
 
