@@ -528,9 +528,15 @@ BOOST_AUTO_TEST_CASE(fp32_gemm_matches_a_double_product) {
     backend::fp32_detail::use_kernel().store(use_kernel);
     BOOST_TEST(backend::fp32_kernel_available() == use_kernel);
     check_against_double_product(use_kernel ? "gemm, fp32 kernel" : "gemm, Eigen",
-                                 {{64, 64, 16}, {130, 96, 800}, {64, 2100, 40}, {300, 70, 33}, {600, 16, 384}},
+                                 {{64, 64, 16}, {130, 96, 800}, {64, 2100, 40}, {300, 70, 33}, {600, 16, 384},
+                                  {9, 1536, 48}, {16, 384, 160}, {37, 96, 64}},
                                  through_gemm, identity);
   }
+  // Decoding batches above the matrix-vector kernel's 8 rows reach the kernel; 8 rows do not.
+  BOOST_TEST(backend::fp32_detail::worthwhile(9, 1536, 384));
+  BOOST_TEST(backend::fp32_detail::worthwhile(16, 384, 1536));
+  BOOST_TEST(!backend::fp32_detail::worthwhile(8, 1536, 384));
+  BOOST_TEST(!backend::fp32_detail::worthwhile(64, 16, 384));
   backend::fp32_detail::use_kernel().store(kernel);
 }
 

@@ -23,11 +23,14 @@ inline constexpr std::int64_t block_k = 384;
 inline constexpr std::int64_t block_rows = 192;
 inline constexpr std::int64_t block_cols = 2048;
 
-// Products with an output side under 64 (decode's rows, a LoRA rank as the output) or a depth
-// under 16 stay with Eigen and the matrix-vector kernel, which measured faster on them. A rank-16
-// depth (a LoRA up-projection, or its input gradient) measured faster here than in Eigen.
+// Products with fewer than 64 output columns (a LoRA rank as the output), at most 8 rows (decoding's
+// matrix-vector kernel takes those) or a depth under 16 stay with Eigen and that kernel, which
+// measured faster on them. From 9 rows (a decoding batch above 8, a short prompt) this kernel, even
+// packing the weights on every call, measured faster than Eigen's product, which repacks them too.
+// A rank-16 depth (a LoRA up-projection, or its input gradient) measured faster here than in Eigen.
+inline constexpr std::int64_t min_rows = 9, min_cols = 64, min_depth = 16;
 inline bool worthwhile(std::int64_t m, std::int64_t n, std::int64_t k) {
-  return std::min(m, n) >= 64 && k >= 16 && double(m) * double(n) * double(k) >= double(1 << 16);
+  return m >= min_rows && n >= min_cols && k >= min_depth && double(m) * double(n) * double(k) >= double(1 << 16);
 }
 
 #if MOTE_AVX512_KERNELS

@@ -164,6 +164,9 @@ inline void bf16_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n
   eigen_gemm(false, false, m, n, k, alpha, rounded_a.data(), k, rounded_b.data(), n, beta, c, ldc);
 }
 
+// The packed kernel starts where the matrix-vector kernel stops: no decoding batch falls to Eigen.
+static_assert(fp32_detail::min_rows == gemv_detail::max_rows + 1);
+
 // Runs a float product on one of mote's own kernels where one applies (bf16 under
 // matmul_precision::bf16, else fp32 on AVX-512 CPUs) and returns true; false leaves it to Eigen.
 inline bool own_kernel_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
