@@ -540,6 +540,48 @@ BOOST_AUTO_TEST_CASE(fp32_gemm_matches_a_double_product) {
   backend::fp32_detail::use_kernel().store(kernel);
 }
 
+// Inside a WeightPanels scope a product whose B the scope names constant runs on B packed once
+// (the whole of op(B), kept for the scope): 12-row tiles, 8-row ones for 13 to 16 rows, several
+// k blocks, ragged panels, alone and inside a held team. Each call checked against a double
+// product; a B the scope does not name is packed per call as before.
+BOOST_AUTO_TEST_CASE(weights_packed_once_match_a_double_product) {
+  if (!backend::fp32_kernel_available()) {
+    BOOST_TEST_MESSAGE("no AVX-512 on this CPU: products never reach the packed kernel");
+    return;
+  }
+  int packed_once = 0, not_packed = 0;
+  const auto named = [&](bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+                         std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+    backend::WeightPanels::Scope scope({static_cast<const void*>(b)});
+    // A first product packs B; the checked one (into c) reuses the packed copy.
+    std::vector<float> first(static_cast<std::size_t>(m * ldc));
+    backend::gemm(cpu{}, ta, tb, m, n, k, alpha, a, lda, b, ldb, 0.0f, first.data(), ldc);
+    const std::size_t after_first = backend::WeightPanels::active()->size();
+    backend::SpinTeam::hold([&] { backend::gemm(cpu{}, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); });
+    const std::size_t after_second = backend::WeightPanels::active()->size();
+    // A^T B with a narrow side stays on the narrow-side kernel, which reads B in place.
+    const bool narrow = backend::skinny_gemm::applies(ta, tb, m, n, k);
+    packed_once += !narrow && after_first == 1 && after_second == 1;
+    not_packed += narrow && after_first == 0 && after_second == 0;
+  };
+  const std::vector<std::array<std::int64_t, 3>> shapes{{9, 64, 384},  {12, 100, 130}, {13, 70, 800}, {16, 1152, 384},
+                                                        {16, 96, 1536}, {30, 250, 200}, {63, 64, 40},  {100, 64, 900}};
+  check_against_double_product("gemm on packed weights", shapes, named, [](float x) { return x; });
+  // Each shape runs 4 transposes x 3 betas; A^T B of the shapes with at most 32 rows is narrow.
+  BOOST_TEST(packed_once == (4 * 8 - 6) * 3);
+  BOOST_TEST(not_packed == 6 * 3);
+  BOOST_TEST(backend::WeightPanels::active() == nullptr);
+  BOOST_TEST(backend::fp32_detail::eight_row_tiles(16));
+  BOOST_TEST(!backend::fp32_detail::eight_row_tiles(12));
+  BOOST_TEST(!backend::fp32_detail::eight_row_tiles(24));
+  // A B outside the scope's names is not packed for it.
+  std::vector<float> a(16 * 384, 0.5f), b(384 * 256, 0.25f), other(4), c(16 * 256);
+  backend::WeightPanels::Scope scope({static_cast<const void*>(other.data())});
+  backend::gemm(cpu{}, false, false, 16, 256, 384, 1.0f, a.data(), 384, b.data(), 256, 0.0f, c.data(), 256);
+  BOOST_TEST(backend::WeightPanels::active()->size() == 0u);
+  BOOST_TEST(c == std::vector<float>(16 * 256, 48.0f), boost::test_tools::per_element());
+}
+
 // The narrow-side kernels (a LoRA rank against tokens) directly: a narrow output of a row-major
 // op(A), and both sides of A^T B, with ragged tiles, two vectors or two groups of sixteen on the
 // narrow side, and both threads' shares; the other transposes stay with Eigen.

@@ -424,6 +424,23 @@ BOOST_AUTO_TEST_CASE(kv_cache_grows_in_place_and_matches_recomputation) {
   BOOST_TEST(cache.layers[1].batch() == 1);
   BOOST_TEST(cache.layers[1].keys().size(2) == 150);
   BOOST_TEST(cache.layers[1].keys().stride(1) == 160 * long_llama.head_dim());  // grown to max_seq rows
+
+  // A cache told how many positions are coming takes them at its first allocation and never moves
+  // (nn::generate reserves the prompt and the new tokens); past the reservation it grows as before.
+  auto reserved = model.make_cache();
+  reserved.reserve(100);
+  cache = std::move(reserved);
+  BOOST_TEST(error_of_step(0, 5) < 1e-12);
+  const double* first_buffer = cache.layers[1].keys().data();
+  BOOST_TEST(cache.layers[1].keys().stride(1) == 100 * long_llama.head_dim());
+  bool moved = false;
+  for (std::int64_t t = 5; t < 100; ++t) {
+    BOOST_TEST(error_of_step(t, 1) < 1e-12);
+    moved = moved || cache.layers[1].keys().data() != first_buffer;
+  }
+  BOOST_TEST(!moved);
+  BOOST_TEST(error_of_step(100, 1) < 1e-12);
+  BOOST_TEST(cache.layers[1].keys().stride(1) == 160 * long_llama.head_dim());
 }
 
 // Cached one-token steps with nothing to record take nn/decode.hpp's graph-free path. It calls the
@@ -589,10 +606,17 @@ struct cpu_layered : cpu {
 // runs layer by layer, with the same logits and tokens as the CPU's graph-free step.
 BOOST_AUTO_TEST_CASE(backend_traits_choose_the_decode_path) {
   int loops = 0;
-  backend_traits<states_nothing>::run_decode_loop(3, [&] { ++loops; });
-  backend_traits<cpu>::run_decode_loop(3, [&] { ++loops; });
-  backend_traits<cpu>::run_decode_loop(30, [&] { ++loops; });
+  const float weight = 1.0f;
+  backend_traits<states_nothing>::run_decode_loop({.rows = 3}, [&] { ++loops; });
+  // Up to 8 rows the CPU's loop packs nothing; above, the weights it was told of are packable.
+  backend_traits<cpu>::run_decode_loop({.rows = 3, .constants = {&weight}}, [&] {
+    loops += backend::WeightPanels::active() == nullptr;
+  });
+  backend_traits<cpu>::run_decode_loop({.rows = 30, .constants = {&weight}}, [&] {
+    loops += backend::WeightPanels::active() != nullptr && backend::WeightPanels::active()->is_constant(&weight);
+  });
   BOOST_TEST(loops == 3);
+  BOOST_TEST(backend::WeightPanels::active() == nullptr);
 
   const nn::CausalLM<gpt2c, float> model(34);
   const nn::CausalLM<gpt2c, float, cpu_layered> stated(34);  // the same seed draws the same weights
@@ -665,6 +689,59 @@ BOOST_AUTO_TEST_CASE(batched_prompts_equal_single_prompts) {
   BOOST_TEST(batched[1] == nn::generate(llama, b, {.max_new_tokens = 6}));
   const auto batched_gpt = nn::generate(gpt, {a, b}, {.max_new_tokens = 6});
   BOOST_TEST(batched_gpt[1] == nn::generate(gpt, b, {.max_new_tokens = 6}));
+}
+
+// Wide enough that a decoding step of 12 or 16 sequences takes the packed kernel in every projection
+// and the LM head (13 to 16 rows as 8-row tiles).
+constexpr nn::Config packed_gpt2{.vocab = 128, .d_model = 96, .n_layers = 2, .n_heads = 4, .n_kv_heads = 4,
+                                 .d_ff = 256, .max_seq = 32, .norm = nn::Norm::LayerNorm, .eps = 1e-5,
+                                 .activation = nn::Activation::GeluTanhMLP, .positions = nn::Positions::Learned,
+                                 .rope_theta = 10000.0, .bias = true, .tied_embeddings = true};
+
+// Above 8 sequences the decoding loop names the weights constant and they are packed once for it
+// (backend::WeightPanels): every step's logits equal, bit for bit, those of steps run one by one
+// outside the loop.
+BOOST_AUTO_TEST_CASE(batched_decoding_on_packed_weights_equals_plain_steps) {
+  nn::CausalLM<packed_gpt2, float> model(25);
+  for (std::int64_t batch : {12, 16}) {
+    std::vector<std::vector<std::int32_t>> prompts(static_cast<std::size_t>(batch));
+    for (std::int64_t b = 0; b < batch; ++b)
+      for (std::int32_t t = 0; t < 5; ++t) prompts[static_cast<std::size_t>(b)].push_back(static_cast<std::int32_t>((b * 7 + t * 13) % 128));
+    const std::int64_t steps = 6;
+    std::vector<std::vector<double>> seen;  // [step * batch + b][vocab]
+    std::size_t packed_in_loop = 0;
+    nn::GenerateOptions options{.max_new_tokens = steps};
+    options.shape_logits = [&](std::size_t, std::span<double> row) {
+      seen.emplace_back(row.begin(), row.end());
+      if (const auto* weights = backend::WeightPanels::active()) packed_in_loop = std::max(packed_in_loop, weights->size());
+    };
+    const auto generated = nn::generate(model, prompts, options);
+    BOOST_TEST(backend::WeightPanels::active() == nullptr);
+    // The same greedy steps by hand, outside any decoding loop.
+    auto cache = model.make_cache();
+    std::vector<std::int32_t> ids;
+    for (const auto& p : prompts) ids.insert(ids.end(), p.begin(), p.end());
+    Tensor<std::int32_t> input = Tensor<std::int32_t>::from_vector({batch, 5}, ids);
+    double worst = 0;
+    bool same_tokens = true;
+    for (std::int64_t step = 0; step < steps; ++step) {
+      const std::vector<float> logits = model.logits(input, {.logits_to_keep = 1}, &cache).value().to_vector();
+      std::vector<std::int32_t> next(static_cast<std::size_t>(batch));
+      for (std::int64_t b = 0; b < batch; ++b) {
+        const float* row = logits.data() + b * packed_gpt2.vocab;
+        next[static_cast<std::size_t>(b)] = static_cast<std::int32_t>(std::max_element(row, row + packed_gpt2.vocab) - row);
+        const auto& got = seen.at(static_cast<std::size_t>(step * batch + b));
+        for (std::int64_t v = 0; v < packed_gpt2.vocab; ++v) worst = std::max(worst, std::abs(got[static_cast<std::size_t>(v)] - double(row[v])));
+        same_tokens = same_tokens && generated[static_cast<std::size_t>(b)][static_cast<std::size_t>(step)] == next[static_cast<std::size_t>(b)];
+      }
+      input = Tensor<std::int32_t>::from_vector({batch, 1}, next);
+    }
+    BOOST_TEST(worst == 0.0, "batch " << batch << ": largest logit difference " << worst);
+    BOOST_TEST(same_tokens, "batch " << batch);
+    // Where the CPU has the packed kernel the loop held every weight it multiplied by, packed:
+    // per block the fused qkv, output, MLP up and down projections, and the tied LM head.
+    if (backend::fp32_kernel_available()) BOOST_TEST(packed_in_loop == std::size_t(4 * packed_gpt2.n_layers + 1));
+  }
 }
 
 BOOST_AUTO_TEST_CASE(left_padding_with_a_mask_leaves_logits_unchanged) {

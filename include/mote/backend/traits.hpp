@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <utility>
+#include <vector>
 
 #include "mote/backend/concept.hpp"
 
@@ -23,6 +24,13 @@ struct MemoryUse {
   std::size_t live_bytes = 0;
   std::size_t peak_bytes = 0;
   bool known = false;
+};
+
+// What a token-by-token decoding loop tells the backend that runs it (run_decode_loop).
+struct DecodeLoop {
+  std::int64_t rows = 1;               // sequences decoded together
+  bool spin_threads = true;            // the CPU may keep its threads spinning between the tokens
+  std::vector<const void*> constants;  // data of the tensors no step changes (the model's weights)
 };
 
 namespace traits_detail {
@@ -64,11 +72,12 @@ struct backend_traits {
     if constexpr (requires { B::reset_memory_peak(); }) B::reset_memory_peak();
   }
 
-  // Runs a token-by-token decoding loop over `rows` sequences. A backend may hold something around
-  // it (the CPU a thread team spinning between the loop's many small products); by default it just runs.
+  // Runs a token-by-token decoding loop over decode.rows sequences. A backend may hold something
+  // around it (the CPU a thread team spinning between the loop's many small products, and packed
+  // copies of decode.constants); by default it just runs.
   template <class Loop>
-  static void run_decode_loop(std::int64_t rows, Loop&& loop) {
-    if constexpr (requires { B::run_decode_loop(rows, loop); }) B::run_decode_loop(rows, std::forward<Loop>(loop));
+  static void run_decode_loop(const DecodeLoop& decode, Loop&& loop) {
+    if constexpr (requires { B::run_decode_loop(decode, loop); }) B::run_decode_loop(decode, std::forward<Loop>(loop));
     else std::forward<Loop>(loop)();
   }
 };

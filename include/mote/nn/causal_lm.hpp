@@ -31,6 +31,10 @@ struct KVCache {
   void clear() {
     for (auto& l : layers) l = LayerCache<T, B>{};
   }
+  // Room for `rows` positions in every layer (LayerCache::reserve).
+  void reserve(std::int64_t rows) {
+    for (auto& l : layers) l.reserve(rows);
+  }
 };
 
 template <Backend B = cpu>

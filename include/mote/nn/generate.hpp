@@ -50,8 +50,8 @@ struct GenerateOptions {
   // Ends sequence b after its latest token when it returns true (the token is kept).
   std::function<bool(std::size_t sequence, const std::vector<std::int32_t>& generated)> stop_when;
   bool use_cache = true;     // false recomputes the whole sequence each step (for checking the cache)
-  // On the CPU with up to 8 sequences, keep the OpenMP threads spinning between the tokens after
-  // the prompt (backend::SpinTeam) instead of waking them for every matrix-vector product.
+  // On the CPU with up to 63 sequences (8 without AVX-512), keep the OpenMP threads spinning
+  // between the tokens after the prompt (backend::SpinTeam) instead of waking them for every product.
   bool spin_threads = true;
   std::int32_t pad_token = 0;  // fills left padding and finished sequences' steps; never attended to
 };
@@ -186,6 +186,7 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
   std::vector<std::vector<std::int32_t>> generated(batch);
   std::vector<bool> done(batch, false);
   KVCache<T, B> cache = model.make_cache();
+  cache.reserve(static_cast<std::int64_t>(longest) + options.max_new_tokens);
   auto length = static_cast<std::int64_t>(longest);
   // One token for every sequence; false once all are done or the context is full.
   auto advance = [&](std::int64_t step) {
@@ -215,8 +216,15 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
   };
   // The prompt ran with every thread free for its large products; each later token is a handful of
   // small ones, around which the backend may hold resources (the CPU a spinning thread team).
-  if (options.spin_threads && options.use_cache) backend_traits<B>::run_decode_loop(static_cast<std::int64_t>(batch), rest);
-  else rest();
+  if (options.use_cache) {
+    DecodeLoop decode{.rows = nb, .spin_threads = options.spin_threads, .constants = {}};
+    // The visitor only reads: the weights are named constant for the loop, which changes none.
+    const_cast<CausalLM<C, T, B>&>(model).for_each_parameter(
+        [&](const std::string&, autograd::Var<T, B>& p) { decode.constants.push_back(p.value().data()); });
+    backend_traits<B>::run_decode_loop(decode, rest);
+  } else {
+    rest();
+  }
   return generated;
 }
 

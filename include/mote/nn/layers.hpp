@@ -51,13 +51,17 @@ class LayerCache {
   // Whether the cached keys and values belong to a recorded graph.
   bool records() const { return graph_k_.defined() && (graph_k_.requires_grad() || graph_v_.requires_grad()); }
 
+  // Room for `rows` positions at the next allocation (a generation's prompt and new tokens), so
+  // that the buffers need not grow, and copy themselves, on the way there.
+  void reserve(std::int64_t rows) { reserved_ = rows; }
+
   // Appends k and v [B, Hkv, L, Dh] in place, growing the buffers up to max_len rows.
   void append(const Tensor<T, B>& k, const Tensor<T, B>& v, std::int64_t max_len) {
     const std::int64_t total = length_ + k.size(2);
     graph_k_ = graph_v_ = V{};
     if (!(keys_.defined() && keys_.size(0) == k.size(0) && total <= keys_.size(2))) {
       Shape shape = k.shape();
-      shape[2] = std::max(total, std::min(max_len, std::max(2 * length_, std::int64_t{64})));
+      shape[2] = std::max(total, std::min(max_len, std::max({2 * length_, std::int64_t{64}, reserved_})));
       Tensor<T, B> keys(shape), values(shape);
       if (length_ > 0) {
         write_rows(this->keys(), keys, 0);
@@ -90,6 +94,7 @@ class LayerCache {
  private:
   Tensor<T, B> keys_, values_;  // [B, Hkv, capacity, Dh]; rows [0, length_) are in use
   std::int64_t length_ = 0;
+  std::int64_t reserved_ = 0;
   V graph_k_, graph_v_;  // the recorded keys and values, when the last step recorded a graph
 
   // rows [B, Hkv, n, Dh] into rows [at, at + n) of buffer, one contiguous run per kv head.

@@ -7,13 +7,16 @@
 #include <cstring>
 #include <limits>
 #include <new>
+#include <optional>
 #include <type_traits>
 #include <utility>
 
 #include "mote/backend/concept.hpp"
 #include "mote/backend/cpu/block_cache.hpp"
+#include "mote/backend/cpu/fp32_gemm.hpp"
 #include "mote/backend/cpu/gemv.hpp"
 #include "mote/backend/cpu/spin_team.hpp"
+#include "mote/backend/cpu/weight_panels.hpp"
 #include "mote/backend/traits.hpp"
 
 namespace mote::backend {
@@ -38,13 +41,21 @@ struct cpu {
   static constexpr std::size_t alignment = BlockCache::alignment;  // one cache line, and AVX-512 friendly
   // Capabilities read by backend_traits: cached one-token steps skip the graph (nn/decode.hpp).
   static constexpr DecodePath decode_path = DecodePath::graph_free;
-  // Up to gemv's rows a decoding step is a few dozen short matrix-vector products, which a held,
-  // spinning thread team serves without a wake-up apiece.
+  // A decoding step of a few sequences is a few dozen short products, which a held, spinning
+  // thread team serves without a wake-up apiece. Above gemv's rows the products run on the packed
+  // kernel, whose weights are packed once for the whole loop (WeightPanels), not for every token;
+  // without that kernel they are Eigen's, which a held team would leave on one thread.
   template <class Loop>
-  static void run_decode_loop(std::int64_t rows, Loop&& loop) {
-    if (rows <= gemv_detail::max_rows) SpinTeam::hold(std::forward<Loop>(loop));
+  static void run_decode_loop(const DecodeLoop& decode, Loop&& loop) {
+    const bool few_rows = decode.rows <= gemv_detail::max_rows;
+    std::optional<WeightPanels::Scope> packed_weights;
+    if (!few_rows) packed_weights.emplace(decode.constants);
+    const bool held = few_rows || (decode.rows <= max_held_rows && fp32_kernel_available());
+    if (decode.spin_threads && held) SpinTeam::hold(std::forward<Loop>(loop));
     else std::forward<Loop>(loop)();
   }
+  // Above this many sequences a step's products are long enough to pay a thread wake-up each.
+  static constexpr std::int64_t max_held_rows = 63;
 
   template <class T>
   static T* allocate(std::size_t n) {

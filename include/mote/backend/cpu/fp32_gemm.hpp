@@ -7,6 +7,8 @@
 #include <cstdint>
 
 #include "mote/backend/cpu/packed_gemm.hpp"
+#include "mote/backend/cpu/spin_team.hpp"
+#include "mote/backend/cpu/weight_panels.hpp"
 
 namespace mote::backend {
 
@@ -111,19 +113,22 @@ MOTE_FP32_TARGET inline void pack_panels(const Operand& x, std::int64_t row0, st
   }
 }
 
-// C[rows<=12, cols<=32] = alpha * (packed A panel . packed B panel) + beta * C. Kept out of line:
+// C[rows<=height, cols<=32] = alpha * (packed A panel . packed B panel) + beta * C, the A panel
+// `height` rows wide (12, or 8 where a decoding batch fills 8-row tiles better). Kept out of line:
 // when a change to blocked_gemm let GCC 12 inline it there, the loop ran much slower.
+template <std::int64_t height = tile_rows>
 MOTE_FP32_TARGET __attribute__((noinline)) inline void tile_kernel(std::int64_t depth, const float* a, const float* b,
                                                                    float alpha, float beta, float* c, std::int64_t ldc,
                                                                    std::int64_t rows, std::int64_t cols) {
-  __m512 acc[tile_rows][2];
+  static_assert(height <= tile_rows);
+  __m512 acc[height][2];
 #pragma GCC unroll 12
-  for (int r = 0; r < tile_rows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int r = 0; r < height; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
   packed_gemm::prefetch_tile(c, ldc, rows, cols);
-  for (std::int64_t q = 0; q < depth; ++q, a += tile_rows, b += tile_cols) {
+  for (std::int64_t q = 0; q < depth; ++q, a += height, b += tile_cols) {
     const __m512 b_low = _mm512_load_ps(b), b_high = _mm512_load_ps(b + 16);
 #pragma GCC unroll 12
-    for (int r = 0; r < tile_rows; ++r) {
+    for (int r = 0; r < height; ++r) {
       const __m512 a_value = _mm512_set1_ps(a[r]);
       acc[r][0] = _mm512_fmadd_ps(a_value, b_low, acc[r][0]);
       acc[r][1] = _mm512_fmadd_ps(a_value, b_high, acc[r][1]);
@@ -145,9 +150,58 @@ struct Kernel {
   }
   static void tile(std::int64_t depth, const float* a, const float* b, float alpha, float beta, float* c,
                    std::int64_t ldc, std::int64_t rows, std::int64_t cols) {
-    tile_kernel(depth, a, b, alpha, beta, c, ldc, rows, cols);
+    tile_kernel<>(depth, a, b, alpha, beta, c, ldc, rows, cols);
   }
 };
+
+// A whole op(B) packed once (WeightPanels): for each k block, every 32-column panel over the full
+// width, [k block][panel][k][32 columns], the last panel zero-padded.
+inline std::int64_t panel_count(std::int64_t n) noexcept { return (n + tile_cols - 1) / tile_cols; }
+inline std::size_t whole_panels_floats(std::int64_t k, std::int64_t n) noexcept {
+  return std::size_t(k) * std::size_t(panel_count(n) * tile_cols);
+}
+inline void pack_whole(const Operand& b, std::int64_t k, std::int64_t n, float* out) noexcept {
+  const Operand columns{b.data, b.col_stride, b.row_stride};  // op(B)'s columns as rows, indexed by k
+  for (std::int64_t k0 = 0; k0 < k; k0 += block_k) {
+    const std::int64_t depth = std::min(block_k, k - k0);
+    pack_panels<tile_cols>(columns, 0, n, k0, depth, depth * tile_cols, out + k0 * panel_count(n) * tile_cols);
+  }
+}
+
+// op(A) packed whole for a product on packed weights: per k block, every `height`-row panel of
+// its m rows, [k block][panel][k][height], so that each thread packs A once for all its chunks.
+template <std::int64_t height>
+void pack_rows_whole(const Operand& a, std::int64_t m, std::int64_t k, float* out) noexcept {
+  const std::int64_t padded = (m + height - 1) / height * height;
+  for (std::int64_t k0 = 0; k0 < k; k0 += block_k) {
+    const std::int64_t depth = std::min(block_k, k - k0);
+    pack_panels<height>(a, 0, m, k0, depth, depth * height, out + k0 * padded);
+  }
+}
+
+// C[:, col0:col0 + cols] = alpha * op(A) . op(B) + beta * C from both operands packed whole;
+// col0 is a multiple of tile_cols and c points at C's column col0.
+template <std::int64_t height>
+void prepacked_band(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t col0, std::int64_t cols, float alpha,
+                    const float* rows, const float* panels, float beta, float* c, std::int64_t ldc) {
+  const std::int64_t padded = (m + height - 1) / height * height;
+  for (std::int64_t k0 = 0; k0 < k; k0 += block_k) {
+    const std::int64_t depth = std::min(block_k, k - k0);
+    const float block_beta = k0 == 0 ? beta : 1.0f;
+    const float* a_block = rows + k0 * padded;
+    const float* b_block = panels + k0 * panel_count(n) * tile_cols + col0 * depth;
+    for (std::int64_t jc = 0; jc < cols; jc += tile_cols)
+      for (std::int64_t ir = 0; ir < m; ir += height)
+        tile_kernel<height>(depth, a_block + ir * depth, b_block + jc * depth, alpha, block_beta, c + ir * ldc + jc, ldc,
+                            std::min(height, m - ir), std::min(tile_cols, cols - jc));
+  }
+}
+
+// The A panel height that wastes fewer multiply-adds on m rows: each 12-row tile costs 24 a step
+// and each 8-row one 16, so 13 to 16 rows (a decoding batch of 16) run as two 8-row tiles.
+inline bool eight_row_tiles(std::int64_t m) noexcept {
+  return (m + 7) / 8 * 16 < (m + tile_rows - 1) / tile_rows * 24;
+}
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
@@ -176,6 +230,44 @@ inline void gemm(std::int64_t m, std::int64_t n, float alpha, const packed_gemm:
                               packed_gemm::blocked_gemm<Kernel>(rows, cols, alpha, main_band, extra_band, beta,
                                                                 c_band, ldc);
                             });
+}
+
+// C = alpha * op(A) . op(B) + beta * C where op(B) is packed whole (pack_whole): chunks of panels
+// shared by the held SpinTeam's threads when there is one (a decoding loop), or by a team held for
+// this product. Each thread packs op(A) once, on its first chunk.
+template <std::int64_t height>
+void prepacked_gemm_rows(std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const Operand& a,
+                         const float* panels, float beta, float* c, std::int64_t ldc) {
+  // About eight chunks a product, so that two threads end together on the narrow ones too.
+  const std::int64_t panels_per_chunk = std::max<std::int64_t>(1, panel_count(n) / 8);
+  const std::int64_t chunks = (panel_count(n) + panels_per_chunk - 1) / panels_per_chunk;
+  static std::atomic<std::uint64_t> products{0};
+  const std::uint64_t product = products.fetch_add(1, std::memory_order_relaxed) + 1;
+  const std::size_t rows_floats = std::size_t((m + height - 1) / height * height * k);
+  const auto chunk = [&](std::int64_t index) {
+    thread_local packed_gemm::PackBuffer a_buffer;
+    thread_local std::uint64_t packed_product = 0;
+    float* rows = a_buffer.get_as<float>(rows_floats);
+    if (packed_product != product) {
+      pack_rows_whole<height>(a, m, k, rows);
+      packed_product = product;
+    }
+    const std::int64_t col0 = index * panels_per_chunk * tile_cols;
+    const std::int64_t cols = std::min(n - col0, panels_per_chunk * tile_cols);
+    prepacked_band<height>(m, n, k, col0, cols, alpha, rows, panels, beta, c + col0, ldc);
+  };
+  const bool shared = SpinTeam::active() || (chunks > 1 && SpinTeam::can_share() && packed_gemm::threads_for(m, n, k) > 1);
+  if (shared) {
+    SpinTeam::hold([&] { SpinTeam::run(chunks, chunk); });
+    return;
+  }
+  for (std::int64_t index = 0; index < chunks; ++index) chunk(index);
+}
+
+inline void prepacked_gemm(std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const Operand& a,
+                           const float* panels, float beta, float* c, std::int64_t ldc) {
+  if (eight_row_tiles(m)) prepacked_gemm_rows<8>(m, n, k, alpha, a, panels, beta, c, ldc);
+  else prepacked_gemm_rows<tile_rows>(m, n, k, alpha, a, panels, beta, c, ldc);
 }
 #endif
 

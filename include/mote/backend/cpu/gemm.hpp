@@ -184,6 +184,18 @@ inline bool own_kernel_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int
   }
   if (fp32_detail::worthwhile(m, n, k) && fp32_kernel_available()) {
     using packed_gemm::Operand;
+    // A weight that a decoding loop named constant is packed once for all its steps (a step's
+    // rows, at most a cache block of them: each thread packs them whole).
+    WeightPanels* weights = WeightPanels::active();
+    if (weights && m <= fp32_detail::block_rows) {
+      const Operand op_b = Operand::of(b, ldb, trans_b);
+      const float* panels = weights->find_or_pack({b, ldb, trans_b, k, n}, fp32_detail::whole_panels_floats(k, n),
+                                                  [&](float* out) { fp32_detail::pack_whole(op_b, k, n, out); });
+      if (panels) {
+        fp32_detail::prepacked_gemm(m, n, k, alpha, Operand::of(a, lda, trans_a), panels, beta, c, ldc);
+        return true;
+      }
+    }
     fp32_detail::gemm(m, n, alpha, {Operand::of(a, lda, trans_a), Operand::of(b, ldb, trans_b), k}, nullptr, beta, c,
                       ldc);
     return true;
