@@ -154,29 +154,28 @@ struct Kernel {
   }
 };
 
-// A whole op(B) packed once (WeightPanels): for each k block, every 32-column panel over the full
-// width, [k block][panel][k][32 columns], the last panel zero-padded.
-inline std::int64_t panel_count(std::int64_t n) noexcept { return (n + tile_cols - 1) / tile_cols; }
+// `rows` rows of x (indexed [row, k]) packed whole: per k block, every `width`-row panel,
+// [k block][panel][k][width], the last panel zero-padded. op(B) packs its columns this way once
+// (WeightPanels), and each thread the step's rows of op(A) once per product, for all its chunks.
+template <std::int64_t width>
+constexpr std::int64_t padded_rows(std::int64_t rows) noexcept {
+  return (rows + width - 1) / width * width;
+}
+template <std::int64_t width>
+void pack_whole(const Operand& x, std::int64_t rows, std::int64_t k, float* out) noexcept {
+  const std::int64_t padded = padded_rows<width>(rows);
+  for (std::int64_t k0 = 0; k0 < k; k0 += block_k) {
+    const std::int64_t depth = std::min(block_k, k - k0);
+    pack_panels<width>(x, 0, rows, k0, depth, depth * width, out + k0 * padded);
+  }
+}
+inline std::int64_t panel_count(std::int64_t n) noexcept { return padded_rows<tile_cols>(n) / tile_cols; }
 inline std::size_t whole_panels_floats(std::int64_t k, std::int64_t n) noexcept {
-  return std::size_t(k) * std::size_t(panel_count(n) * tile_cols);
+  return std::size_t(k) * std::size_t(padded_rows<tile_cols>(n));
 }
-inline void pack_whole(const Operand& b, std::int64_t k, std::int64_t n, float* out) noexcept {
-  const Operand columns{b.data, b.col_stride, b.row_stride};  // op(B)'s columns as rows, indexed by k
-  for (std::int64_t k0 = 0; k0 < k; k0 += block_k) {
-    const std::int64_t depth = std::min(block_k, k - k0);
-    pack_panels<tile_cols>(columns, 0, n, k0, depth, depth * tile_cols, out + k0 * panel_count(n) * tile_cols);
-  }
-}
-
-// op(A) packed whole for a product on packed weights: per k block, every `height`-row panel of
-// its m rows, [k block][panel][k][height], so that each thread packs A once for all its chunks.
-template <std::int64_t height>
-void pack_rows_whole(const Operand& a, std::int64_t m, std::int64_t k, float* out) noexcept {
-  const std::int64_t padded = (m + height - 1) / height * height;
-  for (std::int64_t k0 = 0; k0 < k; k0 += block_k) {
-    const std::int64_t depth = std::min(block_k, k - k0);
-    pack_panels<height>(a, 0, m, k0, depth, depth * height, out + k0 * padded);
-  }
+// op(B) of a product, packed whole: its columns as the rows of its transposed view.
+inline void pack_weight_whole(const Operand& b, std::int64_t k, std::int64_t n, float* out) noexcept {
+  pack_whole<tile_cols>(Operand{b.data, b.col_stride, b.row_stride}, n, k, out);
 }
 
 // C[:, col0:col0 + cols] = alpha * op(A) . op(B) + beta * C from both operands packed whole;
@@ -184,12 +183,12 @@ void pack_rows_whole(const Operand& a, std::int64_t m, std::int64_t k, float* ou
 template <std::int64_t height>
 void prepacked_band(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t col0, std::int64_t cols, float alpha,
                     const float* rows, const float* panels, float beta, float* c, std::int64_t ldc) {
-  const std::int64_t padded = (m + height - 1) / height * height;
+  const std::int64_t padded = padded_rows<height>(m);
   for (std::int64_t k0 = 0; k0 < k; k0 += block_k) {
     const std::int64_t depth = std::min(block_k, k - k0);
     const float block_beta = k0 == 0 ? beta : 1.0f;
     const float* a_block = rows + k0 * padded;
-    const float* b_block = panels + k0 * panel_count(n) * tile_cols + col0 * depth;
+    const float* b_block = panels + k0 * padded_rows<tile_cols>(n) + col0 * depth;
     for (std::int64_t jc = 0; jc < cols; jc += tile_cols)
       for (std::int64_t ir = 0; ir < m; ir += height)
         tile_kernel<height>(depth, a_block + ir * depth, b_block + jc * depth, alpha, block_beta, c + ir * ldc + jc, ldc,
@@ -232,7 +231,7 @@ inline void gemm(std::int64_t m, std::int64_t n, float alpha, const packed_gemm:
                             });
 }
 
-// C = alpha * op(A) . op(B) + beta * C where op(B) is packed whole (pack_whole): chunks of panels
+// C = alpha * op(A) . op(B) + beta * C where op(B) is packed whole (pack_weight_whole): chunks of panels
 // shared by the held SpinTeam's threads when there is one (a decoding loop), or by a team held for
 // this product. Each thread packs op(A) once, on its first chunk.
 template <std::int64_t height>
@@ -243,13 +242,13 @@ void prepacked_gemm_rows(std::int64_t m, std::int64_t n, std::int64_t k, float a
   const std::int64_t chunks = (panel_count(n) + panels_per_chunk - 1) / panels_per_chunk;
   static std::atomic<std::uint64_t> products{0};
   const std::uint64_t product = products.fetch_add(1, std::memory_order_relaxed) + 1;
-  const std::size_t rows_floats = std::size_t((m + height - 1) / height * height * k);
+  const std::size_t rows_floats = std::size_t(padded_rows<height>(m) * k);
   const auto chunk = [&](std::int64_t index) {
     thread_local packed_gemm::PackBuffer a_buffer;
     thread_local std::uint64_t packed_product = 0;
     float* rows = a_buffer.get_as<float>(rows_floats);
     if (packed_product != product) {
-      pack_rows_whole<height>(a, m, k, rows);
+      pack_whole<height>(a, m, k, rows);
       packed_product = product;
     }
     const std::int64_t col0 = index * panels_per_chunk * tile_cols;

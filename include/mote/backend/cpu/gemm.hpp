@@ -190,7 +190,7 @@ inline bool own_kernel_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int
     if (weights && m <= fp32_detail::block_rows) {
       const Operand op_b = Operand::of(b, ldb, trans_b);
       const float* panels = weights->find_or_pack({b, ldb, trans_b, k, n}, fp32_detail::whole_panels_floats(k, n),
-                                                  [&](float* out) { fp32_detail::pack_whole(op_b, k, n, out); });
+                                                  [&](float* out) { fp32_detail::pack_weight_whole(op_b, k, n, out); });
       if (panels) {
         fp32_detail::prepacked_gemm(m, n, k, alpha, Operand::of(a, lda, trans_a), panels, beta, c, ldc);
         return true;
