@@ -9,10 +9,12 @@
 //   lora       at C2, rank 16 on every linear layer: LoRA, MoTE (3 step experts + shared) and
 //              rank-32 single-LoRA training steps against the full training step of the same run, and
 //              a frozen-base step with no adapter work (the ceiling of any adapter step)
+//   attention  one decoding step's attention at C2's heads over 300 cached positions, batch 1 and
+//              16, against reading the same bytes
 //   peaks      the cores' register-only fp32 FMA and bf16 dot-product rates: the hardware ceilings
 // A training step whose first loss is not within 10% of ln V fails the run (exit status 3).
-// Usage: mote_bench [--quick] [--models] [--lora] [--bf16]
-//   --models / --lora run only those benchmarks; --bf16 runs them under matmul_precision::bf16
+// Usage: mote_bench [--quick] [--models] [--lora] [--attention] [--bf16]
+//   --models / --lora / --attention run only those benchmarks; --bf16 runs them under matmul_precision::bf16
 //   against the bf16 GEMM peak of the same run
 // For benchmarks/compare.py (one measurement per process, one JSON line):
 //   mote_bench --case NAME [--warmup W] [--reps R] [--new-tokens N]   (cases: bench_cases.hpp)
@@ -45,6 +47,7 @@ using mote_bench::dense_weights;
 using mote_bench::fmt;
 using mote_bench::forward_flops_per_token;
 using mote_bench::info_row;
+using mote_bench::median;
 using mote_bench::median_seconds;
 using mote_bench::row;
 using mote_bench::bf16_dot_peak_gflops;
@@ -143,6 +146,54 @@ void tape_benchmark(int reps) {
   const double per_op_us = chain_s / n * 1e6;
   row("tape: record + backward, 1 op", fmt("%.3f us/op", per_op_us), fmt("raw %.4f us/op", raw_s / n * 1e6),
       per_op_us / 2.0, "< 1 (2 us)");
+}
+
+// One decoding step's attention at C2's heads (6 of 64 lanes), 300 cached positions, over six
+// layers' separate key/value caches (as a step reads them, so a batch's caches come from memory),
+// in a held SpinTeam as nn::generate runs it; each sequence left-padded by its index, as a batch of
+// prompts of different lengths is. Ceiling: reading the same number of bytes, best of the run.
+void attention_benchmarks(int reps) {
+  const std::int64_t heads = 6, head_dim = 64, kv_len = 300, capacity = 512, layers = 6;
+  for (const std::int64_t batch : {std::int64_t{1}, std::int64_t{16}}) {
+    mote::Rng rng(11);
+    const auto draw = [&](std::int64_t n) {
+      std::vector<float> v(static_cast<std::size_t>(n));
+      for (auto& x : v) x = static_cast<float>(rng.uniform(-1, 1));
+      return v;
+    };
+    std::vector<std::vector<float>> keys, values;
+    for (std::int64_t l = 0; l < layers; ++l) {
+      keys.push_back(draw(batch * heads * capacity * head_dim));
+      values.push_back(draw(batch * heads * capacity * head_dim));
+    }
+    const auto q = draw(batch * heads * head_dim);
+    std::vector<float> out(q.size()), probs(static_cast<std::size_t>(batch * heads * kv_len));
+    std::vector<std::uint8_t> mask(static_cast<std::size_t>(batch * kv_len), 1);
+    for (std::int64_t b = 0; b < batch; ++b)
+      for (std::int64_t s = 0; s < b; ++s) mask[static_cast<std::size_t>(b * kv_len + s)] = 0;
+    double read = 0;  // bytes of keys and values a step reads: the unmasked positions
+    for (const auto m : mask) read += m ? double(2 * heads * head_dim * layers * sizeof(float)) : 0.0;
+    std::vector<double> times;
+    mote::backend::SpinTeam::hold([&] {
+      const auto step = [&] {
+        for (std::int64_t l = 0; l < layers; ++l)
+          mote::backend::attention_forward(mote::cpu{}, q.data(), keys[l].data(), values[l].data(), mask.data(), kv_len,
+                                           batch, heads, heads, std::int64_t{1}, kv_len, head_dim, capacity * head_dim,
+                                           true, 0.125f, out.data(), probs.data());
+      };
+      step();
+      for (int r = 0; r < reps * 4; ++r) {
+        const auto start = clock_type::now();
+        step();
+        times.push_back(std::chrono::duration<double>(clock_type::now() - start).count());
+      }
+    });
+    const double step_s = median(times);
+    const double ceiling = mote_bench::read_bandwidth(static_cast<std::size_t>(read), 5);
+    row("C2 decode attention b" + std::to_string(batch) + " x 300", fmt("%.1f GB/s", read / step_s * 1e-9),
+        fmt("read %.1f GB/s", ceiling * 1e-9), read / step_s / ceiling, "");
+    info_row("C2 decode attention b" + std::to_string(batch) + ", 6 layers", fmt("%.3f ms/step", step_s * 1e3));
+  }
 }
 
 void mlp_benchmark(double gemm_peak_gflops, int reps) {
@@ -362,7 +413,7 @@ int print_ceilings(int reps) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, models_only = false, lora_only = false, bf16 = false, ceilings = false;
+  bool quick = false, models_only = false, lora_only = false, bf16 = false, ceilings = false, attention_only = false;
   std::string case_name;
   int warmup = 2, case_reps = 5;
   std::int64_t new_tokens = 128;
@@ -376,6 +427,7 @@ int main(int argc, char** argv) {
     else if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     else if (std::strcmp(argv[i], "--models") == 0) models_only = true;
     else if (std::strcmp(argv[i], "--lora") == 0) lora_only = true;
+    else if (std::strcmp(argv[i], "--attention") == 0) attention_only = true;
     else if (std::strcmp(argv[i], "--bf16") == 0) bf16 = true;
     else {
       std::fprintf(stderr, "mote_bench: unknown argument '%s'\n", argv[i]);
@@ -403,6 +455,10 @@ int main(int argc, char** argv) {
     mote::backend::set_matmul_precision(mote::backend::matmul_precision::bf16);
     precision_tag = " bf16";
   };
+  if (attention_only) {
+    attention_benchmarks(reps);
+    return 0;
+  }
   if (lora_only) {
     select_precision();
     lora_benchmarks(reps);
@@ -417,7 +473,10 @@ int main(int argc, char** argv) {
   // Model rows compare against the GEMM peak of the precision they multiply in.
   const bool bf16_peak = bf16 && peaks.bf16 > 0;
   model_benchmarks(bf16_peak ? peaks.bf16 : peaks.fp32, bf16_peak ? "bf16 GEMM" : "GEMM peak", reps);
-  if (!models_only) lora_benchmarks(reps);
+  if (!models_only) {
+    attention_benchmarks(reps);
+    lora_benchmarks(reps);
+  }
   if (bad_first_loss) std::printf("\nfailed: a training step's first loss is not within 10%% of ln V\n");
   return bad_first_loss ? 3 : 0;
 }

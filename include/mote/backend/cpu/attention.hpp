@@ -41,6 +41,106 @@ bool own_kernel_product(bool trans_a, bool trans_b, std::int64_t m, std::int64_t
   else
     return false;
 }
+
+// One query (a decoding step) against one head: scores, masked softmax and the weighted sum of
+// values, in one pass over the head's keys and one over its values. Masked keys are never read;
+// the output is written whole (zero when every key is masked).
+template <class T>
+void one_query(const T* q, const T* keys, const T* values, const std::uint8_t* mask_row, std::int64_t kv_len,
+               std::int64_t head_dim, T scale, T* row, T* out) {
+  constexpr T masked = -std::numeric_limits<T>::infinity();
+  for (std::int64_t s = 0; s < kv_len; ++s) {
+    if (mask_row && !mask_row[s]) {
+      row[s] = masked;
+      continue;
+    }
+    const T* key = keys + s * head_dim;
+    T dot = 0;
+#pragma omp simd reduction(+ : dot)
+    for (std::int64_t d = 0; d < head_dim; ++d) dot += q[d] * key[d];
+    row[s] = scale * dot;
+  }
+  std::fill(out, out + head_dim, T(0));
+  const T max = row_exp::max(row, kv_len);
+  if (max == masked) {
+    std::fill(row, row + kv_len, T(0));
+    return;
+  }
+  const T inv = T(1) / row_exp::exp_into(row, max, kv_len, row);
+  for (std::int64_t s = 0; s < kv_len; ++s) {
+    const T weight = row[s] *= inv;
+    if (weight == T(0)) continue;  // masked or underflowed: adds nothing
+    const T* value = values + s * head_dim;
+#pragma omp simd
+    for (std::int64_t d = 0; d < head_dim; ++d) out[d] += weight * value[d];
+  }
+}
+
+#if MOTE_AVX512_KERNELS
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+// GCC 12's _mm512_undefined_* self-initialise, which -O1 reports once inlined here.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+// The same for a float head of 16 * chunks lanes, the query and the output held in registers. Each
+// score ends in a tree reduction: Eigen's per-head matrix-vector product summed lanes in one serial
+// chain, which kept few of the cache's lines in flight.
+template <int chunks>
+__attribute__((target("avx512f"))) void one_query_avx512(const float* q, const float* keys, const float* values,
+                                                         const std::uint8_t* mask_row, std::int64_t kv_len,
+                                                         float scale, float* row, float* out) {
+  constexpr std::int64_t head_dim = 16 * chunks;
+  constexpr float masked = -std::numeric_limits<float>::infinity();
+  __m512 query[chunks], sum[chunks];
+  for (int c = 0; c < chunks; ++c) {
+    query[c] = _mm512_loadu_ps(q + 16 * c);
+    sum[c] = _mm512_setzero_ps();
+  }
+  for (std::int64_t s = 0; s < kv_len; ++s) {
+    if (mask_row && !mask_row[s]) {
+      row[s] = masked;
+      continue;
+    }
+    const float* key = keys + s * head_dim;
+    __m512 dot = _mm512_mul_ps(query[0], _mm512_loadu_ps(key));
+    for (int c = 1; c < chunks; ++c) dot = _mm512_fmadd_ps(query[c], _mm512_loadu_ps(key + 16 * c), dot);
+    row[s] = scale * _mm512_reduce_add_ps(dot);
+  }
+  const float max = row_exp::max(row, kv_len);
+  if (max == masked) {
+    std::fill(row, row + kv_len, 0.0f);
+  } else {
+    const float inv = 1.0f / row_exp::exp_into(row, max, kv_len, row);
+    for (std::int64_t s = 0; s < kv_len; ++s) {
+      const float weight = row[s] *= inv;
+      if (weight == 0.0f) continue;
+      const __m512 w = _mm512_set1_ps(weight);
+      const float* value = values + s * head_dim;
+      for (int c = 0; c < chunks; ++c) sum[c] = _mm512_fmadd_ps(w, _mm512_loadu_ps(value + 16 * c), sum[c]);
+    }
+  }
+  for (int c = 0; c < chunks; ++c) _mm512_storeu_ps(out + 16 * c, sum[c]);
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif
+
+// Float heads of 64 or 128 lanes (GPT-2's, Llama's) take the AVX-512 form where it runs.
+template <class T>
+void decode_one_query(const T* q, const T* keys, const T* values, const std::uint8_t* mask_row, std::int64_t kv_len,
+                      std::int64_t head_dim, T scale, T* row, T* out) {
+#if MOTE_AVX512_KERNELS
+  if constexpr (std::is_same_v<T, float>) {
+    if ((head_dim == 64 || head_dim == 128) && fp32_kernel_available()) {
+      (head_dim == 64 ? one_query_avx512<4> : one_query_avx512<8>)(q, keys, values, mask_row, kv_len, scale, row, out);
+      return;
+    }
+  }
+#endif
+  one_query(q, keys, values, mask_row, kv_len, head_dim, scale, row, out);
+}
 }  // namespace attention_detail
 
 // Writes probs = masked softmax(scale * q k^T) and out = probs v.
@@ -62,6 +162,11 @@ void attention_forward(cpu, const T* q, const T* k, const T* v, const std::uint8
     Map O(out + bh * q_len * head_dim, q_len, head_dim);
     if (kv_len == 0) {  // nothing to attend to anywhere
       O.setZero();
+      return;
+    }
+    if (q_len == 1) {  // decoding: the one query sees every key, causal or not
+      attention_detail::decode_one_query(Q.data(), K.data(), V.data(), mask ? mask + b * mask_batch_stride : nullptr,
+                                         kv_len, head_dim, scale, P.data(), O.data());
       return;
     }
     if (!attention_detail::own_kernel_product(false, true, q_len, kv_len, head_dim, scale, Q.data(), head_dim,
