@@ -13,7 +13,7 @@
 // --only runs one figure alone (base, mote, self-b1 or self-batched), for a profiler.
 //
 // Usage: mote_inference_bench [--rounds R] [--tokens N] [--questions Q] [--batch B] [--stage-tokens S]
-//                             [--only FIGURE] [--quick]
+//                             [--only FIGURE] [--kv-cache full|bf16] [--quick]
 #include <mote/mote.hpp>
 
 #include <algorithm>
@@ -80,6 +80,7 @@ int main(int argc, char** argv) {
   std::int64_t new_tokens = 128, batch = 8, max_stage_tokens = 128;
   std::size_t question_count = 16;
   std::string only;  // empty: every figure
+  nn::kv_precision kv_cache = nn::kv_precision::full;  // every figure's cache
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     const auto value = [&] {
@@ -96,9 +97,17 @@ int main(int argc, char** argv) {
     else if (arg == "--stage-tokens") max_stage_tokens = value();
     else if (arg == "--quick") rounds = 1, new_tokens = 16, question_count = 4, batch = 4, max_stage_tokens = 16;
     else if (arg == "--only" && i + 1 < argc) only = argv[++i];
+    else if (arg == "--kv-cache" && i + 1 < argc) {
+      const std::string name = argv[++i];
+      if (name != "full" && name != "bf16") {
+        std::fprintf(stderr, "mote_inference_bench: --kv-cache takes full or bf16, got '%s'\n", name.c_str());
+        return 2;
+      }
+      kv_cache = name == "bf16" ? nn::kv_precision::bf16 : nn::kv_precision::full;
+    }
     else {
       std::fprintf(stderr, "usage: mote_inference_bench [--rounds R] [--tokens N] [--questions Q] [--batch B] [--stage-tokens S] "
-                           "[--only base|mote|self-b1|self-batched] [--quick]\n");
+                           "[--only base|mote|self-b1|self-batched] [--kv-cache full|bf16] [--quick]\n");
       return arg == "--help" ? 0 : 2;
     }
   }
@@ -141,7 +150,7 @@ int main(int argc, char** argv) {
     fs::remove(out);
     fs::remove(out.string() + ".rejected.jsonl");
     const auto report = ac::self_generate(writer, ascii, pipeline, qlist, out,
-                                          {.batch = b, .max_stage_tokens = max_stage_tokens, .stop_texts = {}, .eos_id = eos,
+                                          {.batch = b, .max_stage_tokens = max_stage_tokens, .stop_texts = {}, .kv_cache = kv_cache, .eos_id = eos,
                                            .is_safe = [](std::string_view) { return false; }});
     tokens = report.generated_tokens;
   };
@@ -152,7 +161,7 @@ int main(int argc, char** argv) {
     const auto base_run = [&] {
       if (!wanted("base")) return;
       std::vector<std::int32_t> out;
-      const double s = seconds_of([&] { out = nn::generate(plain, prompt, {.max_new_tokens = new_tokens}); });
+      const double s = seconds_of([&] { out = nn::generate(plain, prompt, {.max_new_tokens = new_tokens, .kv_cache = kv_cache}); });
       base_rate.push_back(static_cast<double>(out.size()) / s);
     };
     const auto mote_run = [&] {
@@ -160,7 +169,7 @@ int main(int argc, char** argv) {
       std::vector<ac::Reply> replies;
       const auto route = [&](const Tensor<std::int32_t>& routes) { return experts.context_for(routes); };
       const double s = seconds_of([&] {
-        replies = ac::answer<Chain>(model, tok, ids, {.eos_id = eos}, {question}, {.max_new_tokens = new_tokens}, route);
+        replies = ac::answer<Chain>(model, tok, ids, {.eos_id = eos}, {question}, {.max_new_tokens = new_tokens, .kv_cache = kv_cache}, route);
       });
       mote_tokens = replies.front().tokens;
       mote_rate.push_back(static_cast<double>(replies.front().tokens) / s);

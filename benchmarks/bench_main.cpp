@@ -151,7 +151,8 @@ void tape_benchmark(int reps) {
 // One decoding step's attention at C2's heads (6 of 64 lanes), 300 cached positions, over six
 // layers' separate key/value caches (as a step reads them, so a batch's caches come from memory),
 // in a held SpinTeam as nn::generate runs it; each sequence left-padded by its index, as a batch of
-// prompts of different lengths is. Ceiling: reading the same number of bytes, best of the run.
+// prompts of different lengths is. A float cache and a bf16 one (nn::kv_precision::bf16), the
+// same values rounded. Ceiling: reading the same number of bytes, best of the run.
 void attention_benchmarks(int reps) {
   const std::int64_t heads = 6, head_dim = 64, kv_len = 300, capacity = 512, layers = 6;
   for (const std::int64_t batch : {std::int64_t{1}, std::int64_t{16}}) {
@@ -161,38 +162,56 @@ void attention_benchmarks(int reps) {
       for (auto& x : v) x = static_cast<float>(rng.uniform(-1, 1));
       return v;
     };
+    const auto rounded = [](const std::vector<float>& v) {
+      std::vector<std::uint16_t> bits(v.size());
+      for (std::size_t i = 0; i < v.size(); ++i) bits[i] = mote::backend::bf16_detail::to_bf16(v[i]);
+      return bits;
+    };
     std::vector<std::vector<float>> keys, values;
+    std::vector<std::vector<std::uint16_t>> keys16, values16;
     for (std::int64_t l = 0; l < layers; ++l) {
       keys.push_back(draw(batch * heads * capacity * head_dim));
       values.push_back(draw(batch * heads * capacity * head_dim));
+      keys16.push_back(rounded(keys.back()));
+      values16.push_back(rounded(values.back()));
     }
     const auto q = draw(batch * heads * head_dim);
     std::vector<float> out(q.size()), probs(static_cast<std::size_t>(batch * heads * kv_len));
     std::vector<std::uint8_t> mask(static_cast<std::size_t>(batch * kv_len), 1);
     for (std::int64_t b = 0; b < batch; ++b)
       for (std::int64_t s = 0; s < b; ++s) mask[static_cast<std::size_t>(b * kv_len + s)] = 0;
-    double read = 0;  // bytes of keys and values a step reads: the unmasked positions
-    for (const auto m : mask) read += m ? double(2 * heads * head_dim * layers * sizeof(float)) : 0.0;
-    std::vector<double> times;
-    mote::backend::SpinTeam::hold([&] {
-      const auto step = [&] {
-        for (std::int64_t l = 0; l < layers; ++l)
-          mote::backend::attention_forward(mote::cpu{}, q.data(), keys[l].data(), values[l].data(), mask.data(), kv_len,
-                                           batch, heads, heads, std::int64_t{1}, kv_len, head_dim, capacity * head_dim,
-                                           true, 0.125f, out.data(), probs.data());
-      };
-      step();
-      for (int r = 0; r < reps * 4; ++r) {
-        const auto start = clock_type::now();
+    for (const bool bf16 : {false, true}) {
+      // Bytes of keys and values a step reads: the unmasked positions.
+      const double element = bf16 ? double(sizeof(std::uint16_t)) : double(sizeof(float));
+      double read = 0;
+      for (const auto m : mask) read += m ? double(2 * heads * head_dim * layers) * element : 0.0;
+      std::vector<double> times;
+      mote::backend::SpinTeam::hold([&] {
+        const auto step = [&] {
+          for (std::size_t l = 0; l < static_cast<std::size_t>(layers); ++l)
+            if (bf16)
+              mote::backend::attention_decode_bf16(mote::cpu{}, q.data(), keys16[l].data(), values16[l].data(), mask.data(),
+                                                   kv_len, batch, heads, heads, kv_len, head_dim, capacity * head_dim,
+                                                   0.125f, out.data(), probs.data());
+            else
+              mote::backend::attention_forward(mote::cpu{}, q.data(), keys[l].data(), values[l].data(), mask.data(), kv_len,
+                                               batch, heads, heads, std::int64_t{1}, kv_len, head_dim,
+                                               capacity * head_dim, true, 0.125f, out.data(), probs.data());
+        };
         step();
-        times.push_back(std::chrono::duration<double>(clock_type::now() - start).count());
-      }
-    });
-    const double step_s = median(times);
-    const double ceiling = mote_bench::read_bandwidth(static_cast<std::size_t>(read), 5);
-    row("C2 decode attention b" + std::to_string(batch) + " x 300", fmt("%.1f GB/s", read / step_s * 1e-9),
-        fmt("read %.1f GB/s", ceiling * 1e-9), read / step_s / ceiling, "");
-    info_row("C2 decode attention b" + std::to_string(batch) + ", 6 layers", fmt("%.3f ms/step", step_s * 1e3));
+        for (int r = 0; r < reps * 4; ++r) {
+          const auto start = clock_type::now();
+          step();
+          times.push_back(std::chrono::duration<double>(clock_type::now() - start).count());
+        }
+      });
+      const double step_s = median(times);
+      const double ceiling = mote_bench::read_bandwidth(static_cast<std::size_t>(read), 5);
+      const std::string name = "C2 decode attention b" + std::to_string(batch) + (bf16 ? " bf16 cache" : "");
+      row(name + " x 300", fmt("%.1f GB/s", read / step_s * 1e-9), fmt("read %.1f GB/s", ceiling * 1e-9),
+          read / step_s / ceiling, "");
+      info_row(name + ", 6 layers", fmt("%.3f ms/step", step_s * 1e3));
+    }
   }
 }
 

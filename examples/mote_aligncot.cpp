@@ -66,6 +66,7 @@ struct GenerateArgs {
   std::uint64_t seed = 0;
   std::vector<std::string> stops;
   std::vector<std::string> templates;  // STAGE=FILE
+  std::string kv_cache = "full";
 };
 
 struct TrainArgs {
@@ -87,6 +88,7 @@ struct AnswerArgs {
   std::int64_t max_new_tokens = 256;
   double temperature = 0.0;
   std::uint64_t seed = 0;
+  std::string kv_cache = "full";
 };
 
 struct ChatArgs {
@@ -231,6 +233,8 @@ void apply_templates(Pipeline& pipeline, const std::vector<std::string>& templat
   }
 }
 
+nn::kv_precision kv_precision_of(const std::string& name) { return name == "bf16" ? nn::kv_precision::bf16 : nn::kv_precision::full; }
+
 ac::SelfGenerateOptions self_generate_options(const GenerateArgs& a, const SequenceTokens& ids) {
   ac::SelfGenerateOptions o;
   o.adaptive = !a.no_adaptive;
@@ -243,6 +247,7 @@ ac::SelfGenerateOptions self_generate_options(const GenerateArgs& a, const Seque
   o.temperature = a.temperature;
   o.top_k = a.top_k;
   o.top_p = a.top_p;
+  o.kv_cache = kv_precision_of(a.kv_cache);
   o.seed = a.seed;
   o.eos_id = ids.eos;
   o.bos_id = ids.bos;
@@ -397,6 +402,7 @@ ac::AnswerOptions answer_options(const AnswerArgs& a) {
   o.max_new_tokens = a.max_new_tokens;
   o.temperature = a.temperature;
   o.seed = a.seed;
+  o.kv_cache = kv_precision_of(a.kv_cache);
   return o;
 }
 
@@ -654,6 +660,8 @@ void add_generate(CLI::App& app, GenerateArgs& a) {
   cmd->add_option("--seed", a.seed, "sampling seed");
   cmd->add_option("--stop", a.stops, "a text ends at this (\\n for a newline); default: a blank line")->take_all();
   cmd->add_option("--template", a.templates, "STAGE=FILE: the prompt of a stage (analysis, guidance, answer, check)")->take_all();
+  cmd->add_option("--kv-cache", a.kv_cache, "what the KV cache stores: full (float) or bf16 (half the bytes; a setting of the file)")
+      ->check(CLI::IsMember({"full", "bf16"}));
 }
 
 void add_train(CLI::App& app, TrainArgs& a) {
@@ -687,6 +695,8 @@ void add_answer_options(CLI::App& cmd, AnswerArgs& a) {
   cmd.add_option("--max-new-tokens", a.max_new_tokens, "tokens per reply, stage tokens included")->check(CLI::PositiveNumber);
   cmd.add_option("--temperature", a.temperature, "0: greedy")->check(CLI::NonNegativeNumber);
   cmd.add_option("--seed", a.seed, "sampling seed");
+  cmd.add_option("--kv-cache", a.kv_cache, "what the KV cache stores: full (float) or bf16 (half the bytes)")
+      ->check(CLI::IsMember({"full", "bf16"}));
 }
 
 void add_chat(CLI::App& app, ChatArgs& a) {

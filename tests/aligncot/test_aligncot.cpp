@@ -974,6 +974,13 @@ BOOST_AUTO_TEST_CASE(self_generation_is_adaptive_deterministic_and_resumable) {
   hotter.temperature = 0.7;
   expect_error<value_error>([&] { ac::self_generate(model, tok, pipeline, questions, root.path / "one.jsonl", hotter); },
                             {"one.jsonl' line 1", "was written with settings", "\"temperature\":0.7"});
+  // A bf16 cache is a setting too; and it holds a float model's keys only.
+  auto compact = options(1);
+  compact.kv_cache = nn::kv_precision::bf16;
+  expect_error<value_error>([&] { ac::self_generate(model, tok, pipeline, questions, root.path / "one.jsonl", compact); },
+                            {"was written with settings", "\"kv_cache\":\"bf16\""});
+  expect_error<value_error>([&] { ac::self_generate(model, tok, pipeline, questions, root.path / "compact.jsonl", compact); },
+                            {"bf16 KV cache", "float64"});
   // Adaptive generation needs a check stage.
   expect_error<value_error>([&] { ac::self_generate(model, tok, Chain3{}, questions, root.path / "x.jsonl", options(1)); },
                             {"has none", "SafetyCheck"});

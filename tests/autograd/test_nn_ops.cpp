@@ -226,63 +226,79 @@ BOOST_AUTO_TEST_CASE(attention_reads_cache_views_in_place) {
 // A decoding step's single query per head takes its own path (one_query, AVX-512 for float heads of
 // 64 or 128 lanes): against scores, softmax and weighted sums in double, with padded and fully
 // masked sequences, grouped heads and cache-strided keys, on both the AVX-512 and the portable form.
+// The same over a bf16 cache (attention_decode_bf16): its keys and values are the draws rounded to
+// bf16, and the reference reads those rounded values.
 BOOST_AUTO_TEST_CASE(one_query_attention_matches_a_double_reference) {
   const std::int64_t batch = 3, heads = 4, kv_heads = 2, kv_len = 37, capacity = 45;
   const bool kernel = backend::fp32_kernel_available();
   for (const std::int64_t dim : {64, 128, 24})
-    for (const bool use_kernel : {true, false}) {
-      if (use_kernel && !kernel) continue;
-      backend::fp32_detail::use_kernel().store(use_kernel);
-      Rng rng(static_cast<std::uint64_t>(dim));
-      auto draw = [&](std::int64_t n) {
-        std::vector<float> v(static_cast<std::size_t>(n));
-        for (auto& x : v) x = static_cast<float>(rng.uniform(-1, 1));
-        return v;
-      };
-      const auto q = draw(batch * heads * dim), k = draw(batch * kv_heads * capacity * dim),
-                 v = draw(batch * kv_heads * capacity * dim);
-      // Sequence 0 sees every key, sequence 1 is left-padded by 5, sequence 2 sees none.
-      std::vector<std::uint8_t> mask(static_cast<std::size_t>(batch * kv_len), 1);
-      for (std::int64_t s = 0; s < kv_len; ++s) {
-        if (s < 5) mask[static_cast<std::size_t>(kv_len + s)] = 0;
-        mask[static_cast<std::size_t>(2 * kv_len + s)] = 0;
-      }
-      std::vector<float> out(q.size(), 99.0f), probs(static_cast<std::size_t>(batch * heads * kv_len), 99.0f);
-      const double scale = 1.0 / std::sqrt(double(dim));
-      backend::attention_forward(cpu{}, q.data(), k.data(), v.data(), mask.data(), kv_len, batch, heads, kv_heads,
-                                 std::int64_t{1}, kv_len, dim, capacity * dim, true, static_cast<float>(scale),
-                                 out.data(), probs.data());
-      double worst_out = 0, worst_prob = 0;
-      for (std::int64_t b = 0; b < batch; ++b)
-        for (std::int64_t h = 0; h < heads; ++h) {
-          const std::int64_t kv_head = b * kv_heads + h / (heads / kv_heads);
-          const float* query = q.data() + (b * heads + h) * dim;
-          std::vector<double> p(static_cast<std::size_t>(kv_len), 0.0);
-          double top = -1e300, total = 0;
-          for (std::int64_t s = 0; s < kv_len; ++s) {
-            if (!mask[static_cast<std::size_t>(b * kv_len + s)]) continue;
-            double dot = 0;
-            for (std::int64_t d = 0; d < dim; ++d) dot += double(query[d]) * k[static_cast<std::size_t>((kv_head * capacity + s) * dim + d)];
-            top = std::max(top, p[static_cast<std::size_t>(s)] = scale * dot);
+    for (const bool use_kernel : {true, false})
+      for (const bool bf16 : {false, true}) {
+        if (use_kernel && !kernel) continue;
+        backend::fp32_detail::use_kernel().store(use_kernel);
+        Rng rng(static_cast<std::uint64_t>(dim));
+        auto draw = [&](std::int64_t n) {
+          std::vector<float> v(static_cast<std::size_t>(n));
+          for (auto& x : v) x = static_cast<float>(rng.uniform(-1, 1));
+          return v;
+        };
+        const auto q = draw(batch * heads * dim);
+        auto k = draw(batch * kv_heads * capacity * dim), v = draw(batch * kv_heads * capacity * dim);
+        std::vector<std::uint16_t> k16(k.size()), v16(v.size());
+        if (bf16)
+          for (std::size_t i = 0; i < k.size(); ++i) {
+            k16[i] = backend::bf16_detail::to_bf16(k[i]);
+            v16[i] = backend::bf16_detail::to_bf16(v[i]);
+            k[i] = backend::bf16_detail::from_bf16(k16[i]);
+            v[i] = backend::bf16_detail::from_bf16(v16[i]);
           }
-          for (std::int64_t s = 0; s < kv_len; ++s)
-            if (mask[static_cast<std::size_t>(b * kv_len + s)]) total += p[static_cast<std::size_t>(s)] = std::exp(p[static_cast<std::size_t>(s)] - top);
-          for (std::int64_t s = 0; s < kv_len; ++s) {
-            const double want = total > 0 ? p[static_cast<std::size_t>(s)] / total : 0.0;
-            p[static_cast<std::size_t>(s)] = want;
-            worst_prob = std::max(worst_prob, std::abs(probs[static_cast<std::size_t>((b * heads + h) * kv_len + s)] - want));
-          }
-          for (std::int64_t d = 0; d < dim; ++d) {
-            double want = 0;
-            for (std::int64_t s = 0; s < kv_len; ++s) want += p[static_cast<std::size_t>(s)] * v[static_cast<std::size_t>((kv_head * capacity + s) * dim + d)];
-            const float got = out[static_cast<std::size_t>((b * heads + h) * dim + d)];
-            if (b == 2) BOOST_TEST(got == 0.0f);  // no key to see: exactly zero
-            worst_out = std::max(worst_out, std::abs(got - want));
-          }
+        // Sequence 0 sees every key, sequence 1 is left-padded by 5, sequence 2 sees none.
+        std::vector<std::uint8_t> mask(static_cast<std::size_t>(batch * kv_len), 1);
+        for (std::int64_t s = 0; s < kv_len; ++s) {
+          if (s < 5) mask[static_cast<std::size_t>(kv_len + s)] = 0;
+          mask[static_cast<std::size_t>(2 * kv_len + s)] = 0;
         }
-      BOOST_TEST(worst_prob < 1e-6, "head_dim " << dim << (use_kernel ? " AVX-512" : " portable") << ": probs off by " << worst_prob);
-      BOOST_TEST(worst_out < 1e-5, "head_dim " << dim << (use_kernel ? " AVX-512" : " portable") << ": output off by " << worst_out);
-    }
+        std::vector<float> out(q.size(), 99.0f), probs(static_cast<std::size_t>(batch * heads * kv_len), 99.0f);
+        const double scale = 1.0 / std::sqrt(double(dim));
+        if (bf16)
+          backend::attention_decode_bf16(cpu{}, q.data(), k16.data(), v16.data(), mask.data(), kv_len, batch, heads, kv_heads,
+                                         kv_len, dim, capacity * dim, static_cast<float>(scale), out.data(), probs.data());
+        else
+          backend::attention_forward(cpu{}, q.data(), k.data(), v.data(), mask.data(), kv_len, batch, heads, kv_heads,
+                                     std::int64_t{1}, kv_len, dim, capacity * dim, true, static_cast<float>(scale),
+                                     out.data(), probs.data());
+        double worst_out = 0, worst_prob = 0;
+        for (std::int64_t b = 0; b < batch; ++b)
+          for (std::int64_t h = 0; h < heads; ++h) {
+            const std::int64_t kv_head = b * kv_heads + h / (heads / kv_heads);
+            const float* query = q.data() + (b * heads + h) * dim;
+            std::vector<double> p(static_cast<std::size_t>(kv_len), 0.0);
+            double top = -1e300, total = 0;
+            for (std::int64_t s = 0; s < kv_len; ++s) {
+              if (!mask[static_cast<std::size_t>(b * kv_len + s)]) continue;
+              double dot = 0;
+              for (std::int64_t d = 0; d < dim; ++d) dot += double(query[d]) * k[static_cast<std::size_t>((kv_head * capacity + s) * dim + d)];
+              top = std::max(top, p[static_cast<std::size_t>(s)] = scale * dot);
+            }
+            for (std::int64_t s = 0; s < kv_len; ++s)
+              if (mask[static_cast<std::size_t>(b * kv_len + s)]) total += p[static_cast<std::size_t>(s)] = std::exp(p[static_cast<std::size_t>(s)] - top);
+            for (std::int64_t s = 0; s < kv_len; ++s) {
+              const double want = total > 0 ? p[static_cast<std::size_t>(s)] / total : 0.0;
+              p[static_cast<std::size_t>(s)] = want;
+              worst_prob = std::max(worst_prob, std::abs(probs[static_cast<std::size_t>((b * heads + h) * kv_len + s)] - want));
+            }
+            for (std::int64_t d = 0; d < dim; ++d) {
+              double want = 0;
+              for (std::int64_t s = 0; s < kv_len; ++s) want += p[static_cast<std::size_t>(s)] * v[static_cast<std::size_t>((kv_head * capacity + s) * dim + d)];
+              const float got = out[static_cast<std::size_t>((b * heads + h) * dim + d)];
+              if (b == 2) BOOST_TEST(got == 0.0f);  // no key to see: exactly zero
+              worst_out = std::max(worst_out, std::abs(got - want));
+            }
+          }
+        const char* form = bf16 ? (use_kernel ? " AVX-512 bf16" : " portable bf16") : (use_kernel ? " AVX-512" : " portable");
+        BOOST_TEST(worst_prob < 1e-6, "head_dim " << dim << form << ": probs off by " << worst_prob);
+        BOOST_TEST(worst_out < 1e-5, "head_dim " << dim << form << ": output off by " << worst_out);
+      }
   backend::fp32_detail::use_kernel().store(kernel);
 }
 

@@ -463,7 +463,7 @@ struct AddsNothing : nn::LinearAdapter<float> {
 };
 
 template <nn::Config C>
-void check_graph_free_steps(std::uint64_t seed) {
+void check_graph_free_steps(std::uint64_t seed, nn::kv_precision precision = nn::kv_precision::full) {
   nn::CausalLM<C, float> model(seed);
   Rng rng(seed);
   // Biases start at 0 and norm weights at 1: move every parameter so that each one counts.
@@ -490,6 +490,8 @@ void check_graph_free_steps(std::uint64_t seed) {
       pos.push_back(position(b, t));
     }
   auto graph_free = model.make_cache(), layered = model.make_cache();
+  graph_free.store_as(precision);
+  layered.store_as(precision);
   no_grad off;
   {
     const auto first_ids = Tensor<std::int32_t>::from_vector({batch, prompt}, ids);
@@ -519,10 +521,14 @@ void check_graph_free_steps(std::uint64_t seed) {
                                                  << (differing.empty() ? -1 : differing.front()));
   BOOST_TEST(graph_free.layers[0].keys().to_vector() == layered.layers[0].keys().to_vector());
   // 84 rows: the buffers grew once, from 64 rows to 128 or to max_seq.
-  BOOST_TEST(graph_free.layers[0].keys().stride(1) == std::min<std::int64_t>(C.max_seq, 128) * C.head_dim());
+  const std::int64_t grown = std::min<std::int64_t>(C.max_seq, 128) * C.head_dim();
+  if (precision == nn::kv_precision::full) BOOST_TEST(graph_free.layers[0].keys().stride(1) == grown);
+  else BOOST_TEST(graph_free.layers[0].compact_stride() == grown);
 
   // Shared positions [1] and no mask: one sequence.
   auto single = model.make_cache(), single_layered = model.make_cache();
+  single.store_as(precision);
+  single_layered.store_as(precision);
   for (std::int32_t t = 0; t < 3; ++t) {
     const auto id_t = Tensor<std::int32_t>::from_vector({1, 1}, {token()});
     const auto pos_t = Tensor<std::int32_t>::from_vector({1}, {t});
@@ -535,6 +541,68 @@ void check_graph_free_steps(std::uint64_t seed) {
 BOOST_AUTO_TEST_CASE(graph_free_decode_steps_equal_layer_by_layer_steps) {
   check_graph_free_steps<long_gpt2>(31);
   check_graph_free_steps<long_llama>(32);
+}
+
+// Over a bf16 cache both paths attend over the same rounded keys and values (the graph-free step
+// reads the bf16 bits, the layered one their float copies): the same logits bit for bit again.
+BOOST_AUTO_TEST_CASE(graph_free_decode_over_a_bf16_cache_equals_layer_by_layer_steps) {
+  check_graph_free_steps<long_gpt2>(35, nn::kv_precision::bf16);
+  check_graph_free_steps<long_llama>(36, nn::kv_precision::bf16);
+}
+
+// A bf16 cache stores each key and value rounded to nearest (ties to even) and decodes close to a
+// full cache; it is chosen before the first step, for float models, and records no graph.
+BOOST_AUTO_TEST_CASE(bf16_kv_cache_rounds_keys_and_values_and_decodes_close_to_full) {
+  nn::CausalLM<long_llama, float> model(37);
+  Rng rng(37);
+  std::vector<std::int32_t> ids;
+  for (int t = 0; t < 2 * 9; ++t) ids.push_back(static_cast<std::int32_t>(rng.below(long_llama.vocab)));
+  const auto prompt = Tensor<std::int32_t>::from_vector({2, 9}, ids);
+  auto full = model.make_cache(), compact = model.make_cache();
+  compact.store_as(nn::kv_precision::bf16);
+  // With gradients on, the parameters' keys would record a graph: refused.
+  expect_error<value_error>([&] { (void)model.logits(prompt, {}, &compact); }, {"bf16 KV cache cannot record a graph"});
+  compact.clear();
+  no_grad off;
+  (void)model.logits(prompt, {}, &full);
+  (void)model.logits(prompt, {}, &compact);
+  // The first layer's keys and values come before any attention, so the two caches' differ only by
+  // the rounding (later layers see attention over rounded values).
+  auto want_k = full.layers[0].keys().contiguous().to_vector(), want_v = full.layers[0].values().contiguous().to_vector();
+  for (auto& x : want_k) x = backend::bf16_detail::round_to_bf16(x);
+  for (auto& x : want_v) x = backend::bf16_detail::round_to_bf16(x);
+  BOOST_TEST(compact.layers[0].keys().to_vector() == want_k);
+  BOOST_TEST(compact.layers[0].values().to_vector() == want_v);
+  BOOST_TEST(compact.layers[0].keys().shape() == full.layers[0].keys().shape());
+  BOOST_TEST(compact.layers[0].keys().to_vector() != full.layers[0].keys().contiguous().to_vector());
+  BOOST_TEST((compact.layers[0].precision() == nn::kv_precision::bf16));
+  // Decoding steps: logits within bf16's rounding of the full cache's, and not all equal to them.
+  double worst = 0, largest = 0;
+  for (std::int32_t t = 9; t < 20; ++t) {
+    const auto step = Tensor<std::int32_t>::from_vector({2, 1}, {t, t + 1});
+    const auto a = model.logits(step, {}, &full).value().to_vector(), b = model.logits(step, {}, &compact).value().to_vector();
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      worst = std::max(worst, double(std::abs(a[i] - b[i])));
+      largest = std::max(largest, double(std::abs(a[i])));
+    }
+  }
+  BOOST_TEST(worst > 0.0);
+  BOOST_TEST(worst < 0.02 * largest, "bf16 cache logits off by " << worst << " of " << largest);
+  // Cleared, it stays bf16; a cache already in use keeps its precision.
+  compact.clear();
+  BOOST_TEST((compact.layers[0].precision() == nn::kv_precision::bf16));
+  expect_error<value_error>([&] { full.store_as(nn::kv_precision::bf16); }, {"store_as(bf16)", "holds 20 positions", "empty cache"});
+  // Only float models; no graph through its keys.
+  nn::CausalLM<long_llama, double> wide(37);
+  auto wide_cache = wide.make_cache();
+  expect_error<value_error>([&] { wide_cache.store_as(nn::kv_precision::bf16); }, {"bf16 KV cache", "float64"});
+  expect_error<value_error>([&] { (void)nn::generate(wide, std::vector<std::int32_t>{1, 2}, {.kv_cache = nn::kv_precision::bf16}); },
+                            {"bf16 KV cache", "float64"});
+  // Greedy generation through it: batched equals one by one, as with a full cache.
+  const std::vector<std::vector<std::int32_t>> prompts{{5, 9, 2, 7}, {3, 1}};
+  const nn::GenerateOptions greedy{.max_new_tokens = 12, .kv_cache = nn::kv_precision::bf16};
+  const auto batched = nn::generate(model, prompts, greedy);
+  for (std::size_t b = 0; b < prompts.size(); ++b) BOOST_TEST(batched[b] == nn::generate(model, prompts[b], greedy));
 }
 
 // What the graph-free step does not take goes layer by layer: a graph to record, an attached

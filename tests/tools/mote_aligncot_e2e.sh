@@ -112,15 +112,18 @@ printf 'How do I bake bread?\n\nWhat is a lock?\n' >stdin.txt
   fail "chat on stdin failed"
 [[ $(grep -c '^\[guidance\]' chat_stdin.log) == 2 ]] || { cat chat_stdin.log >&2; fail "chat did not answer both stdin lines"; }
 
-# The Llama family through the same subcommands: every step written, one epoch, adaptive chat.
+# The Llama family through the same subcommands: every step written over a bf16 KV cache (a
+# setting the chains record), one epoch, adaptive chat.
 run_ok generate_llama.log generate --model llama --questions questions.jsonl --out chains_llama.jsonl --batch 4 \
-  --max-stage-tokens 6 --stop '\n' --no-adaptive
+  --max-stage-tokens 6 --stop '\n' --no-adaptive --kv-cache bf16
+grep -q '"kv_cache":"bf16"' chains_llama.jsonl || fail "generate --kv-cache bf16 did not record the setting"
 { cat chains_llama.jsonl; if [[ -f chains_llama.jsonl.rejected.jsonl ]]; then cat chains_llama.jsonl.rejected.jsonl; fi; } >finished_llama.jsonl
 [[ $(lines finished_llama.jsonl) == 4 ]] || fail "generate (llama) finished $(lines finished_llama.jsonl) questions, expected 4"
 [[ $(lines chains_llama.jsonl) -ge 1 ]] || fail "generate (llama) wrote no chain to train on"
 run_ok train_llama.log train --model llama --chains chains_llama.jsonl --out adapters_llama --epochs 1 --batch 4 --rank 2
 [[ -f adapters_llama/aligncot.json && -d adapters_llama/stage_tokens ]] || fail "train (llama) wrote no adapters"
-run_ok chat_llama.log chat --model llama --adapters adapters_llama --question "How do I bake bread?" --max-new-tokens 8
+run_ok chat_llama.log chat --model llama --adapters adapters_llama --question "How do I bake bread?" --max-new-tokens 8 \
+  --kv-cache bf16
 grep -q '^\[' chat_llama.log || { cat chat_llama.log >&2; fail "chat (llama) printed no stage header"; }
 
 # --help everywhere; errors exit nonzero with a message that says what is wrong.

@@ -93,6 +93,7 @@ struct AnswerOptions {
   std::int64_t top_k = 0;
   double top_p = 1.0;
   std::uint64_t seed = 0;
+  nn::kv_precision kv_cache = nn::kv_precision::full;  // bf16: half the bytes a token's attention reads (nn::GenerateOptions)
   // The expert the question's tokens go to; lora::unrouted leaves them to the router's policy.
   std::int32_t question_route = 0;
   // Streams each reply as it is written: question index, stage name, new text of that stage.
@@ -229,7 +230,8 @@ std::vector<Reply> answer(const Model& model, const io::Tokenizer& tokenizer, co
                                  .top_p = options.top_p,
                                  .seed = options.seed,
                                  .stop_tokens = {format.eos_id},
-                                 .pad_token = format.eos_id};
+                                 .pad_token = format.eos_id,
+                                 .kv_cache = options.kv_cache};
   constexpr double forbidden = -std::numeric_limits<double>::infinity();
   generation.shape_logits = [&](std::size_t q, std::span<double> logits) {
     const std::int32_t current = stage_of[q];

@@ -100,6 +100,9 @@ struct SelfGenerateOptions {
   double temperature = 0.0;  // 0: greedy
   std::int64_t top_k = 0;
   double top_p = 1.0;
+  // bf16 halves the bytes each decoded token's attention reads (float models on the CPU); the
+  // texts may then differ from a full-precision run's, so a resumed run must choose the same.
+  nn::kv_precision kv_cache = nn::kv_precision::full;
   std::uint64_t seed = 0;
   std::int32_t eos_id = -1;  // the tokenizer's end-of-sequence id; required
   std::int32_t bos_id = -1;  // prepended to every prompt when >= 0
@@ -283,12 +286,15 @@ inline void merge_parts(const std::filesystem::path& output, const std::vector<Q
 inline io::json::Value self_generate_settings(const SelfGenerateOptions& o) {
   io::json::Value stops = io::json::Value::array();
   for (const auto& s : o.stop_texts) stops.push_back(s);
-  return io::json::Value::object({{"adaptive", o.adaptive},
-                                  {"max_stage_tokens", o.max_stage_tokens},
-                                  {"stop_texts", std::move(stops)},
-                                  {"temperature", o.temperature},
-                                  {"top_k", o.top_k},
-                                  {"top_p", o.top_p}});
+  io::json::Value settings = io::json::Value::object({{"adaptive", o.adaptive},
+                                                      {"max_stage_tokens", o.max_stage_tokens},
+                                                      {"stop_texts", std::move(stops)},
+                                                      {"temperature", o.temperature},
+                                                      {"top_k", o.top_k},
+                                                      {"top_p", o.top_p}});
+  // Named only when not the default, so files written before the option existed still resume.
+  if (o.kv_cache != nn::kv_precision::full) settings.set("kv_cache", nn::kv_precision_name(o.kv_cache));
+  return settings;
 }
 
 // Writes a chain for every question of `questions` into `output` (JSON Lines, appended as chains
@@ -464,7 +470,8 @@ SelfGenerateReport self_generate(const Model& model, const io::Tokenizer& tokeni
                                    .top_p = options.top_p,
                                    .sequence_seeds = seeds,
                                    .stop_tokens = {options.eos_id},
-                                   .pad_token = options.eos_id};
+                                   .pad_token = options.eos_id,
+                                   .kv_cache = options.kv_cache};
     // Decoded whole each time: a SentencePiece decode of one token would drop its leading space.
     generation.stop_when = [&](std::size_t b, const std::vector<std::int32_t>& generated) {
       const bool eos = generated.back() == options.eos_id;

@@ -29,7 +29,15 @@ struct KVCache {
   std::vector<LayerCache<T, B>> layers;
   std::int64_t length() const { return layers.empty() ? 0 : layers.front().length(); }
   void clear() {
-    for (auto& l : layers) l = LayerCache<T, B>{};
+    for (auto& l : layers) {
+      const kv_precision precision = l.precision();
+      l = LayerCache<T, B>{};
+      l.store_as(precision);
+    }
+  }
+  // Every layer stores its keys and values as `precision` (LayerCache::store_as); before the first step.
+  void store_as(kv_precision precision) {
+    for (auto& l : layers) l.store_as(precision);
   }
   // Room for `rows` positions in every layer (LayerCache::reserve).
   void reserve(std::int64_t rows) {

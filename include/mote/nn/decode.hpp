@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <deque>
+#include <type_traits>
 #include <vector>
 
 #include "mote/backend/concept.hpp"
@@ -167,10 +168,18 @@ struct StepRun {
     const std::int64_t rows = step.rows, dh = c.head_dim();
     const Shape kv_shape{rows, c.n_kv_heads, 1, dh};
     cache.append(S::view(*k.buffer, kv_shape), S::view(*v.buffer, kv_shape), c.max_seq);
-    const Tensor<T, B> keys = cache.keys(), values = cache.values();
     const value probs = fresh(rows * c.n_heads * c.max_seq);
     const value y = fresh(q.count);
     const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh)));
+    if constexpr (keeps_bf16_cache<T, B>) {
+      if (cache.compact()) {
+        MOTE_CALL_KERNEL(B, attention_decode_bf16, q.data(), cache.compact_keys(), cache.compact_values(), step.mask,
+                         step.mask_stride, rows, c.n_heads, c.n_kv_heads, cache.length(), dh, cache.compact_stride(),
+                         scale, y.data(), probs.data());
+        return y;
+      }
+    }
+    const Tensor<T, B> keys = cache.keys(), values = cache.values();
     MOTE_CALL_KERNEL(B, attention_forward, q.data(), keys.data(), values.data(), step.mask, step.mask_stride, rows,
                      c.n_heads, c.n_kv_heads, std::int64_t{1}, cache.length(), dh, keys.stride(1), true, scale, y.data(),
                      probs.data());

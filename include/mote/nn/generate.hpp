@@ -54,6 +54,9 @@ struct GenerateOptions {
   // between the tokens after the prompt (backend::SpinTeam) instead of waking them for every product.
   bool spin_threads = true;
   std::int32_t pad_token = 0;  // fills left padding and finished sequences' steps; never attended to
+  // What the cache stores: bf16 halves the bytes each token's attention reads, for logits close to
+  // (not equal to) full precision's; float models on the CPU.
+  kv_precision kv_cache = kv_precision::full;
 };
 
 namespace generate_detail {
@@ -186,6 +189,7 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
   std::vector<std::vector<std::int32_t>> generated(batch);
   std::vector<bool> done(batch, false);
   KVCache<T, B> cache = model.make_cache();
+  cache.store_as(options.kv_cache);
   cache.reserve(static_cast<std::int64_t>(longest) + options.max_new_tokens);
   auto length = static_cast<std::int64_t>(longest);
   // One token for every sequence; false once all are done or the context is full.

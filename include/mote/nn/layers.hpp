@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -24,6 +25,7 @@
 #include "mote/autograd/rope.hpp"
 #include "mote/autograd/shape_ops.hpp"
 #include "mote/autograd/var.hpp"
+#include "mote/backend/concept.hpp"
 #include "mote/core/rng.hpp"
 #include "mote/core/tensor.hpp"
 #include "mote/nn/config.hpp"
@@ -33,6 +35,23 @@ namespace mote::nn {
 
 template <Config C, Real T, Backend B = cpu>
 using LinearVisitor = std::function<void(const std::string& module, Linear<C, T, B>& linear)>;
+
+// What a KV cache stores: the model's own element type, or bf16 (keys and values rounded to 8
+// significant bits, half the bytes each decoding step reads). bf16 is for float models on the CPU.
+enum class kv_precision { full, bf16 };
+
+inline const char* kv_precision_name(kv_precision p) noexcept { return p == kv_precision::bf16 ? "bf16" : "full"; }
+
+// Whether backend B keeps a bf16 KV cache of T: float, in host memory, with the cache's kernels.
+template <Real T, Backend B>
+inline constexpr bool keeps_bf16_cache =
+    std::is_same_v<T, float> && B::host_accessible &&
+    requires(const float* f, float* out, const std::uint16_t* bits, std::uint16_t* into, const std::uint8_t* mask,
+             std::int64_t n) {
+      to_bf16(B{}, f, into, n);
+      from_bf16(B{}, bits, out, n);
+      attention_decode_bf16(B{}, f, bits, bits, mask, n, n, n, n, n, n, n, 1.0f, out, out);
+    };
 
 // Per-layer key/value cache, [B, Hkv, S, Dh] after RoPE. Without a graph to record, a step's keys
 // and values are written into buffers [B, Hkv, capacity, Dh] that double when full, so a decoded
@@ -44,12 +63,33 @@ class LayerCache {
   using V = autograd::Var<T, B>;
 
   std::int64_t length() const { return length_; }
-  std::int64_t batch() const { return length_ > 0 ? keys_.size(0) : 0; }
+  std::int64_t batch() const { return length_ > 0 ? (compact() ? bf16_.batch : keys_.size(0)) : 0; }
   // Views [B, Hkv, S, Dh] of the cached keys and values; their kv heads may sit capacity rows apart.
-  Tensor<T, B> keys() const { return keys_.slice(2, 0, length_); }
-  Tensor<T, B> values() const { return values_.slice(2, 0, length_); }
+  // A bf16 cache gives contiguous float copies instead (exactly its rounded values).
+  Tensor<T, B> keys() const { return compact() ? widened(bf16_.keys) : keys_.slice(2, 0, length_); }
+  Tensor<T, B> values() const { return compact() ? widened(bf16_.values) : values_.slice(2, 0, length_); }
   // Whether the cached keys and values belong to a recorded graph.
   bool records() const { return graph_k_.defined() && (graph_k_.requires_grad() || graph_v_.requires_grad()); }
+
+  kv_precision precision() const { return precision_; }
+  bool compact() const { return precision_ == kv_precision::bf16; }
+  // Stores keys and values as `precision` from the first step on.
+  void store_as(kv_precision precision) {
+    if (precision == precision_) return;
+    if (length_ > 0)
+      throw value_error(std::string("mote: LayerCache::store_as(") + kv_precision_name(precision) + "): the cache holds " +
+                        std::to_string(length_) + " positions stored as " + kv_precision_name(precision_) +
+                        "; choose the precision of an empty cache");
+    if (precision == kv_precision::bf16 && !keeps_bf16_cache<T, B>)
+      throw value_error(std::string("mote: a bf16 KV cache holds a float model's keys on a backend with its kernels "
+                                    "(the CPU's); this model is ") +
+                        dtype_name<T>() + " on " + B::name + "; use kv_precision::full");
+    precision_ = precision;
+  }
+  // A bf16 cache's buffers: bf16 bit patterns [B, Hkv, capacity, Dh], kv heads compact_stride() apart.
+  const std::uint16_t* compact_keys() const { return bf16_.keys.data(); }
+  const std::uint16_t* compact_values() const { return bf16_.values.data(); }
+  std::int64_t compact_stride() const { return bf16_.capacity * bf16_.dim; }
 
   // Room for `rows` positions at the next allocation (a generation's prompt and new tokens), so
   // that the buffers need not grow, and copy themselves, on the way there.
@@ -57,11 +97,15 @@ class LayerCache {
 
   // Appends k and v [B, Hkv, L, Dh] in place, growing the buffers up to max_len rows.
   void append(const Tensor<T, B>& k, const Tensor<T, B>& v, std::int64_t max_len) {
+    if (compact()) {
+      append_bf16(k, v, max_len);
+      return;
+    }
     const std::int64_t total = length_ + k.size(2);
     graph_k_ = graph_v_ = V{};
     if (!(keys_.defined() && keys_.size(0) == k.size(0) && total <= keys_.size(2))) {
       Shape shape = k.shape();
-      shape[2] = std::max(total, std::min(max_len, std::max({2 * length_, std::int64_t{64}, reserved_})));
+      shape[2] = grown_capacity(total, max_len);
       Tensor<T, B> keys(shape), values(shape);
       if (length_ > 0) {
         write_rows(this->keys(), keys, 0);
@@ -77,6 +121,9 @@ class LayerCache {
 
   // Joins k and v [B, Hkv, L, Dh] to the cache as graph operations; returns the whole keys and values.
   std::pair<V, V> join(const V& k, const V& v) {
+    if (compact())
+      throw value_error("mote: LayerCache: a bf16 KV cache cannot record a graph through its keys and values; "
+                        "record with kv_precision::full, or step under autograd::no_grad");
     if (length_ > 0) {
       const V past_k = graph_k_.defined() ? graph_k_ : V(keys()), past_v = graph_v_.defined() ? graph_v_ : V(values());
       graph_k_ = autograd::concat(std::vector<V>{past_k, k}, 2);
@@ -92,10 +139,21 @@ class LayerCache {
   }
 
  private:
+  // bf16 bit patterns [batch, heads, capacity, dim]; rows [0, length_) are in use.
+  struct Bf16Buffers {
+    std::vector<std::uint16_t> keys, values;
+    std::int64_t batch = 0, heads = 0, capacity = 0, dim = 0;
+  };
   Tensor<T, B> keys_, values_;  // [B, Hkv, capacity, Dh]; rows [0, length_) are in use
+  Bf16Buffers bf16_;
+  kv_precision precision_ = kv_precision::full;
   std::int64_t length_ = 0;
   std::int64_t reserved_ = 0;
   V graph_k_, graph_v_;  // the recorded keys and values, when the last step recorded a graph
+
+  std::int64_t grown_capacity(std::int64_t total, std::int64_t max_len) const {
+    return std::max(total, std::min(max_len, std::max({2 * length_, std::int64_t{64}, reserved_})));
+  }
 
   // rows [B, Hkv, n, Dh] into rows [at, at + n) of buffer, one contiguous run per kv head.
   static void write_rows(const Tensor<T, B>& rows, const Tensor<T, B>& buffer, std::int64_t at) {
@@ -104,6 +162,53 @@ class LayerCache {
     for (std::int64_t h = 0; h < heads; ++h)
       B::copy(packed.data() + h * run, buffer.data() + h * buffer.stride(1) + at * buffer.size(3),
               static_cast<std::size_t>(run));
+  }
+
+  // The same into the bf16 buffers, rounding each element to nearest, ties to even.
+  void append_bf16(const Tensor<T, B>& k, const Tensor<T, B>& v, std::int64_t max_len) {
+    if constexpr (keeps_bf16_cache<T, B>) {
+      const std::int64_t total = length_ + k.size(2);
+      Bf16Buffers& buf = bf16_;
+      if (!(buf.batch == k.size(0) && total <= buf.capacity)) {
+        Bf16Buffers grown{{}, {}, k.size(0), k.size(1), grown_capacity(total, max_len), k.size(3)};
+        const auto size = static_cast<std::size_t>(grown.batch * grown.heads * grown.capacity * grown.dim);
+        grown.keys.resize(size);
+        grown.values.resize(size);
+        const std::int64_t run = length_ * grown.dim;
+        for (std::int64_t h = 0; h < grown.batch * grown.heads && length_ > 0; ++h) {
+          std::copy_n(buf.keys.data() + h * buf.capacity * buf.dim, run, grown.keys.data() + h * grown.capacity * grown.dim);
+          std::copy_n(buf.values.data() + h * buf.capacity * buf.dim, run, grown.values.data() + h * grown.capacity * grown.dim);
+        }
+        buf = std::move(grown);
+      }
+      const auto round_rows = [&](const Tensor<T, B>& rows, std::vector<std::uint16_t>& into) {
+        const Tensor<T, B> packed = rows.contiguous();
+        const std::int64_t heads = packed.size(0) * packed.size(1), run = packed.size(2) * packed.size(3);
+        for (std::int64_t h = 0; h < heads; ++h)
+          MOTE_CALL_KERNEL(B, to_bf16, packed.data() + h * run,
+                           into.data() + h * buf.capacity * buf.dim + length_ * buf.dim, run);
+      };
+      round_rows(k, buf.keys);
+      round_rows(v, buf.values);
+      length_ = total;
+    } else {
+      (void)k, (void)v, (void)max_len;  // store_as admits bf16 only where keeps_bf16_cache holds
+    }
+  }
+
+  // A bf16 buffer's rows in use as float [B, Hkv, length, Dh].
+  Tensor<T, B> widened(const std::vector<std::uint16_t>& bits) const {
+    if constexpr (keeps_bf16_cache<T, B>) {
+      const Bf16Buffers& buf = bf16_;
+      Tensor<T, B> out(Shape{buf.batch, buf.heads, length_, buf.dim});
+      const std::int64_t run = length_ * buf.dim;
+      for (std::int64_t h = 0; h < buf.batch * buf.heads; ++h)
+        MOTE_CALL_KERNEL(B, from_bf16, bits.data() + h * buf.capacity * buf.dim, out.data() + h * run, run);
+      return out;
+    } else {
+      (void)bits;
+      return {};
+    }
   }
 };
 

@@ -14,7 +14,9 @@
 #include <cstdint>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
+#include "mote/backend/cpu/bf16_gemm.hpp"
 #include "mote/backend/cpu/cpu.hpp"
 #include "mote/backend/cpu/gemm.hpp"
 #include "mote/backend/cpu/row_exp.hpp"
@@ -42,19 +44,32 @@ bool own_kernel_product(bool trans_a, bool trans_b, std::int64_t m, std::int64_t
     return false;
 }
 
+// A cached row as T: itself, or a bf16 cache's row widened (exactly) into `wide`. The portable loop
+// then sums a bf16 cache's rows in the same order as a float cache's, so both give the same bits.
+template <class T>
+inline const T* as_row(const T* row, std::int64_t, std::vector<T>&) noexcept {
+  return row;
+}
+inline const float* as_row(const std::uint16_t* row, std::int64_t n, std::vector<float>& wide) noexcept {
+  for (std::int64_t i = 0; i < n; ++i) wide[static_cast<std::size_t>(i)] = bf16_detail::from_bf16(row[i]);
+  return wide.data();
+}
+
 // One query (a decoding step) against one head: scores, masked softmax and the weighted sum of
 // values, in one pass over the head's keys and one over its values. Masked keys are never read;
-// the output is written whole (zero when every key is masked).
-template <class T>
-void one_query(const T* q, const T* keys, const T* values, const std::uint8_t* mask_row, std::int64_t kv_len,
+// the output is written whole (zero when every key is masked). KV is T, or bf16 bits for float.
+template <class T, class KV>
+void one_query(const T* q, const KV* keys, const KV* values, const std::uint8_t* mask_row, std::int64_t kv_len,
                std::int64_t head_dim, T scale, T* row, T* out) {
   constexpr T masked = -std::numeric_limits<T>::infinity();
+  thread_local std::vector<T> wide;
+  if constexpr (!std::is_same_v<KV, T>) wide.resize(static_cast<std::size_t>(head_dim));
   for (std::int64_t s = 0; s < kv_len; ++s) {
     if (mask_row && !mask_row[s]) {
       row[s] = masked;
       continue;
     }
-    const T* key = keys + s * head_dim;
+    const T* key = as_row(keys + s * head_dim, head_dim, wide);
     T dot = 0;
 #pragma omp simd reduction(+ : dot)
     for (std::int64_t d = 0; d < head_dim; ++d) dot += q[d] * key[d];
@@ -70,24 +85,26 @@ void one_query(const T* q, const T* keys, const T* values, const std::uint8_t* m
   for (std::int64_t s = 0; s < kv_len; ++s) {
     const T weight = row[s] *= inv;
     if (weight == T(0)) continue;  // masked or underflowed: adds nothing
-    const T* value = values + s * head_dim;
+    const T* value = as_row(values + s * head_dim, head_dim, wide);
 #pragma omp simd
     for (std::int64_t d = 0; d < head_dim; ++d) out[d] += weight * value[d];
   }
 }
 
 #if MOTE_AVX512_KERNELS
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-// GCC 12's _mm512_undefined_* self-initialise, which -O1 reports once inlined here.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+MOTE_AVX512_WARNINGS_OFF
+// 16 cached floats, or 16 bf16 bit patterns widened to float.
+__attribute__((target("avx512f"))) inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+__attribute__((target("avx512f"))) inline __m512 load16(const std::uint16_t* p) {
+  const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+
 // The same for a float head of 16 * chunks lanes, the query and the output held in registers. Each
 // score ends in a tree reduction: Eigen's per-head matrix-vector product summed lanes in one serial
 // chain, which kept few of the cache's lines in flight.
-template <int chunks>
-__attribute__((target("avx512f"))) void one_query_avx512(const float* q, const float* keys, const float* values,
+template <int chunks, class KV>
+__attribute__((target("avx512f"))) void one_query_avx512(const float* q, const KV* keys, const KV* values,
                                                          const std::uint8_t* mask_row, std::int64_t kv_len,
                                                          float scale, float* row, float* out) {
   constexpr std::int64_t head_dim = 16 * chunks;
@@ -102,9 +119,9 @@ __attribute__((target("avx512f"))) void one_query_avx512(const float* q, const f
       row[s] = masked;
       continue;
     }
-    const float* key = keys + s * head_dim;
-    __m512 dot = _mm512_mul_ps(query[0], _mm512_loadu_ps(key));
-    for (int c = 1; c < chunks; ++c) dot = _mm512_fmadd_ps(query[c], _mm512_loadu_ps(key + 16 * c), dot);
+    const KV* key = keys + s * head_dim;
+    __m512 dot = _mm512_mul_ps(query[0], load16(key));
+    for (int c = 1; c < chunks; ++c) dot = _mm512_fmadd_ps(query[c], load16(key + 16 * c), dot);
     row[s] = scale * _mm512_reduce_add_ps(dot);
   }
   const float max = row_exp::max(row, kv_len);
@@ -116,30 +133,41 @@ __attribute__((target("avx512f"))) void one_query_avx512(const float* q, const f
       const float weight = row[s] *= inv;
       if (weight == 0.0f) continue;
       const __m512 w = _mm512_set1_ps(weight);
-      const float* value = values + s * head_dim;
-      for (int c = 0; c < chunks; ++c) sum[c] = _mm512_fmadd_ps(w, _mm512_loadu_ps(value + 16 * c), sum[c]);
+      const KV* value = values + s * head_dim;
+      for (int c = 0; c < chunks; ++c) sum[c] = _mm512_fmadd_ps(w, load16(value + 16 * c), sum[c]);
     }
   }
   for (int c = 0; c < chunks; ++c) _mm512_storeu_ps(out + 16 * c, sum[c]);
 }
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+MOTE_AVX512_WARNINGS_ON
 #endif
 
 // Float heads of 64 or 128 lanes (GPT-2's, Llama's) take the AVX-512 form where it runs.
-template <class T>
-void decode_one_query(const T* q, const T* keys, const T* values, const std::uint8_t* mask_row, std::int64_t kv_len,
+template <class T, class KV>
+void decode_one_query(const T* q, const KV* keys, const KV* values, const std::uint8_t* mask_row, std::int64_t kv_len,
                       std::int64_t head_dim, T scale, T* row, T* out) {
 #if MOTE_AVX512_KERNELS
   if constexpr (std::is_same_v<T, float>) {
     if ((head_dim == 64 || head_dim == 128) && fp32_kernel_available()) {
-      (head_dim == 64 ? one_query_avx512<4> : one_query_avx512<8>)(q, keys, values, mask_row, kv_len, scale, row, out);
+      (head_dim == 64 ? one_query_avx512<4, KV> : one_query_avx512<8, KV>)(q, keys, values, mask_row, kv_len, scale, row, out);
       return;
     }
   }
 #endif
   one_query(q, keys, values, mask_row, kv_len, head_dim, scale, row, out);
+}
+
+// Runs one_head(i) for i in [0, count): in the held team when decoding holds one (its threads are
+// awake already), else on OpenMP threads when the work is large enough to share.
+template <class Fn>
+void for_each_head(std::int64_t count, std::int64_t work, const Fn& one_head) {
+  if (SpinTeam::active() && work > (1 << 12)) {
+    SpinTeam::run(count, one_head);
+    return;
+  }
+  const bool large = work > (1 << 15);
+#pragma omp parallel for if (large)
+  for (std::int64_t i = 0; i < count; ++i) one_head(i);
 }
 }  // namespace attention_detail
 
@@ -193,14 +221,38 @@ void attention_forward(cpu, const T* q, const T* k, const T* v, const std::uint8
                                               V.data(), head_dim, T(0), O.data(), head_dim))
       O.noalias() = P * V;
   };
-  const std::int64_t size = batch * heads * q_len * kv_len * head_dim;
-  if (SpinTeam::active() && size > (1 << 12)) {  // decoding in a held team: its threads are awake already
-    SpinTeam::run(batch * heads, one_head);
-    return;
-  }
-  const bool large = size > (1 << 15);
-#pragma omp parallel for if (large)
-  for (std::int64_t bh = 0; bh < batch * heads; ++bh) one_head(bh);
+  attention_detail::for_each_head(batch * heads, batch * heads * q_len * kv_len * head_dim, one_head);
+}
+
+// A bf16 KV cache's conversions: n floats rounded to bf16 bit patterns (nearest, ties to even), and
+// bit patterns widened back to float (exactly).
+inline void to_bf16(cpu, const float* from, std::uint16_t* to, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) to[i] = bf16_detail::to_bf16(from[i]);
+}
+inline void from_bf16(cpu, const std::uint16_t* from, float* to, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) to[i] = bf16_detail::from_bf16(from[i]);
+}
+
+// attention_forward of one query per sequence (a decoding step) over a bf16 KV cache: k and v hold
+// bf16 bit patterns in attention_forward's layout, half the bytes a step reads; q, out and probs
+// are float, and the sums are float's.
+inline void attention_decode_bf16(cpu, const float* q, const std::uint16_t* k, const std::uint16_t* v,
+                                  const std::uint8_t* mask, std::int64_t mask_batch_stride, std::int64_t batch,
+                                  std::int64_t heads, std::int64_t kv_heads, std::int64_t kv_len, std::int64_t head_dim,
+                                  std::int64_t kv_head_stride, float scale, float* out, float* probs) {
+  const std::int64_t group = heads / kv_heads;
+  const auto one_head = [&](std::int64_t bh) {
+    const std::int64_t b = bh / heads, kv_head = b * kv_heads + (bh % heads) / group;
+    float* o = out + bh * head_dim;
+    if (kv_len == 0) {
+      std::fill(o, o + head_dim, 0.0f);
+      return;
+    }
+    attention_detail::decode_one_query(q + bh * head_dim, k + kv_head * kv_head_stride, v + kv_head * kv_head_stride,
+                                       mask ? mask + b * mask_batch_stride : nullptr, kv_len, head_dim, scale,
+                                       probs + bh * kv_len, o);
+  };
+  attention_detail::for_each_head(batch * heads, batch * heads * kv_len * head_dim, one_head);
 }
 
 // From the saved probs P: dV += P^T dO; dS = P * (dO V^T - rowsum(P * dO V^T)); dQ += scale dS K;

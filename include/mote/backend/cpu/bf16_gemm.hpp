@@ -46,11 +46,7 @@ inline constexpr std::int64_t block_cols = 2048;
 using packed_gemm::first_lanes;
 
 #define MOTE_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-// GCC 12's _mm512_undefined_* self-initialise, which -O1 reports once inlined here.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+MOTE_AVX512_WARNINGS_OFF
 
 // to_bf16 on 16 lanes at once, left in each lane's high half (the low half is not cleared).
 MOTE_BF16_TARGET inline __m512i round_to_high_half(__m512i bits) noexcept {
@@ -152,9 +148,7 @@ struct Kernel {
     tile_kernel(pairs, a, b, alpha, beta, c, ldc, rows, cols);
   }
 };
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+MOTE_AVX512_WARNINGS_ON
 #undef MOTE_BF16_TARGET
 #endif
 

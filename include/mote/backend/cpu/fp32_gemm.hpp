@@ -37,12 +37,7 @@ inline bool worthwhile(std::int64_t m, std::int64_t n, std::int64_t k) {
 
 #if MOTE_AVX512_KERNELS
 #define MOTE_FP32_TARGET __attribute__((target("avx512f")))
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-// GCC 12's _mm512_undefined_* self-initialise, which -O1 reports once inlined here.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+MOTE_AVX512_WARNINGS_OFF
 
 // The 64-bit halves of each 128-bit lane: low ones of a and b interleaved, or high ones.
 MOTE_FP32_TARGET inline __m512 low_pairs(__m512 a, __m512 b) noexcept {
@@ -201,9 +196,7 @@ void prepacked_band(std::int64_t m, std::int64_t n, std::int64_t k, std::int64_t
 inline bool eight_row_tiles(std::int64_t m) noexcept {
   return (m + 7) / 8 * 16 < (m + tile_rows - 1) / tile_rows * 24;
 }
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+MOTE_AVX512_WARNINGS_ON
 #undef MOTE_FP32_TARGET
 #endif
 

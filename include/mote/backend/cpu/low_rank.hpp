@@ -41,12 +41,7 @@ void up_product(const T* up, const T* h, std::int64_t rank, T coef, std::int64_t
 }
 
 #if MOTE_AVX512_KERNELS
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-// GCC 12's _mm512_undefined_* self-initialise, which -O1 reports once inlined here.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+MOTE_AVX512_WARNINGS_OFF
 // The float up product for a rank that is a multiple of 16, sixteen outputs at a time: each
 // output's products fill one vector, and four levels of shuffles and adds fold the sixteen vectors
 // into one vector of their sums. Returns how many outputs it wrote (all but n % 16).
@@ -83,9 +78,7 @@ __attribute__((target("avx512f"))) inline std::int64_t up_product_16(const float
   }
   return whole;
 }
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+MOTE_AVX512_WARNINGS_ON
 #endif
 
 }  // namespace mote::backend::low_rank_detail

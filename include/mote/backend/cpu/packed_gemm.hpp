@@ -15,6 +15,18 @@
 #define MOTE_AVX512_KERNELS 0
 #endif
 
+// GCC 12's _mm512_undefined_* self-initialise, which -O1 reports once inlined into a kernel: each
+// header's AVX-512 kernels sit between these two.
+#if defined(__GNUC__) && !defined(__clang__)
+#define MOTE_AVX512_WARNINGS_OFF                                                                   \
+  _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"") \
+      _Pragma("GCC diagnostic ignored \"-Wuninitialized\"")
+#define MOTE_AVX512_WARNINGS_ON _Pragma("GCC diagnostic pop")
+#else
+#define MOTE_AVX512_WARNINGS_OFF
+#define MOTE_AVX512_WARNINGS_ON
+#endif
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif

@@ -16,12 +16,7 @@ inline constexpr std::int64_t max_narrow = 32;
 
 #if MOTE_AVX512_KERNELS
 #define MOTE_SKINNY_TARGET __attribute__((target("avx512f")))
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-// GCC 12's _mm512_undefined_* self-initialise, which -O1 reports once inlined here.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+MOTE_AVX512_WARNINGS_OFF
 
 using packed_gemm::first_lanes;
 using packed_gemm::Operand;
@@ -206,9 +201,7 @@ inline void narrow_times_wide(std::int64_t s, std::int64_t n, std::int64_t k, fl
   }
 }
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+MOTE_AVX512_WARNINGS_ON
 #undef MOTE_SKINNY_TARGET
 #endif
 
