@@ -13,7 +13,7 @@
 // --only runs one figure alone (base, mote, self-b1 or self-batched), for a profiler.
 //
 // Usage: mote_inference_bench [--rounds R] [--tokens N] [--questions Q] [--batch B] [--stage-tokens S]
-//                             [--only FIGURE] [--kv-cache full|bf16] [--quick]
+//                             [--reuse-prefixes N] [--only FIGURE] [--kv-cache full|bf16] [--quick]
 #include <mote/mote.hpp>
 
 #include <algorithm>
@@ -77,7 +77,7 @@ std::string spread(const std::vector<double>& v) {
 
 int main(int argc, char** argv) {
   int rounds = 5;
-  std::int64_t new_tokens = 128, batch = 8, max_stage_tokens = 128;
+  std::int64_t new_tokens = 128, batch = 8, max_stage_tokens = 128, reuse_prefixes = 2;
   std::size_t question_count = 16;
   std::string only;  // empty: every figure
   nn::kv_precision kv_cache = nn::kv_precision::full;  // every figure's cache
@@ -95,6 +95,7 @@ int main(int argc, char** argv) {
     else if (arg == "--questions") question_count = static_cast<std::size_t>(value());
     else if (arg == "--batch") batch = value();
     else if (arg == "--stage-tokens") max_stage_tokens = value();
+    else if (arg == "--reuse-prefixes") reuse_prefixes = value();
     else if (arg == "--quick") rounds = 1, new_tokens = 16, question_count = 4, batch = 4, max_stage_tokens = 16;
     else if (arg == "--only" && i + 1 < argc) only = argv[++i];
     else if (arg == "--kv-cache" && i + 1 < argc) {
@@ -107,7 +108,7 @@ int main(int argc, char** argv) {
     }
     else {
       std::fprintf(stderr, "usage: mote_inference_bench [--rounds R] [--tokens N] [--questions Q] [--batch B] [--stage-tokens S] "
-                           "[--only base|mote|self-b1|self-batched] [--kv-cache full|bf16] [--quick]\n");
+                           "[--reuse-prefixes N] [--only base|mote|self-b1|self-batched] [--kv-cache full|bf16] [--quick]\n");
       return arg == "--help" ? 0 : 2;
     }
   }
@@ -145,14 +146,18 @@ int main(int argc, char** argv) {
   const Chain pipeline;
   const io::Tokenizer ascii = ascii_tokenizer();
   const nn::CausalLM<nn::with_vocab(mote_bench::c2_config, 128), float> writer(std::uint64_t{5});
+  std::int64_t prompt_tokens = 0, reused_tokens = 0;  // of the latest self-generation
   const auto self_generation = [&](std::size_t b, std::int64_t& tokens) {
     const fs::path out = scratch / ("chains_b" + std::to_string(b) + ".jsonl");
     fs::remove(out);
     fs::remove(out.string() + ".rejected.jsonl");
     const auto report = ac::self_generate(writer, ascii, pipeline, qlist, out,
-                                          {.batch = b, .max_stage_tokens = max_stage_tokens, .stop_texts = {}, .kv_cache = kv_cache, .eos_id = eos,
+                                          {.batch = b, .max_stage_tokens = max_stage_tokens, .stop_texts = {}, .kv_cache = kv_cache,
+                                           .reuse_prefixes = static_cast<std::size_t>(reuse_prefixes), .eos_id = eos,
                                            .is_safe = [](std::string_view) { return false; }});
     tokens = report.generated_tokens;
+    prompt_tokens = report.prompt_tokens;
+    reused_tokens = report.reused_tokens;
   };
 
   std::vector<double> base_rate, mote_rate, gen1_rate, genb_rate;
@@ -199,7 +204,10 @@ int main(int argc, char** argv) {
     }
     if (!only.empty()) {
       const auto& rates = only == "base" ? base_rate : only == "mote" ? mote_rate : only == "self-b1" ? gen1_rate : genb_rate;
-      std::printf("round %d: %s %.0f tok/s\n", r + 1, only.c_str(), rates.back());
+      std::printf("round %d: %s %.0f tok/s", r + 1, only.c_str(), rates.back());
+      if (only.rfind("self", 0) == 0)
+        std::printf(" (%lld prompt tokens, %lld reused)", static_cast<long long>(prompt_tokens), static_cast<long long>(reused_tokens));
+      std::printf("\n");
       continue;
     }
     std::printf("round %d: base %.0f tok/s, MoTE adaptive %.0f tok/s (%lld tokens), self-generation b1 %.0f, b%lld %.0f tok/s\n",
@@ -228,6 +236,10 @@ int main(int argc, char** argv) {
   mote_bench::row("self-generation b" + std::to_string(batch), mote_bench::fmt("%.0f", gb) + " [" + spread(genb_rate) + "]",
                   mote_bench::fmt("%.0f b x b1", static_cast<double>(batch) * g1), gb / (static_cast<double>(batch) * g1), "");
   mote_bench::info_row("self-generation b1", mote_bench::fmt("%.0f", g1) + " [" + spread(gen1_rate) + "]");
-  std::printf("\nbatched self-generation / batch 1: %.2fx (target >= 4)\n", gb / g1);
+  std::printf("\nself-generation b%lld prompts: %lld tokens, %lld of them reused from earlier prompts' keys and values "
+              "(--reuse-prefixes %lld)\n",
+              static_cast<long long>(batch), static_cast<long long>(prompt_tokens), static_cast<long long>(reused_tokens),
+              static_cast<long long>(reuse_prefixes));
+  std::printf("batched self-generation / batch 1: %.2fx (target >= 4)\n", gb / g1);
   return 0;
 }

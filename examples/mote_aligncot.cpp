@@ -67,6 +67,7 @@ struct GenerateArgs {
   std::vector<std::string> stops;
   std::vector<std::string> templates;  // STAGE=FILE
   std::string kv_cache = "full";
+  std::size_t reuse_prefixes = 2;
 };
 
 struct TrainArgs {
@@ -248,6 +249,7 @@ ac::SelfGenerateOptions self_generate_options(const GenerateArgs& a, const Seque
   o.top_k = a.top_k;
   o.top_p = a.top_p;
   o.kv_cache = kv_precision_of(a.kv_cache);
+  o.reuse_prefixes = a.reuse_prefixes;
   o.seed = a.seed;
   o.eos_id = ids.eos;
   o.bos_id = ids.bos;
@@ -280,6 +282,7 @@ void print_generate_report(const ac::SelfGenerateReport& r, const fs::path& out)
             << "chains: " << r.written << " written by this run (" << r.ended_early << " ended early by a safe draft), "
             << r.already_done << " already done, " << r.rejected << " rejected (empty answer)\n"
             << "generated tokens: " << r.generated_tokens << "\n"
+            << "prompt tokens: " << r.prompt_tokens << ", " << r.reused_tokens << " of them taken from earlier prompts' keys and values\n"
             << "output: " << out.string() << "\n";
   if (r.rejected > 0) std::cout << "rejected questions: " << out.string() << ".rejected.jsonl\n";
 }
@@ -662,6 +665,8 @@ void add_generate(CLI::App& app, GenerateArgs& a) {
   cmd->add_option("--template", a.templates, "STAGE=FILE: the prompt of a stage (analysis, guidance, answer, check)")->take_all();
   cmd->add_option("--kv-cache", a.kv_cache, "what the KV cache stores: full (float) or bf16 (half the bytes; a setting of the file)")
       ->check(CLI::IsMember({"full", "bf16"}));
+  cmd->add_option("--reuse-prefixes", a.reuse_prefixes,
+                  "latest prompts of a question whose keys and values its later prompts may start from (0: run every prompt whole)");
 }
 
 void add_train(CLI::App& app, TrainArgs& a) {

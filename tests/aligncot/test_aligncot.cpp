@@ -947,6 +947,20 @@ BOOST_AUTO_TEST_CASE(self_generation_is_adaptive_deterministic_and_resumable) {
   run(root.path / "again.jsonl", 3);
   BOOST_TEST(read_all(root.path / "again.jsonl") == read_all(root.path / "three.jsonl"));
 
+  // Prompt caching changes no text: a run that runs every prompt whole writes the same bytes. With
+  // it, part of the prompts came from earlier prompts' keys and values, all of each shared
+  // beginning at batch 1 and no more at batch 3 (a batch runs what its neediest prompt runs).
+  auto whole = options(3);
+  whole.reuse_prefixes = 0;
+  const auto plain = ac::self_generate(model, tok, pipeline, questions, root.path / "whole.jsonl", whole);
+  BOOST_TEST(read_all(root.path / "whole.jsonl") == read_all(root.path / "three.jsonl"));
+  BOOST_TEST(plain.reused_tokens == 0);
+  BOOST_TEST(plain.prompt_tokens == three.prompt_tokens);
+  BOOST_TEST(one.prompt_tokens == three.prompt_tokens);
+  BOOST_TEST(three.reused_tokens > 0);
+  BOOST_TEST(one.reused_tokens >= three.reused_tokens);
+  BOOST_TEST(one.reused_tokens < one.prompt_tokens);
+
   // Killed after two chains, then started again: each question exactly once, the same file.
   for (const std::size_t batch : {std::size_t{1}, std::size_t{3}})
     BOOST_TEST_CONTEXT("batch " << batch) {

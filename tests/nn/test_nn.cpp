@@ -605,6 +605,102 @@ BOOST_AUTO_TEST_CASE(bf16_kv_cache_rounds_keys_and_values_and_decodes_close_to_f
   for (std::size_t b = 0; b < prompts.size(); ++b) BOOST_TEST(batched[b] == nn::generate(model, prompts[b], greedy));
 }
 
+// Prompt caching: a generation keeps each sequence's keys and values with the tokens they came from
+// (PrefixReuse::kept), and a later prompt starting with some of those tokens runs only the rest:
+// the same logits as running it whole, whichever sequences of the batch have a prefix.
+template <nn::Config C, class T>
+void check_prefix_reuse(std::uint64_t seed, nn::kv_precision precision, double tolerance) {
+  no_grad off;
+  nn::CausalLM<C, T> model(seed);
+  sharpen(model);
+  const std::vector<std::vector<std::int32_t>> first{{3, 14, 15, 9, 26, 5}, {35, 8, 9}};
+  nn::PrefixReuse<T, cpu> earlier;
+  const auto generated = nn::generate(model, first, {.max_new_tokens = 7, .kv_cache = precision}, &earlier);
+  BOOST_REQUIRE(earlier.kept.size() == 2);
+  for (std::size_t b = 0; b < 2; ++b) {
+    // The prompt and every new token but the last, which was never fed back.
+    std::vector<std::int32_t> fed = first[b];
+    fed.insert(fed.end(), generated[b].begin(), generated[b].end() - 1);
+    BOOST_TEST(earlier.kept[b]->tokens == fed);
+    BOOST_TEST(earlier.kept[b]->cache.length() == static_cast<std::int64_t>(fed.size()));
+    BOOST_TEST((earlier.kept[b]->cache.layers[0].precision() == precision));
+    BOOST_TEST(earlier.reused[b] == 0);
+    // Its keys are those a fresh pass over the same tokens writes.
+    auto fresh = model.make_cache();
+    fresh.store_as(precision);
+    (void)model.logits(Tensor<std::int32_t>::from_vector({1, static_cast<std::int64_t>(fed.size())}, fed), {}, &fresh);
+    for (std::size_t l = 0; l < fresh.layers.size(); ++l) {
+      BOOST_TEST(mote::testing::relative_error(as_double(earlier.kept[b]->cache.layers[l].keys().contiguous()),
+                                               as_double(fresh.layers[l].keys().contiguous())) < tolerance);
+      BOOST_TEST(mote::testing::relative_error(as_double(earlier.kept[b]->cache.layers[l].values().contiguous()),
+                                               as_double(fresh.layers[l].values().contiguous())) < tolerance);
+    }
+  }
+  // Later prompts: part of the first sequence's, one unrelated, and the second's whole history and more.
+  const auto& a = earlier.kept[0]->tokens;
+  const auto& c = earlier.kept[1]->tokens;
+  std::vector<std::int32_t> shares_four(a.begin(), a.begin() + 4), extends(c.begin(), c.end());
+  shares_four.insert(shares_four.end(), {40, 41, 42});
+  extends.insert(extends.end(), {7, 11});
+  const std::vector<std::int32_t> unrelated{60, 2, 33, 4, 21};
+  // Logits of every step, with and without the prefixes.
+  const auto run = [&](const std::vector<std::vector<std::int32_t>>& prompts, nn::PrefixReuse<T, cpu>* reuse) {
+    std::vector<std::vector<double>> seen;
+    nn::GenerateOptions options{.max_new_tokens = 5, .kv_cache = precision};
+    options.shape_logits = [&](std::size_t, std::span<double> row) { seen.emplace_back(row.begin(), row.end()); };
+    const auto tokens = nn::generate(model, prompts, options, reuse);
+    return std::make_pair(tokens, seen);
+  };
+  const auto worst = [](const std::vector<std::vector<double>>& x, const std::vector<std::vector<double>>& y) {
+    double error = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) error = std::max(error, mote::testing::relative_error(x[i], y[i]));
+    return error;
+  };
+  const std::vector<std::vector<std::int32_t>> later{shares_four, unrelated, extends};
+  const auto whole = run(later, nullptr);
+  nn::PrefixReuse<T, cpu> reuse{.from = {earlier.kept[0], nullptr, earlier.kept[1]}, .kept = {}, .reused = {}};
+  const auto cached = run(later, &reuse);
+  BOOST_TEST(cached.first == whole.first);
+  BOOST_TEST(worst(cached.second, whole.second) < tolerance);
+  // The unrelated prompt has nothing to reuse, so the batch runs all of its tokens' positions; the
+  // others, left-padded to the longest, skip what lies before them.
+  const auto longest = static_cast<std::int64_t>(extends.size());
+  const std::int64_t start = longest - static_cast<std::int64_t>(unrelated.size());
+  BOOST_TEST(reuse.reused == (std::vector<std::int64_t>{std::max<std::int64_t>(0, start - (longest - 7)), 0, start}));
+  // Without the unrelated prompt both skip their whole shared beginnings, up to the batch's start.
+  const std::vector<std::vector<std::int32_t>> two{shares_four, extends};
+  nn::PrefixReuse<T, cpu> both{.from = {earlier.kept[0], earlier.kept[1]}, .kept = {}, .reused = {}};
+  const auto two_cached = run(two, &both), two_whole = run(two, nullptr);
+  BOOST_TEST(two_cached.first == two_whole.first);
+  BOOST_TEST(worst(two_cached.second, two_whole.second) < tolerance);
+  const std::int64_t two_start = std::min<std::int64_t>((longest - 7) + 4, static_cast<std::int64_t>(c.size()));
+  BOOST_TEST(both.reused == (std::vector<std::int64_t>{two_start - (longest - 7), two_start}));
+  // Alone, a prompt that is all prefix still runs its last token.
+  nn::PrefixReuse<T, cpu> alone{.from = {earlier.kept[1]}, .kept = {}, .reused = {}};
+  const auto one = run({c}, &alone);
+  BOOST_TEST(alone.reused == (std::vector<std::int64_t>{static_cast<std::int64_t>(c.size()) - 1}));
+  BOOST_TEST(one.first == run({c}, nullptr).first);
+}
+
+BOOST_AUTO_TEST_CASE(prompts_that_share_a_prefix_reuse_its_keys_and_values) {
+  check_prefix_reuse<long_llama, double>(41, nn::kv_precision::full, 1e-10);
+  check_prefix_reuse<long_gpt2, double>(42, nn::kv_precision::full, 1e-10);
+  check_prefix_reuse<long_llama, float>(43, nn::kv_precision::bf16, 2e-2);
+  // Refused: a prefix per prompt or none; kept by a cache of the same precision; a cache to keep.
+  nn::CausalLM<long_llama, float> model(44);
+  nn::PrefixReuse<float, cpu> kept;
+  (void)nn::generate(model, std::vector<std::vector<std::int32_t>>{{1, 2, 3}}, {.max_new_tokens = 2}, &kept);
+  nn::PrefixReuse<float, cpu> two_for_one{.from = {kept.kept[0], kept.kept[0]}, .kept = {}, .reused = {}};
+  expect_error<value_error>([&] { (void)nn::generate(model, std::vector<std::vector<std::int32_t>>{{1, 2, 5}}, {}, &two_for_one); },
+                            {"PrefixReuse::from has 2 prefixes for 1 prompts"});
+  nn::PrefixReuse<float, cpu> other_precision{.from = {kept.kept[0]}, .kept = {}, .reused = {}};
+  expect_error<value_error>(
+      [&] { (void)nn::generate(model, std::vector<std::vector<std::int32_t>>{{1, 2, 5}}, {.kv_cache = nn::kv_precision::bf16}, &other_precision); },
+      {"PrefixReuse::from[0]", "kept by a full cache", "this generation's is bf16"});
+  expect_error<value_error>([&] { (void)nn::generate(model, std::vector<std::vector<std::int32_t>>{{1, 2, 5}}, {.use_cache = false}, &kept); },
+                            {"use_cache = false"});
+}
+
 // What the graph-free step does not take goes layer by layer: a graph to record, an attached
 // adapter, more than one new token; bad input gets the layer-by-layer path's errors.
 BOOST_AUTO_TEST_CASE(graph_free_decode_leaves_other_steps_to_the_layered_path) {

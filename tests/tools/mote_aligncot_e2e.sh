@@ -59,6 +59,15 @@ grep -q "line 3" generate1.log || fail "generate did not report the broken line 
 grep -q "line 5" generate1.log || fail "generate did not report the empty question on line 5"
 grep -q "2 lines skipped" generate1.log || fail "generate did not count the skipped lines"
 
+# Later prompts of a question started from earlier ones' keys and values; running every prompt
+# whole writes the same chains.
+grep -Eq "prompt tokens: [0-9]+, [1-9][0-9]* of them taken from earlier" generate1.log ||
+  fail "generate reused no prompt tokens: $(grep 'prompt tokens' generate1.log)"
+run_ok generate_whole.log generate --model gpt2 --questions questions.jsonl --out chains_whole.jsonl --batch 2 \
+  --max-stage-tokens 8 --stop '\n' --reuse-prefixes 0
+grep -q "prompt tokens: [0-9]*, 0 of them" generate_whole.log || fail "generate --reuse-prefixes 0 reused prompt tokens"
+cmp -s chains.jsonl chains_whole.jsonl || fail "generate --reuse-prefixes 0 wrote other chains than prompt caching"
+
 # A second run finds every question done and adds nothing.
 run_ok generate2.log generate --model gpt2 --questions questions.jsonl --out chains.jsonl --batch 2 \
   --max-stage-tokens 8 --stop '\n'

@@ -103,6 +103,11 @@ struct SelfGenerateOptions {
   // bf16 halves the bytes each decoded token's attention reads (float models on the CPU); the
   // texts may then differ from a full-precision run's, so a resumed run must choose the same.
   nn::kv_precision kv_cache = nn::kv_precision::full;
+  // How many of a question's latest prompts, with the text written after each, keep their keys and
+  // values so that a later prompt of the question starts from the longest shared beginning instead
+  // of running it (nn::PrefixReuse: the stages repeat the question and the steps so far). Each costs
+  // 2 x layers x kv width x its tokens elements while its question is in flight; 0 runs every prompt whole.
+  std::size_t reuse_prefixes = 2;
   std::uint64_t seed = 0;
   std::int32_t eos_id = -1;  // the tokenizer's end-of-sequence id; required
   std::int32_t bos_id = -1;  // prepended to every prompt when >= 0
@@ -121,6 +126,8 @@ struct SelfGenerateReport {
   std::size_t ended_early = 0;    // of those, ended by a draft judged safe
   std::size_t rejected = 0;       // questions whose answer came out empty (see the rejects file)
   std::int64_t generated_tokens = 0;
+  std::int64_t prompt_tokens = 0;  // in the prompts this run gave the model
+  std::int64_t reused_tokens = 0;  // of those, taken from an earlier prompt's keys and values rather than run
 };
 
 namespace self_generate_detail {
@@ -442,6 +449,11 @@ SelfGenerateReport self_generate(const Model& model, const io::Tokenizer& tokeni
     return true;
   };
 
+  // Each question's latest prompts and texts with their keys and values, newest first (reuse_prefixes).
+  using Cache = decltype(model.make_cache());
+  using Prefix = nn::KVPrefix<typename Cache::value_type, typename Cache::backend_type>;
+  using Reuse = nn::PrefixReuse<typename Cache::value_type, typename Cache::backend_type>;
+  std::map<std::size_t, std::vector<std::shared_ptr<const Prefix>>> kept;
   std::vector<Job> active;
   while (!waiting.empty() || !active.empty()) {
     while (active.size() < options.batch && !waiting.empty()) {
@@ -463,6 +475,17 @@ SelfGenerateReport self_generate(const Model& model, const io::Tokenizer& tokeni
       prompts.push_back(std::move(ids));
       seeds.push_back(mix(options.seed, job.index, job.round));
     }
+    Reuse reuse;
+    for (std::size_t b = 0; b < active.size() && options.reuse_prefixes > 0; ++b) {
+      const auto& prompt = prompts[b];
+      std::size_t best = 0;
+      reuse.from.emplace_back();
+      for (const auto& prefix : kept[active[b].index])
+        if (const std::size_t shared = nn::shared_prefix(prompt, prefix->tokens); shared > best) {
+          best = shared;
+          reuse.from.back() = prefix;
+        }
+    }
     std::vector<std::string> texts(active.size());
     nn::GenerateOptions generation{.max_new_tokens = options.max_stage_tokens,
                                    .temperature = options.temperature,
@@ -478,13 +501,22 @@ SelfGenerateReport self_generate(const Model& model, const io::Tokenizer& tokeni
       texts[b] = tokenizer.decode(std::span<const std::int32_t>(generated.data(), generated.size() - (eos ? 1 : 0)));
       return stop_at(texts[b], options.stop_texts) < texts[b].size();
     };
-    const auto generated = nn::generate(model, prompts, generation);
+    const auto generated = nn::generate(model, prompts, generation, options.reuse_prefixes > 0 ? &reuse : nullptr);
     std::vector<Job> still;
     for (std::size_t b = 0; b < active.size(); ++b) {
       report.generated_tokens += static_cast<std::int64_t>(generated[b].size());
+      report.prompt_tokens += static_cast<std::int64_t>(prompts[b].size());
+      if (options.reuse_prefixes > 0) {
+        report.reused_tokens += reuse.reused[b];
+        auto& mine = kept[active[b].index];
+        if (reuse.kept[b]) mine.insert(mine.begin(), reuse.kept[b]);
+        if (mine.size() > options.reuse_prefixes) mine.resize(options.reuse_prefixes);
+      }
       const std::string text = io::valid_utf8(trim(std::string_view(texts[b]).substr(0, stop_at(texts[b], options.stop_texts))));
       if (!advance(active[b], text))
         still.push_back(std::move(active[b]));
+      else
+        kept.erase(active[b].index);
     }
     active = std::move(still);
   }
@@ -494,15 +526,18 @@ SelfGenerateReport self_generate(const Model& model, const io::Tokenizer& tokeni
   comm.barrier();  // every part is complete before rank 0 reads it
   if (rank == 0) merge_parts(output, questions, where);
   comm.barrier();  // no rank returns before the merged output is in place
-  std::array<double, 5> counts{static_cast<double>(report.already_done), static_cast<double>(report.written),
-                               static_cast<double>(report.ended_early), static_cast<double>(report.rejected),
-                               static_cast<double>(report.generated_tokens)};
+  std::array<double, 7> counts{static_cast<double>(report.already_done),     static_cast<double>(report.written),
+                               static_cast<double>(report.ended_early),      static_cast<double>(report.rejected),
+                               static_cast<double>(report.generated_tokens), static_cast<double>(report.prompt_tokens),
+                               static_cast<double>(report.reused_tokens)};
   comm.all_reduce_sum(std::span<double>(counts));
   report.already_done = static_cast<std::size_t>(counts[0]);
   report.written = static_cast<std::size_t>(counts[1]);
   report.ended_early = static_cast<std::size_t>(counts[2]);
   report.rejected = static_cast<std::size_t>(counts[3]);
   report.generated_tokens = static_cast<std::int64_t>(counts[4]);
+  report.prompt_tokens = static_cast<std::int64_t>(counts[5]);
+  report.reused_tokens = static_cast<std::int64_t>(counts[6]);
   return report;
 }
 

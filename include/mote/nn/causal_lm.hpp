@@ -26,6 +26,8 @@ namespace mote::nn {
 // Keys and values of every layer for incremental decoding; all sequences share one timeline.
 template <Real T, Backend B = cpu>
 struct KVCache {
+  using value_type = T;
+  using backend_type = B;
   std::vector<LayerCache<T, B>> layers;
   std::int64_t length() const { return layers.empty() ? 0 : layers.front().length(); }
   void clear() {

@@ -59,6 +59,34 @@ struct GenerateOptions {
   kv_precision kv_cache = kv_precision::full;
 };
 
+// The keys and values one sequence of a generation left in the cache (its prompt and the tokens it
+// fed back), with those tokens. A later prompt that starts with some of them takes their keys and
+// values instead of running them again: the stages of one chain share the question and its context.
+// Valid for the same model and weights, and the same adapters and routing over those tokens.
+template <Real T, Backend B>
+struct KVPrefix {
+  std::vector<std::int32_t> tokens;
+  KVCache<T, B> cache;  // one sequence, tokens.size() positions
+};
+
+// Prompt caching for one call of generate. In: from[b], where prompt b's leading tokens may come
+// from (null, or an empty list: none). Out: kept[b], what sequence b left (null when nothing ran);
+// reused[b], how many of prompt b's tokens were not run. Every prompt runs at least its last token,
+// and the batch runs as many positions as its prompt with the most tokens to run, so a sequence
+// beside one with less to reuse runs some of its own again.
+template <Real T, Backend B>
+struct PrefixReuse {
+  std::vector<std::shared_ptr<const KVPrefix<T, B>>> from;
+  std::vector<std::shared_ptr<const KVPrefix<T, B>>> kept;
+  std::vector<std::int64_t> reused;
+};
+
+// How many leading tokens two sequences share.
+inline std::size_t shared_prefix(std::span<const std::int32_t> a, std::span<const std::int32_t> b) {
+  const std::size_t n = std::min(a.size(), b.size());
+  return static_cast<std::size_t>(std::mismatch(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(n), b.begin()).first - a.begin());
+}
+
 namespace generate_detail {
 
 // Picks the next token from one row of logits.
@@ -97,6 +125,46 @@ inline std::int32_t pick(const std::vector<double>& logits, const GenerateOption
   return static_cast<std::int32_t>(order[keep - 1]);
 }
 
+// Starts `cache` at the first position every prompt still has to run, the positions before it of
+// each sequence taken from its prefix (left padding zero); returns that position.
+template <Config C, Real T, Backend B>
+std::int64_t start_from_prefixes(const CausalLM<C, T, B>& model, const std::vector<std::vector<std::int32_t>>& prompts,
+                                 const std::vector<std::int64_t>& pad, const GenerateOptions& options,
+                                 PrefixReuse<T, B>& reuse, KVCache<T, B>& cache) {
+  const std::size_t batch = prompts.size();
+  const auto longest = static_cast<std::int64_t>(prompts.front().size()) + pad.front();
+  std::vector<std::int64_t> usable(batch, 0);
+  std::int64_t start = longest;
+  for (std::size_t b = 0; b < batch; ++b) {
+    const KVPrefix<T, B>* prefix = reuse.from.empty() ? nullptr : reuse.from[b].get();
+    if (prefix && !prefix->tokens.empty()) {
+      const std::string which = "mote: generate: PrefixReuse::from[" + std::to_string(b) + "]";
+      if (prefix->cache.layers.size() != cache.layers.size() ||
+          prefix->cache.length() != static_cast<std::int64_t>(prefix->tokens.size()))
+        throw value_error(which + " holds " + std::to_string(prefix->cache.layers.size()) + " layers of " +
+                          std::to_string(prefix->cache.length()) + " positions for " + std::to_string(prefix->tokens.size()) +
+                          " tokens; expected a prefix this model's generate kept (" + std::to_string(cache.layers.size()) + " layers)");
+      if (prefix->cache.layers.front().precision() != options.kv_cache)
+        throw value_error(which + " was kept by a " + kv_precision_name(prefix->cache.layers.front().precision()) +
+                          " cache; this generation's is " + kv_precision_name(options.kv_cache) + "; expected the same");
+      // The last prompt token always runs: its logits pick the first new token.
+      usable[b] = static_cast<std::int64_t>(std::min(shared_prefix(prompts[b], prefix->tokens), prompts[b].size() - 1));
+    }
+    start = std::min(start, pad[b] + usable[b]);
+  }
+  reuse.reused.assign(batch, 0);
+  if (start == 0) return 0;
+  const std::int64_t heads = model.sizes().n_kv_heads, dim = model.sizes().head_dim();
+  for (std::size_t l = 0; l < cache.layers.size(); ++l) {
+    auto& layer = cache.layers[l];
+    layer.start_zeroed(static_cast<std::int64_t>(batch), heads, dim, start, model.sizes().max_seq);
+    for (std::size_t b = 0; b < batch; ++b)
+      if (start > pad[b]) layer.write_span(static_cast<std::int64_t>(b), pad[b], reuse.from[b]->cache.layers[l], start - pad[b]);
+  }
+  for (std::size_t b = 0; b < batch; ++b) reuse.reused[b] = std::max<std::int64_t>(0, start - pad[b]);
+  return start;
+}
+
 inline void check_options(const GenerateOptions& o) {
   if (o.max_new_tokens < 0)
     throw value_error("mote: generate: max_new_tokens must be >= 0, got " + std::to_string(o.max_new_tokens));
@@ -111,10 +179,11 @@ inline void check_options(const GenerateOptions& o) {
 
 // Generates up to max_new_tokens after each prompt; returns only the new tokens of each sequence.
 // Stops a sequence at a stop token, and all of them when the context reaches max_seq.
+// With `reuse`, prompts start from earlier sequences' keys and values and leave theirs (PrefixReuse).
 template <Config C, Real T, Backend B>
 std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
                                                 const std::vector<std::vector<std::int32_t>>& prompts,
-                                                const GenerateOptions& options = {}) {
+                                                const GenerateOptions& options = {}, PrefixReuse<T, B>* reuse = nullptr) {
   generate_detail::check_options(options);
   const std::int64_t vocab = model.sizes().vocab, max_seq = model.sizes().max_seq;
   if (prompts.empty()) throw value_error("mote: generate: prompts is empty; expected at least one prompt");
@@ -135,6 +204,12 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
   if (!options.sequence_seeds.empty() && options.sequence_seeds.size() != prompts.size())
     throw value_error("mote: generate: sequence_seeds has " + std::to_string(options.sequence_seeds.size()) +
                       " seeds for " + std::to_string(prompts.size()) + " prompts; expected one per prompt or none");
+
+  if (reuse && !reuse->from.empty() && reuse->from.size() != prompts.size())
+    throw value_error("mote: generate: PrefixReuse::from has " + std::to_string(reuse->from.size()) + " prefixes for " +
+                      std::to_string(prompts.size()) + " prompts; expected one (or null) per prompt, or none");
+  if (reuse && !options.use_cache)
+    throw value_error("mote: generate: PrefixReuse keeps keys and values, which use_cache = false does not; set use_cache");
 
   autograd::no_grad off;
   const std::size_t batch = prompts.size();
@@ -192,9 +267,24 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
   cache.store_as(options.kv_cache);
   cache.reserve(static_cast<std::int64_t>(longest) + options.max_new_tokens);
   auto length = static_cast<std::int64_t>(longest);
+  // The first position the prompt pass runs; those before it come from the prefixes.
+  const std::int64_t start = reuse ? generate_detail::start_from_prefixes(model, prompts, pad, options, *reuse, cache) : 0;
+  // What each sequence leaves for a later prompt: the positions it ran or took, and their tokens.
+  const auto keep = [&] {
+    if (!reuse) return;
+    reuse->kept.assign(batch, nullptr);
+    for (std::size_t b = 0; b < batch && cache.length() > 0; ++b) {
+      const std::int64_t count = std::min(static_cast<std::int64_t>(longest + generated[b].size()), cache.length()) - pad[b];
+      if (count <= 0) continue;  // no new token asked for: a sequence whose padding outlasts the copied prefixes
+      auto prefix = std::make_shared<KVPrefix<T, B>>();
+      prefix->tokens.assign(history[b].begin() + pad[b], history[b].begin() + pad[b] + count);
+      for (const auto& layer : cache.layers) prefix->cache.layers.push_back(layer.sequence_span(static_cast<std::int64_t>(b), pad[b], count));
+      reuse->kept[b] = std::move(prefix);
+    }
+  };
   // One token for every sequence; false once all are done or the context is full.
   auto advance = [&](std::int64_t step) {
-    if (options.use_cache) run(step == 0 ? 0 : length - 1, length, &cache);
+    if (options.use_cache) run(step == 0 ? start : length - 1, length, &cache);
     else run(0, length, nullptr);
     bool all_done = true;
     for (std::size_t b = 0; b < batch; ++b) {
@@ -213,7 +303,10 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
     ++length;
     return !all_done && length <= max_seq;  // the next step would feed more than max_seq tokens
   };
-  if (options.max_new_tokens == 0 || !advance(0)) return generated;
+  if (options.max_new_tokens == 0 || !advance(0)) {
+    keep();
+    return generated;
+  }
   auto rest = [&] {
     for (std::int64_t step = 1; step < options.max_new_tokens; ++step)
       if (!advance(step)) break;
@@ -229,6 +322,7 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
   } else {
     rest();
   }
+  keep();
   return generated;
 }
 

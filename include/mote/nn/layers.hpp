@@ -119,6 +119,82 @@ class LayerCache {
     length_ = total;
   }
 
+  // Sequence `row`'s positions [from, from + count) as a cache of their own: one sequence, this
+  // cache's precision, no graph. A later prompt that starts with the same tokens begins from it.
+  LayerCache sequence_span(std::int64_t row, std::int64_t from, std::int64_t count) const {
+    if (row < 0 || row >= batch() || from < 0 || count < 0 || from + count > length_)
+      throw value_error("mote: LayerCache::sequence_span(" + std::to_string(row) + ", " + std::to_string(from) + ", " +
+                        std::to_string(count) + "): expected a sequence below " + std::to_string(batch()) +
+                        " and positions within the " + std::to_string(length_) + " cached");
+    LayerCache span;
+    span.precision_ = precision_;
+    span.length_ = count;
+    if (compact()) {
+      const Bf16Buffers& buf = bf16_;
+      span.bf16_ = {{}, {}, 1, buf.heads, count, buf.dim};
+      span.bf16_.keys.resize(static_cast<std::size_t>(buf.heads * count * buf.dim));
+      span.bf16_.values.resize(span.bf16_.keys.size());
+      for (std::int64_t h = 0; h < buf.heads; ++h) {
+        const std::int64_t at = ((row * buf.heads + h) * buf.capacity + from) * buf.dim;
+        std::copy_n(buf.keys.data() + at, count * buf.dim, span.bf16_.keys.data() + h * count * buf.dim);
+        std::copy_n(buf.values.data() + at, count * buf.dim, span.bf16_.values.data() + h * count * buf.dim);
+      }
+      return span;
+    }
+    const std::int64_t heads = keys_.size(1), dim = keys_.size(3);
+    span.keys_ = Tensor<T, B>(Shape{1, heads, count, dim});
+    span.values_ = Tensor<T, B>(Shape{1, heads, count, dim});
+    for (std::int64_t h = 0; h < heads; ++h) {
+      const std::int64_t at = row * keys_.stride(0) + h * keys_.stride(1) + from * dim;
+      B::copy(keys_.data() + at, span.keys_.data() + h * count * dim, static_cast<std::size_t>(count * dim));
+      B::copy(values_.data() + at, span.values_.data() + h * count * dim, static_cast<std::size_t>(count * dim));
+    }
+    return span;
+  }
+
+  // Makes this cache `length` positions of `batch` sequences of `heads` x `dim`, every one zero
+  // (left padding, which the attention mask hides) until write_span fills them.
+  void start_zeroed(std::int64_t batch, std::int64_t heads, std::int64_t dim, std::int64_t length, std::int64_t max_len) {
+    graph_k_ = graph_v_ = V{};
+    length_ = 0;
+    const std::int64_t capacity = grown_capacity(length, max_len);
+    if (compact()) {
+      bf16_ = {{}, {}, batch, heads, capacity, dim};
+      bf16_.keys.assign(static_cast<std::size_t>(batch * heads * capacity * dim), 0);
+      bf16_.values.assign(bf16_.keys.size(), 0);
+    } else {
+      keys_ = Tensor<T, B>::zeros(Shape{batch, heads, capacity, dim});
+      values_ = Tensor<T, B>::zeros(Shape{batch, heads, capacity, dim});
+    }
+    length_ = length;
+  }
+
+  // Positions [0, count) of `source` (one sequence, this precision) into sequence `row`'s positions [at, at + count).
+  void write_span(std::int64_t row, std::int64_t at, const LayerCache& source, std::int64_t count) {
+    if (source.precision_ != precision_ || source.batch() != 1 || count > source.length_ || row < 0 || row >= batch() ||
+        at < 0 || at + count > length_)
+      throw value_error(std::string("mote: LayerCache::write_span: expected a one-sequence ") + kv_precision_name(precision_) +
+                        " cache of at least " + std::to_string(count) + " positions, written within this cache's " +
+                        std::to_string(batch()) + " sequences and " + std::to_string(length_) + " positions; got a " +
+                        kv_precision_name(source.precision_) + " cache of " + std::to_string(source.batch()) +
+                        " sequences and " + std::to_string(source.length_) + " positions");
+    if (compact()) {
+      const Bf16Buffers &from = source.bf16_, &to = bf16_;
+      for (std::int64_t h = 0; h < to.heads; ++h) {
+        const std::int64_t into = ((row * to.heads + h) * to.capacity + at) * to.dim, out_of = h * from.capacity * from.dim;
+        std::copy_n(from.keys.data() + out_of, count * to.dim, bf16_.keys.data() + into);
+        std::copy_n(from.values.data() + out_of, count * to.dim, bf16_.values.data() + into);
+      }
+      return;
+    }
+    const std::int64_t heads = keys_.size(1), dim = keys_.size(3);
+    for (std::int64_t h = 0; h < heads; ++h) {
+      const std::int64_t into = row * keys_.stride(0) + h * keys_.stride(1) + at * dim;
+      B::copy(source.keys_.data() + h * source.keys_.stride(1), keys_.data() + into, static_cast<std::size_t>(count * dim));
+      B::copy(source.values_.data() + h * source.values_.stride(1), values_.data() + into, static_cast<std::size_t>(count * dim));
+    }
+  }
+
   // Joins k and v [B, Hkv, L, Dh] to the cache as graph operations; returns the whole keys and values.
   std::pair<V, V> join(const V& k, const V& v) {
     if (compact())
