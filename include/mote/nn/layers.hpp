@@ -134,21 +134,17 @@ class LayerCache {
       span.bf16_ = {{}, {}, 1, buf.heads, count, buf.dim};
       span.bf16_.keys.resize(static_cast<std::size_t>(buf.heads * count * buf.dim));
       span.bf16_.values.resize(span.bf16_.keys.size());
-      for (std::int64_t h = 0; h < buf.heads; ++h) {
-        const std::int64_t at = ((row * buf.heads + h) * buf.capacity + from) * buf.dim;
-        std::copy_n(buf.keys.data() + at, count * buf.dim, span.bf16_.keys.data() + h * count * buf.dim);
-        std::copy_n(buf.values.data() + at, count * buf.dim, span.bf16_.values.data() + h * count * buf.dim);
-      }
+      const std::int64_t at = (row * buf.heads * buf.capacity + from) * buf.dim, run = count * buf.dim;
+      copy_runs(buf.keys.data() + at, buf.capacity * buf.dim, span.bf16_.keys.data(), run, buf.heads, run);
+      copy_runs(buf.values.data() + at, buf.capacity * buf.dim, span.bf16_.values.data(), run, buf.heads, run);
       return span;
     }
     const std::int64_t heads = keys_.size(1), dim = keys_.size(3);
     span.keys_ = Tensor<T, B>(Shape{1, heads, count, dim});
     span.values_ = Tensor<T, B>(Shape{1, heads, count, dim});
-    for (std::int64_t h = 0; h < heads; ++h) {
-      const std::int64_t at = row * keys_.stride(0) + h * keys_.stride(1) + from * dim;
-      B::copy(keys_.data() + at, span.keys_.data() + h * count * dim, static_cast<std::size_t>(count * dim));
-      B::copy(values_.data() + at, span.values_.data() + h * count * dim, static_cast<std::size_t>(count * dim));
-    }
+    const std::int64_t at = row * keys_.stride(0) + from * dim;
+    copy_runs(keys_.data() + at, keys_.stride(1), span.keys_.data(), count * dim, heads, count * dim);
+    copy_runs(values_.data() + at, values_.stride(1), span.values_.data(), count * dim, heads, count * dim);
     return span;
   }
 
@@ -180,19 +176,14 @@ class LayerCache {
                         " sequences and " + std::to_string(source.length_) + " positions");
     if (compact()) {
       const Bf16Buffers &from = source.bf16_, &to = bf16_;
-      for (std::int64_t h = 0; h < to.heads; ++h) {
-        const std::int64_t into = ((row * to.heads + h) * to.capacity + at) * to.dim, out_of = h * from.capacity * from.dim;
-        std::copy_n(from.keys.data() + out_of, count * to.dim, bf16_.keys.data() + into);
-        std::copy_n(from.values.data() + out_of, count * to.dim, bf16_.values.data() + into);
-      }
+      const std::int64_t into = (row * to.heads * to.capacity + at) * to.dim, run = count * to.dim;
+      copy_runs(from.keys.data(), from.capacity * from.dim, bf16_.keys.data() + into, to.capacity * to.dim, to.heads, run);
+      copy_runs(from.values.data(), from.capacity * from.dim, bf16_.values.data() + into, to.capacity * to.dim, to.heads, run);
       return;
     }
-    const std::int64_t heads = keys_.size(1), dim = keys_.size(3);
-    for (std::int64_t h = 0; h < heads; ++h) {
-      const std::int64_t into = row * keys_.stride(0) + h * keys_.stride(1) + at * dim;
-      B::copy(source.keys_.data() + h * source.keys_.stride(1), keys_.data() + into, static_cast<std::size_t>(count * dim));
-      B::copy(source.values_.data() + h * source.values_.stride(1), values_.data() + into, static_cast<std::size_t>(count * dim));
-    }
+    const std::int64_t heads = keys_.size(1), dim = keys_.size(3), into = row * keys_.stride(0) + at * dim;
+    copy_runs(source.keys_.data(), source.keys_.stride(1), keys_.data() + into, keys_.stride(1), heads, count * dim);
+    copy_runs(source.values_.data(), source.values_.stride(1), values_.data() + into, values_.stride(1), heads, count * dim);
   }
 
   // Joins k and v [B, Hkv, L, Dh] to the cache as graph operations; returns the whole keys and values.
@@ -231,13 +222,21 @@ class LayerCache {
     return std::max(total, std::min(max_len, std::max({2 * length_, std::int64_t{64}, reserved_})));
   }
 
+  // `runs` runs of `run` elements, `from_stride` apart, to places `to_stride` apart: one per kv head.
+  template <class E>
+  static void copy_runs(const E* from, std::int64_t from_stride, E* to, std::int64_t to_stride, std::int64_t runs,
+                        std::int64_t run) {
+    for (std::int64_t i = 0; i < runs; ++i) {
+      if constexpr (std::is_same_v<E, T>) B::copy(from + i * from_stride, to + i * to_stride, static_cast<std::size_t>(run));
+      else std::copy_n(from + i * from_stride, run, to + i * to_stride);  // a bf16 cache's host buffers
+    }
+  }
+
   // rows [B, Hkv, n, Dh] into rows [at, at + n) of buffer, one contiguous run per kv head.
   static void write_rows(const Tensor<T, B>& rows, const Tensor<T, B>& buffer, std::int64_t at) {
     const Tensor<T, B> packed = rows.contiguous();
-    const std::int64_t heads = packed.size(0) * packed.size(1), run = packed.size(2) * packed.size(3);
-    for (std::int64_t h = 0; h < heads; ++h)
-      B::copy(packed.data() + h * run, buffer.data() + h * buffer.stride(1) + at * buffer.size(3),
-              static_cast<std::size_t>(run));
+    const std::int64_t run = packed.size(2) * packed.size(3);
+    copy_runs(packed.data(), run, buffer.data() + at * buffer.size(3), buffer.stride(1), packed.size(0) * packed.size(1), run);
   }
 
   // The same into the bf16 buffers, rounding each element to nearest, ties to even.
@@ -250,11 +249,9 @@ class LayerCache {
         const auto size = static_cast<std::size_t>(grown.batch * grown.heads * grown.capacity * grown.dim);
         grown.keys.resize(size);
         grown.values.resize(size);
-        const std::int64_t run = length_ * grown.dim;
-        for (std::int64_t h = 0; h < grown.batch * grown.heads && length_ > 0; ++h) {
-          std::copy_n(buf.keys.data() + h * buf.capacity * buf.dim, run, grown.keys.data() + h * grown.capacity * grown.dim);
-          std::copy_n(buf.values.data() + h * buf.capacity * buf.dim, run, grown.values.data() + h * grown.capacity * grown.dim);
-        }
+        const std::int64_t runs = length_ > 0 ? grown.batch * grown.heads : 0, run = length_ * grown.dim;
+        copy_runs(buf.keys.data(), buf.capacity * buf.dim, grown.keys.data(), grown.capacity * grown.dim, runs, run);
+        copy_runs(buf.values.data(), buf.capacity * buf.dim, grown.values.data(), grown.capacity * grown.dim, runs, run);
         buf = std::move(grown);
       }
       const auto round_rows = [&](const Tensor<T, B>& rows, std::vector<std::uint16_t>& into) {
