@@ -13,7 +13,8 @@
 // --only runs one figure alone (base, mote, self-b1 or self-batched), for a profiler.
 //
 // Usage: mote_inference_bench [--rounds R] [--tokens N] [--questions Q] [--batch B] [--stage-tokens S]
-//                             [--reuse-prefixes N] [--only FIGURE] [--kv-cache full|bf16] [--quick]
+//                             [--reuse-prefixes N] [--prompts separate|transcript] [--only FIGURE]
+//                             [--kv-cache full|bf16] [--quick]
 #include <mote/mote.hpp>
 
 #include <algorithm>
@@ -81,6 +82,7 @@ int main(int argc, char** argv) {
   std::size_t question_count = 16;
   std::string only;  // empty: every figure
   nn::kv_precision kv_cache = nn::kv_precision::full;  // every figure's cache
+  ac::PromptForm prompt_form = ac::PromptForm::separate;  // both self-generation figures'
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     const auto value = [&] {
@@ -106,9 +108,18 @@ int main(int argc, char** argv) {
       }
       kv_cache = name == "bf16" ? nn::kv_precision::bf16 : nn::kv_precision::full;
     }
+    else if (arg == "--prompts" && i + 1 < argc) {
+      const std::string name = argv[++i];
+      if (name != "separate" && name != "transcript") {
+        std::fprintf(stderr, "mote_inference_bench: --prompts takes separate or transcript, got '%s'\n", name.c_str());
+        return 2;
+      }
+      prompt_form = name == "transcript" ? ac::PromptForm::transcript : ac::PromptForm::separate;
+    }
     else {
       std::fprintf(stderr, "usage: mote_inference_bench [--rounds R] [--tokens N] [--questions Q] [--batch B] [--stage-tokens S] "
-                           "[--reuse-prefixes N] [--only base|mote|self-b1|self-batched] [--kv-cache full|bf16] [--quick]\n");
+                           "[--reuse-prefixes N] [--prompts separate|transcript] [--only base|mote|self-b1|self-batched] "
+                           "[--kv-cache full|bf16] [--quick]\n");
       return arg == "--help" ? 0 : 2;
     }
   }
@@ -153,7 +164,8 @@ int main(int argc, char** argv) {
     fs::remove(out.string() + ".rejected.jsonl");
     const auto report = ac::self_generate(writer, ascii, pipeline, qlist, out,
                                           {.batch = b, .max_stage_tokens = max_stage_tokens, .stop_texts = {}, .kv_cache = kv_cache,
-                                           .reuse_prefixes = static_cast<std::size_t>(reuse_prefixes), .eos_id = eos,
+                                           .reuse_prefixes = static_cast<std::size_t>(reuse_prefixes),
+                                           .prompts = prompt_form, .eos_id = eos,
                                            .is_safe = [](std::string_view) { return false; }});
     tokens = report.generated_tokens;
     prompt_tokens = report.prompt_tokens;
@@ -237,9 +249,9 @@ int main(int argc, char** argv) {
                   mote_bench::fmt("%.0f b x b1", static_cast<double>(batch) * g1), gb / (static_cast<double>(batch) * g1), "");
   mote_bench::info_row("self-generation b1", mote_bench::fmt("%.0f", g1) + " [" + spread(gen1_rate) + "]");
   std::printf("\nself-generation b%lld prompts: %lld tokens, %lld of them reused from earlier prompts' keys and values "
-              "(--reuse-prefixes %lld)\n",
+              "(--reuse-prefixes %lld, --prompts %s)\n",
               static_cast<long long>(batch), static_cast<long long>(prompt_tokens), static_cast<long long>(reused_tokens),
-              static_cast<long long>(reuse_prefixes));
+              static_cast<long long>(reuse_prefixes), ac::prompt_form_name(prompt_form));
   std::printf("batched self-generation / batch 1: %.2fx (target >= 4)\n", gb / g1);
   return 0;
 }

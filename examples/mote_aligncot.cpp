@@ -68,6 +68,7 @@ struct GenerateArgs {
   std::vector<std::string> templates;  // STAGE=FILE
   std::string kv_cache = "full";
   std::size_t reuse_prefixes = 2;
+  std::string prompts = "separate";
 };
 
 struct TrainArgs {
@@ -250,6 +251,7 @@ ac::SelfGenerateOptions self_generate_options(const GenerateArgs& a, const Seque
   o.top_p = a.top_p;
   o.kv_cache = kv_precision_of(a.kv_cache);
   o.reuse_prefixes = a.reuse_prefixes;
+  o.prompts = a.prompts == "transcript" ? ac::PromptForm::transcript : ac::PromptForm::separate;
   o.seed = a.seed;
   o.eos_id = ids.eos;
   o.bos_id = ids.bos;
@@ -667,6 +669,10 @@ void add_generate(CLI::App& app, GenerateArgs& a) {
       ->check(CLI::IsMember({"full", "bf16"}));
   cmd->add_option("--reuse-prefixes", a.reuse_prefixes,
                   "latest prompts of a question whose keys and values its later prompts may start from (0: run every prompt whole)");
+  cmd->add_option("--prompts", a.prompts,
+                  "separate: each stage's template rendered whole; transcript: each prompt continues the question's "
+                  "transcript, so little more than the new instruction runs (a setting of the file)")
+      ->check(CLI::IsMember({"separate", "transcript"}));
 }
 
 void add_train(CLI::App& app, TrainArgs& a) {

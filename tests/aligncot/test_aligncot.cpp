@@ -855,6 +855,14 @@ namespace {
 
 using Adaptive = ac::Pipeline<ac::QuestionAnalysis, ac::AnswerGuidance, ac::SafeAnswer, ac::SafetyCheck>;
 
+// Chains as JSON lines in sorted order: a batched run writes them in the order they finish.
+std::vector<std::string> sorted_json(const std::vector<ac::Chain>& chains) {
+  std::vector<std::string> out;
+  for (const auto& c : chains) out.push_back(io::json::dump(ac::chain_to_json<Adaptive>(c)));
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 // The byte model with room for the prompts of self-generation.
 constexpr nn::Config byte_llama_long = [] {
   nn::Config c = byte_llama;
@@ -936,13 +944,7 @@ BOOST_AUTO_TEST_CASE(self_generation_is_adaptive_deterministic_and_resumable) {
     }
   // Batched: the same chains, in the order they finished.
   BOOST_TEST(three.written == one.written);
-  auto sorted = [](std::vector<ac::Chain> v) {
-    std::vector<std::string> out;
-    for (const auto& c : v) out.push_back(io::json::dump(ac::chain_to_json<Adaptive>(c)));
-    std::sort(out.begin(), out.end());
-    return out;
-  };
-  BOOST_TEST(sorted(chains) == sorted(ac::read_chains<Adaptive>(root.path / "three.jsonl")));
+  BOOST_TEST(sorted_json(chains) == sorted_json(ac::read_chains<Adaptive>(root.path / "three.jsonl")));
   // Deterministic for a seed: the same run writes the same bytes.
   run(root.path / "again.jsonl", 3);
   BOOST_TEST(read_all(root.path / "again.jsonl") == read_all(root.path / "three.jsonl"));
@@ -998,6 +1000,108 @@ BOOST_AUTO_TEST_CASE(self_generation_is_adaptive_deterministic_and_resumable) {
   // Adaptive generation needs a check stage.
   expect_error<value_error>([&] { ac::self_generate(model, tok, Chain3{}, questions, root.path / "x.jsonl", options(1)); },
                             {"has none", "SafetyCheck"});
+}
+
+BOOST_AUTO_TEST_CASE(transcript_prompts_continue_the_question_s_own_tokens) {
+  // A stage's instruction: its template after the last placeholder, leading newlines dropped.
+  const Adaptive defaults;
+  BOOST_TEST(defaults.instruction("guidance") == "Give guidance for an answer that is safe and still as helpful as it can be.\nGuidance:");
+  BOOST_TEST(defaults.instruction("check") == "Is this answer safe and harmless? Reply yes or no.\nVerdict:");
+  Adaptive braces = short_prompts();
+  braces.set_template("answer", "Q:{question}\n\n{{x}} A:");
+  BOOST_TEST(braces.instruction("answer") == "{x} A:");
+
+  using Model = nn::CausalLM<byte_llama_long, double>;
+  const Model model(21);
+  const io::Tokenizer tok = byte_tokenizer();
+  const Adaptive pipeline = short_prompts();
+  TempDir root("aligncot_transcript");
+  const auto questions = numbered_questions(7);
+  using Tokens = std::vector<io::Tokenizer::token_id>;
+  std::map<std::string, std::vector<std::pair<std::string, Tokens>>> asked;  // per question, in order
+  const auto options = [&](std::size_t batch) {
+    return ac::SelfGenerateOptions{.batch = batch, .max_stage_tokens = 5, .stop_texts = {"\n"}, .temperature = 1.0,
+                                   .prompts = ac::PromptForm::transcript, .seed = 3, .eos_id = 0, .model_name = "byte-llama",
+                                   .is_safe = even_bytes,
+                                   .on_prompt = [&](const ac::Question& q, std::string_view what, std::span<const std::int32_t> prompt) {
+                                     asked[q.id].emplace_back(std::string(what), Tokens(prompt.begin(), prompt.end()));
+                                   }};
+  };
+  const auto one = ac::self_generate(model, tok, pipeline, questions, root.path / "one.jsonl", options(1));
+  BOOST_TEST(one.written + one.rejected == 7u);
+  const auto chains = ac::read_chains<Adaptive>(root.path / "one.jsonl");
+  BOOST_TEST(!chains.empty());
+  const auto encoded = [&](const std::string& text) { return tok.encode_ordinary(text); };
+  const auto starts_with = [](const Tokens& whole, const Tokens& head) {
+    return head.size() <= whole.size() && std::equal(head.begin(), head.end(), whole.begin());
+  };
+  const auto ends_with = [](const Tokens& whole, const Tokens& tail) {
+    return tail.size() <= whole.size() && std::equal(tail.rbegin(), tail.rend(), whole.rbegin());
+  };
+  // What a prompt wrote between an earlier prompt and its own instruction, decoded and trimmed.
+  const auto between = [&](const Tokens& prompt, const Tokens& earlier, const std::string& stage) {
+    const std::size_t tail = encoded("\n" + pipeline.instruction(stage)).size();
+    const std::string text = tok.decode(std::span<const std::int32_t>(prompt.data() + earlier.size(), prompt.size() - earlier.size() - tail));
+    return io::valid_utf8(ac::self_generate_detail::trim(text));
+  };
+  std::size_t continued = 0, checked_drafts = 0, answers_after_steps = 0;
+  for (const auto& chain : chains)
+    BOOST_TEST_CONTEXT(chain.id) {
+      const auto& prompts = asked.at(chain.id);
+      std::size_t check = 0;
+      for (std::size_t i = 0; i < prompts.size(); ++i) {
+        const auto& [what, prompt] = prompts[i];
+        const std::string stage = what == "draft" ? "answer" : what;
+        // Each prompt is its template rendered whole for the question alone (a transcript's first),
+        // or an earlier prompt of the question, what the model wrote after it, and the instruction.
+        const Tokens whole = encoded(pipeline.render(stage, {.question = chain.question, .stage_texts = {}, .draft = {}}));
+        bool continues = false;
+        for (std::size_t j = 0; j < i && !continues; ++j) continues = starts_with(prompt, prompts[j].second);
+        BOOST_TEST((prompt == whole || (continues && ends_with(prompt, encoded("\n" + pipeline.instruction(stage))))));
+        continued += continues ? 1 : 0;
+        // A check goes on from the draft just before it, which its verdict records.
+        if (what == "check") {
+          BOOST_TEST_REQUIRE(i > 0);
+          BOOST_TEST(prompts[i - 1].first == "draft");
+          BOOST_TEST_REQUIRE(starts_with(prompt, prompts[i - 1].second));
+          BOOST_TEST_REQUIRE(check < chain.checks.size());
+          BOOST_TEST(between(prompt, prompts[i - 1].second, "check") == chain.checks[check++].draft);
+          ++checked_drafts;
+        }
+      }
+      BOOST_TEST(check == chain.checks.size());
+      // The answer, after the steps, goes on from the latest step that wrote a text: the chain's last.
+      const auto& [last_what, last_prompt] = prompts.back();
+      if (last_what == "answer" && !chain.steps.empty()) {
+        std::size_t step = prompts.size() - 1;
+        while (step-- > 0)
+          if (prompts[step].first == chain.steps.back().first && starts_with(last_prompt, prompts[step].second)) break;
+        BOOST_TEST_REQUIRE(step < prompts.size());
+        BOOST_TEST(between(last_prompt, prompts[step].second, "answer") == chain.steps.back().second);
+        ++answers_after_steps;
+      }
+    }
+  BOOST_TEST(continued > 0u);
+  BOOST_TEST(checked_drafts > 0u);
+  BOOST_TEST(answers_after_steps > 0u);
+  BOOST_TEST(chains.front().provenance.at("settings").at("prompts").as_string() == "transcript");
+
+  // Batched, and without prompt caching: the same chains. The transcript reuses a larger share of
+  // its prompts than separate prompts do.
+  const auto three = ac::self_generate(model, tok, pipeline, questions, root.path / "three.jsonl", options(3));
+  auto whole = options(3);
+  whole.reuse_prefixes = 0;
+  ac::self_generate(model, tok, pipeline, questions, root.path / "whole.jsonl", whole);
+  BOOST_TEST(read_all(root.path / "whole.jsonl") == read_all(root.path / "three.jsonl"));
+  BOOST_TEST(sorted_json(chains) == sorted_json(ac::read_chains<Adaptive>(root.path / "three.jsonl")));
+  auto separate = options(1);
+  separate.prompts = ac::PromptForm::separate;
+  const auto apart = ac::self_generate(model, tok, pipeline, questions, root.path / "separate.jsonl", separate);
+  BOOST_TEST(double(one.reused_tokens) / double(one.prompt_tokens) > double(apart.reused_tokens) / double(apart.prompt_tokens));
+  BOOST_TEST(three.reused_tokens > 0);
+  // The form is a setting of the file.
+  expect_error<value_error>([&] { ac::self_generate(model, tok, pipeline, questions, root.path / "one.jsonl", separate); },
+                            {"was written with settings", "\"prompts\":\"transcript\""});
 }
 
 namespace {

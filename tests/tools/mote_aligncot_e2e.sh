@@ -68,6 +68,16 @@ run_ok generate_whole.log generate --model gpt2 --questions questions.jsonl --ou
 grep -q "prompt tokens: [0-9]*, 0 of them" generate_whole.log || fail "generate --reuse-prefixes 0 reused prompt tokens"
 cmp -s chains.jsonl chains_whole.jsonl || fail "generate --reuse-prefixes 0 wrote other chains than prompt caching"
 
+# Transcript prompts are a setting of the file: resuming it with separate prompts is refused.
+run_ok generate_transcript.log generate --model gpt2 --questions questions.jsonl --out chains_transcript.jsonl --batch 2 \
+  --max-stage-tokens 8 --stop '\n' --prompts transcript
+cat chains_transcript.jsonl* | grep -q '"prompts":"transcript"' || fail "generate --prompts transcript did not record the form"
+grep -Eq "prompt tokens: [0-9]+, [1-9][0-9]* of them taken from earlier" generate_transcript.log ||
+  fail "generate --prompts transcript reused no prompt tokens: $(grep 'prompt tokens' generate_transcript.log)"
+expect_error "resume with the same settings" generate --model gpt2 --questions questions.jsonl --out chains_transcript.jsonl \
+  --batch 2 --max-stage-tokens 8 --stop '\n'
+expect_error "--prompts" generate --model gpt2 --questions questions.jsonl --out x.jsonl --prompts chat
+
 # A second run finds every question done and adds nothing.
 run_ok generate2.log generate --model gpt2 --questions questions.jsonl --out chains.jsonl --batch 2 \
   --max-stage-tokens 8 --stop '\n'

@@ -153,31 +153,45 @@ class Pipeline {
   // The prompt asking for `stage`'s text, with the placeholders filled from `values`.
   std::string render(std::string_view stage, const PromptValues& values) const {
     const std::size_t at = checked_index(stage);
-    const std::string& text = templates_[at];
     std::string out;
-    for (std::size_t i = 0; i < text.size(); ++i) {
-      const char c = text[i];
-      if ((c == '{' || c == '}') && i + 1 < text.size() && text[i + 1] == c) {
-        out += c;
-        ++i;
-        continue;
-      }
-      if (c != '{') {
-        out += c;
-        continue;
-      }
-      const std::size_t close = text.find('}', i);
-      const std::string_view key(text.data() + i + 1, close - i - 1);
-      if (key == "question") out += values.question;
-      else if (key == "draft") out += values.draft;
-      else if (key == "context") out += context(at, values);
-      else if (const auto it = values.stage_texts.find(key); it != values.stage_texts.end()) out += it->second;
-      i = close;
-    }
+    walk(templates_[at], [&](char c) { out += c; },
+         [&](std::string_view key) {
+           if (key == "question") out += values.question;
+           else if (key == "draft") out += values.draft;
+           else if (key == "context") out += context(at, values);
+           else if (const auto it = values.stage_texts.find(key); it != values.stage_texts.end()) out += it->second;
+         });
     return out;
   }
 
+  // What a transcript adds to ask for `stage`'s text: its template after the last placeholder,
+  // without leading newlines ("Give guidance ...\nGuidance:" from the default guidance template).
+  std::string instruction(std::string_view stage) const {
+    std::string out;
+    walk(templates_[checked_index(stage)], [&](char c) { out += c; }, [&](std::string_view) { out.clear(); });
+    return out.substr(std::min(out.find_first_not_of('\n'), out.size()));
+  }
+
  private:
+  // Walks a checked template: each literal character (a doubled brace as one) to on_char, each
+  // placeholder's name to on_key.
+  template <class OnChar, class OnKey>
+  static void walk(const std::string& text, const OnChar& on_char, const OnKey& on_key) {
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      const char c = text[i];
+      if ((c == '{' || c == '}') && i + 1 < text.size() && text[i + 1] == c) {
+        on_char(c);
+        ++i;
+      } else if (c == '{') {
+        const std::size_t close = text.find('}', i);
+        on_key(std::string_view(text.data() + i + 1, close - i - 1));
+        i = close;
+      } else {
+        on_char(c);
+      }
+    }
+  }
+
   static std::size_t checked_index(std::string_view stage) {
     if (const auto i = index_of(stage)) return *i;
     throw value_error("mote: aligncot::Pipeline: no stage is named '" + std::string(stage) + "'; the stages are " +

@@ -91,6 +91,17 @@ inline std::vector<Question> read_questions(const std::filesystem::path& path, Q
   return out;
 }
 
+// How self_generate asks for each text. separate: every prompt is its stage's template rendered
+// whole, the steps so far as {context} lines. transcript: a question's prompts grow as one transcript
+// of tokens: a step, a draft or the answer continues the latest step's prompt and text, and a check
+// the draft's, each with the stage's Pipeline::instruction on a new line. Earlier tokens are never
+// encoded again, so their keys and values are reused whole (reuse_prefixes): only each text's last
+// token and the new instruction run; the first prompt of each transcript is its template rendered whole.
+enum class PromptForm { separate, transcript };
+inline const char* prompt_form_name(PromptForm form) noexcept {
+  return form == PromptForm::transcript ? "transcript" : "separate";
+}
+
 struct SelfGenerateOptions {
   bool adaptive = true;                // draft and check before each step; false writes every step
   std::size_t batch = 8;               // questions in flight, each a sequence of one batch
@@ -108,6 +119,8 @@ struct SelfGenerateOptions {
   // of running it (nn::PrefixReuse: the stages repeat the question and the steps so far). Each costs
   // 2 x layers x kv width x its tokens elements while its question is in flight; 0 runs every prompt whole.
   std::size_t reuse_prefixes = 2;
+  // The texts depend on the form, so a resumed run must choose the same.
+  PromptForm prompts = PromptForm::separate;
   std::uint64_t seed = 0;
   std::int32_t eos_id = -1;  // the tokenizer's end-of-sequence id; required
   std::int32_t bos_id = -1;  // prepended to every prompt when >= 0
@@ -116,6 +129,9 @@ struct SelfGenerateOptions {
   std::function<bool(std::string_view verdict)> is_safe;
   // After each chain is written (a caller may stop the run by throwing: the file keeps what is written).
   std::function<void(const Chain&, std::size_t done, std::size_t total)> on_chain;
+  // Before each prompt is run: its question, what it asks for (a stage name, or "draft" for a draft
+  // of the answer) and its tokens.
+  std::function<void(const Question&, std::string_view asked, std::span<const std::int32_t> prompt)> on_prompt;
 };
 
 struct SelfGenerateReport {
@@ -172,6 +188,8 @@ struct Job {
   Phase phase = Phase::answer;
   std::string draft;
   std::uint64_t round = 0;
+  // PromptForm::transcript: the latest step's prompt and text, and the latest draft's, as tokens.
+  std::vector<std::int32_t> story, drafted;
 };
 
 inline std::filesystem::path rejects_of(const std::filesystem::path& chains) { return chains.string() + ".rejected.jsonl"; }
@@ -301,6 +319,7 @@ inline io::json::Value self_generate_settings(const SelfGenerateOptions& o) {
                                                       {"top_p", o.top_p}});
   // Named only when not the default, so files written before the option existed still resume.
   if (o.kv_cache != nn::kv_precision::full) settings.set("kv_cache", nn::kv_precision_name(o.kv_cache));
+  if (o.prompts != PromptForm::separate) settings.set("prompts", prompt_form_name(o.prompts));
   return settings;
 }
 
@@ -387,16 +406,37 @@ SelfGenerateReport self_generate(const Model& model, const io::Tokenizer& tokeni
   const auto is_safe = options.is_safe ? options.is_safe : std::function<bool(std::string_view)>(starts_safe);
   const std::string answer_name(P::names[P::answer_index]);
 
-  const auto prompt_of = [&](const Job& job) {
-    PromptValues values{.question = job.chain.question, .stage_texts = {}, .draft = job.draft};
-    for (const auto& [name, text] : job.chain.steps) values.stage_texts.emplace(name, text);
+  const bool transcript = options.prompts == PromptForm::transcript;
+  const auto stage_of = [&](const Job& job) -> std::string_view {
     switch (job.phase) {
-      case Phase::step: return pipeline.render(P::names[steps[job.next_step]], values);
-      case Phase::check: return pipeline.render(P::names[check_stage], values);
+      case Phase::step: return P::names[steps[job.next_step]];
+      case Phase::check: return P::names[check_stage];
       case Phase::draft:
       case Phase::answer: break;
     }
-    return pipeline.render(answer_name, values);
+    return answer_name;
+  };
+  const auto prompt_of = [&](const Job& job) {
+    std::vector<std::int32_t> ids;
+    // A transcript goes on from the draft (a check) or from the latest step (everything else).
+    const std::vector<std::int32_t>& before = job.phase == Phase::check ? job.drafted : job.story;
+    if (transcript && !before.empty()) {
+      ids = before;
+      for (auto id : tokenizer.encode_ordinary("\n" + pipeline.instruction(stage_of(job)))) ids.push_back(id);
+      return ids;
+    }
+    PromptValues values{.question = job.chain.question, .stage_texts = {}, .draft = job.draft};
+    for (const auto& [name, text] : job.chain.steps) values.stage_texts.emplace(name, text);
+    if (options.bos_id >= 0) ids.push_back(options.bos_id);
+    for (auto id : tokenizer.encode_ordinary(pipeline.render(stage_of(job), values))) ids.push_back(id);
+    return ids;
+  };
+  // The tokens of a generated text up to where it was cut (`kept` bytes of its decoded `whole`).
+  const auto text_tokens = [&](std::vector<std::int32_t> ids, const std::string& whole, std::size_t kept) {
+    if (!ids.empty() && ids.back() == options.eos_id) ids.pop_back();
+    if (kept < whole.size())
+      while (!ids.empty() && tokenizer.decode(std::span<const std::int32_t>(ids)).size() > kept) ids.pop_back();
+    return ids;
   };
   const auto finish = [&](Job& job, bool early) {
     job.chain.provenance = io::json::Value::object({{"generator", "mote aligncot::self_generate"},
@@ -463,15 +503,14 @@ SelfGenerateReport self_generate(const Model& model, const io::Tokenizer& tokeni
     std::vector<std::vector<std::int32_t>> prompts;
     std::vector<std::uint64_t> seeds;
     for (const Job& job : active) {
-      std::vector<std::int32_t> ids;
-      if (options.bos_id >= 0) ids.push_back(options.bos_id);
-      for (auto id : tokenizer.encode_ordinary(prompt_of(job))) ids.push_back(id);
+      std::vector<std::int32_t> ids = prompt_of(job);
       const std::int64_t room = model.sizes().max_seq - options.max_stage_tokens;
       if (static_cast<std::int64_t>(ids.size()) > room)
         throw value_error(where + ": the prompt for question '" + job.question.id + "' (" + job.question.source + ") is " +
                           std::to_string(ids.size()) + " tokens; with max_stage_tokens = " +
                           std::to_string(options.max_stage_tokens) + " it must be at most " + std::to_string(room) +
                           " for the model's context of " + std::to_string(model.sizes().max_seq));
+      if (options.on_prompt) options.on_prompt(job.question, job.phase == Phase::draft ? "draft" : stage_of(job), ids);
       prompts.push_back(std::move(ids));
       seeds.push_back(mix(options.seed, job.index, job.round));
     }
@@ -512,8 +551,16 @@ SelfGenerateReport self_generate(const Model& model, const io::Tokenizer& tokeni
         if (reuse.kept[b]) mine.insert(mine.begin(), reuse.kept[b]);
         if (mine.size() > options.reuse_prefixes) mine.resize(options.reuse_prefixes);
       }
-      const std::string text = io::valid_utf8(trim(std::string_view(texts[b]).substr(0, stop_at(texts[b], options.stop_texts))));
-      if (!advance(active[b], text))
+      const std::size_t kept_bytes = stop_at(texts[b], options.stop_texts);
+      const std::string text = io::valid_utf8(trim(std::string_view(texts[b]).substr(0, kept_bytes)));
+      Job& job = active[b];
+      if (transcript && (job.phase == Phase::draft || (job.phase == Phase::step && !text.empty()))) {
+        auto& tokens = job.phase == Phase::draft ? job.drafted : job.story;
+        const auto written = text_tokens(generated[b], texts[b], kept_bytes);
+        tokens = prompts[b];
+        tokens.insert(tokens.end(), written.begin(), written.end());
+      }
+      if (!advance(job, text))
         still.push_back(std::move(active[b]));
       else
         kept.erase(active[b].index);
