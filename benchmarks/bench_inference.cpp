@@ -22,7 +22,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bench_ceilings.hpp"
@@ -63,6 +65,22 @@ std::vector<std::string> questions(std::size_t n) {
   return out;
 }
 
+// Sets `out` to the value named `name` among a flag's choices; false (after saying so) for another name.
+template <class Value>
+bool choose(const char* flag, const std::string& name, std::initializer_list<std::pair<const char*, Value>> choices,
+            Value& out) {
+  std::string names;
+  for (const auto& [choice, value] : choices) {
+    if (name == choice) {
+      out = value;
+      return true;
+    }
+    names += names.empty() ? choice : std::string(" or ") + choice;
+  }
+  std::fprintf(stderr, "mote_inference_bench: %s takes %s, got '%s'\n", flag, names.c_str(), name.c_str());
+  return false;
+}
+
 double seconds_of(const std::function<void()>& fn) {
   const auto start = mote_bench::clock_type::now();
   fn();
@@ -101,20 +119,13 @@ int main(int argc, char** argv) {
     else if (arg == "--quick") rounds = 1, new_tokens = 16, question_count = 4, batch = 4, max_stage_tokens = 16;
     else if (arg == "--only" && i + 1 < argc) only = argv[++i];
     else if (arg == "--kv-cache" && i + 1 < argc) {
-      const std::string name = argv[++i];
-      if (name != "full" && name != "bf16") {
-        std::fprintf(stderr, "mote_inference_bench: --kv-cache takes full or bf16, got '%s'\n", name.c_str());
+      if (!choose("--kv-cache", argv[++i], {{"full", nn::kv_precision::full}, {"bf16", nn::kv_precision::bf16}}, kv_cache))
         return 2;
-      }
-      kv_cache = name == "bf16" ? nn::kv_precision::bf16 : nn::kv_precision::full;
     }
     else if (arg == "--prompts" && i + 1 < argc) {
-      const std::string name = argv[++i];
-      if (name != "separate" && name != "transcript") {
-        std::fprintf(stderr, "mote_inference_bench: --prompts takes separate or transcript, got '%s'\n", name.c_str());
+      if (!choose("--prompts", argv[++i], {{"separate", ac::PromptForm::separate}, {"transcript", ac::PromptForm::transcript}},
+                  prompt_form))
         return 2;
-      }
-      prompt_form = name == "transcript" ? ac::PromptForm::transcript : ac::PromptForm::separate;
     }
     else {
       std::fprintf(stderr, "usage: mote_inference_bench [--rounds R] [--tokens N] [--questions Q] [--batch B] [--stage-tokens S] "

@@ -416,13 +416,19 @@ SelfGenerateReport self_generate(const Model& model, const io::Tokenizer& tokeni
     }
     return answer_name;
   };
+  // Each stage's instruction on a new line, as tokens: encoded once, appended to every transcript.
+  std::map<std::string_view, std::vector<std::int32_t>> instruction_tokens;
+  if (transcript)
+    for (std::string_view name : P::names)
+      instruction_tokens.emplace(name, tokenizer.encode_ordinary("\n" + pipeline.instruction(name)));
   const auto prompt_of = [&](const Job& job) {
     std::vector<std::int32_t> ids;
     // A transcript goes on from the draft (a check) or from the latest step (everything else).
     const std::vector<std::int32_t>& before = job.phase == Phase::check ? job.drafted : job.story;
     if (transcript && !before.empty()) {
+      const auto& instruction = instruction_tokens.at(stage_of(job));
       ids = before;
-      for (auto id : tokenizer.encode_ordinary("\n" + pipeline.instruction(stage_of(job)))) ids.push_back(id);
+      ids.insert(ids.end(), instruction.begin(), instruction.end());
       return ids;
     }
     PromptValues values{.question = job.chain.question, .stage_texts = {}, .draft = job.draft};
