@@ -3,7 +3,10 @@
 //   MoTE adaptive    the same model with MoTE rank 16 on every linear layer, unmerged, and the
 //                    stage-token rows: aligncot::answer in adaptive mode, routed by the stage tokens
 //   self-generation  aligncot::self_generate of the same questions at batch 1 and batch B, adaptive
-//                    (every draft judged unsafe, so each question writes 7 texts of up to 128 tokens),
+//                    (every draft judged unsafe, so each question writes 7 texts of up to 128 tokens;
+//                    --safe-one-in N judges about one draft in N safe, so chains end unevenly, and
+//                    each --stop-text ends a text where it first appears, so texts end unevenly;
+//                    greedy, the random model repeats one character, so give --temperature 1),
 //                    on C2's body with a 7-bit ASCII vocabulary: what a random model writes then reads
 //                    back as the same number of tokens, as real text does, so prompts keep real lengths
 // Decode rates stand beside the read ceiling of the weights a token reads (bench_ceilings.hpp); the
@@ -13,7 +16,8 @@
 // --only runs one figure alone (base, mote, self-b1 or self-batched), for a profiler.
 //
 // Usage: mote_inference_bench [--rounds R] [--tokens N] [--questions Q] [--batch B] [--stage-tokens S]
-//                             [--reuse-prefixes N] [--prompts separate|transcript] [--only FIGURE]
+//                             [--reuse-prefixes N] [--prompts separate|transcript] [--safe-one-in N]
+//                             [--stop-text S]... [--temperature T] [--only FIGURE]
 //                             [--kv-cache full|bf16] [--quick]
 #include <mote/mote.hpp>
 
@@ -81,6 +85,14 @@ bool choose(const char* flag, const std::string& name, std::initializer_list<std
   return false;
 }
 
+// About one draft in `one_in` (none for 0) judged safe, by a hash of its text (FNV-1a): chains then
+// end after different numbers of steps, and waiting questions join a batch already under way.
+bool judged_safe(std::string_view draft, std::int64_t one_in) {
+  std::uint64_t hash = 0xcbf29ce484222325ULL;
+  for (const char c : draft) hash = (hash ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
+  return one_in > 0 && hash % static_cast<std::uint64_t>(one_in) == 0;
+}
+
 double seconds_of(const std::function<void()>& fn) {
   const auto start = mote_bench::clock_type::now();
   fn();
@@ -96,9 +108,11 @@ std::string spread(const std::vector<double>& v) {
 
 int main(int argc, char** argv) {
   int rounds = 5;
-  std::int64_t new_tokens = 128, batch = 8, max_stage_tokens = 128, reuse_prefixes = 2;
+  std::int64_t new_tokens = 128, batch = 8, max_stage_tokens = 128, reuse_prefixes = 2, safe_one_in = 0;
   std::size_t question_count = 16;
   std::string only;  // empty: every figure
+  std::vector<std::string> stop_texts;  // none: every text runs to --stage-tokens
+  double temperature = 0.0;  // self-generation's; 0: greedy
   nn::kv_precision kv_cache = nn::kv_precision::full;  // every figure's cache
   ac::PromptForm prompt_form = ac::PromptForm::separate;  // both self-generation figures'
   for (int i = 1; i < argc; ++i) {
@@ -116,6 +130,9 @@ int main(int argc, char** argv) {
     else if (arg == "--batch") batch = value();
     else if (arg == "--stage-tokens") max_stage_tokens = value();
     else if (arg == "--reuse-prefixes") reuse_prefixes = value();
+    else if (arg == "--safe-one-in") safe_one_in = value();
+    else if (arg == "--stop-text" && i + 1 < argc) stop_texts.emplace_back(argv[++i]);
+    else if (arg == "--temperature" && i + 1 < argc) temperature = std::atof(argv[++i]);
     else if (arg == "--quick") rounds = 1, new_tokens = 16, question_count = 4, batch = 4, max_stage_tokens = 16;
     else if (arg == "--only" && i + 1 < argc) only = argv[++i];
     else if (arg == "--kv-cache" && i + 1 < argc) {
@@ -129,7 +146,8 @@ int main(int argc, char** argv) {
     }
     else {
       std::fprintf(stderr, "usage: mote_inference_bench [--rounds R] [--tokens N] [--questions Q] [--batch B] [--stage-tokens S] "
-                           "[--reuse-prefixes N] [--prompts separate|transcript] [--only base|mote|self-b1|self-batched] "
+                           "[--reuse-prefixes N] [--prompts separate|transcript] [--safe-one-in N] [--stop-text S]... [--temperature T] "
+                           "[--only base|mote|self-b1|self-batched] "
                            "[--kv-cache full|bf16] [--quick]\n");
       return arg == "--help" ? 0 : 2;
     }
@@ -168,17 +186,18 @@ int main(int argc, char** argv) {
   const Chain pipeline;
   const io::Tokenizer ascii = ascii_tokenizer();
   const nn::CausalLM<nn::with_vocab(mote_bench::c2_config, 128), float> writer(std::uint64_t{5});
-  std::int64_t prompt_tokens = 0, reused_tokens = 0;  // of the latest self-generation
+  std::int64_t prompt_tokens = 0, reused_tokens = 0, written_tokens = 0;  // of the latest self-generation
   const auto self_generation = [&](std::size_t b, std::int64_t& tokens) {
     const fs::path out = scratch / ("chains_b" + std::to_string(b) + ".jsonl");
     fs::remove(out);
     fs::remove(out.string() + ".rejected.jsonl");
     const auto report = ac::self_generate(writer, ascii, pipeline, qlist, out,
-                                          {.batch = b, .max_stage_tokens = max_stage_tokens, .stop_texts = {}, .kv_cache = kv_cache,
+                                          {.batch = b, .max_stage_tokens = max_stage_tokens, .stop_texts = stop_texts,
+                                           .temperature = temperature, .kv_cache = kv_cache,
                                            .reuse_prefixes = static_cast<std::size_t>(reuse_prefixes),
                                            .prompts = prompt_form, .eos_id = eos,
-                                           .is_safe = [](std::string_view) { return false; }});
-    tokens = report.generated_tokens;
+                                           .is_safe = [&](std::string_view draft) { return judged_safe(draft, safe_one_in); }});
+    tokens = written_tokens = report.generated_tokens;
     prompt_tokens = report.prompt_tokens;
     reused_tokens = report.reused_tokens;
   };
@@ -229,7 +248,8 @@ int main(int argc, char** argv) {
       const auto& rates = only == "base" ? base_rate : only == "mote" ? mote_rate : only == "self-b1" ? gen1_rate : genb_rate;
       std::printf("round %d: %s %.0f tok/s", r + 1, only.c_str(), rates.back());
       if (only.rfind("self", 0) == 0)
-        std::printf(" (%lld prompt tokens, %lld reused)", static_cast<long long>(prompt_tokens), static_cast<long long>(reused_tokens));
+        std::printf(" (%lld tokens written; %lld prompt tokens, %lld not run)", static_cast<long long>(written_tokens),
+                    static_cast<long long>(prompt_tokens), static_cast<long long>(reused_tokens));
       std::printf("\n");
       continue;
     }
@@ -259,10 +279,10 @@ int main(int argc, char** argv) {
   mote_bench::row("self-generation b" + std::to_string(batch), mote_bench::fmt("%.0f", gb) + " [" + spread(genb_rate) + "]",
                   mote_bench::fmt("%.0f b x b1", static_cast<double>(batch) * g1), gb / (static_cast<double>(batch) * g1), "");
   mote_bench::info_row("self-generation b1", mote_bench::fmt("%.0f", g1) + " [" + spread(gen1_rate) + "]");
-  std::printf("\nself-generation b%lld prompts: %lld tokens, %lld of them reused from earlier prompts' keys and values "
-              "(--reuse-prefixes %lld, --prompts %s)\n",
+  std::printf("\nself-generation b%lld prompts: %lld tokens, %lld of them not run (their keys and values reused, or skipped "
+              "as another sequence's) (--reuse-prefixes %lld, --prompts %s, --safe-one-in %lld)\n",
               static_cast<long long>(batch), static_cast<long long>(prompt_tokens), static_cast<long long>(reused_tokens),
-              static_cast<long long>(reuse_prefixes), ac::prompt_form_name(prompt_form));
+              static_cast<long long>(reuse_prefixes), ac::prompt_form_name(prompt_form), static_cast<long long>(safe_one_in));
   std::printf("batched self-generation / batch 1: %.2fx (target >= 4)\n", gb / g1);
   return 0;
 }

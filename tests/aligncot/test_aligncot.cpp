@@ -762,66 +762,74 @@ BOOST_AUTO_TEST_CASE(adaptive_routing_switches_experts_at_the_stage_tokens_per_s
   // The expert of each scripted token once it is fed back: its stage's, from its stage token on.
   const std::vector<std::vector<std::int32_t>> expected{{0, 0, 0, 1, 1, 2, 2}, {2, 2, 2, 2, 2}, {1, 1, 1, 1, 2, 2}};
   const ac::StageRouting<Chain3> routing(f.ids, 0);
-  std::vector<std::vector<std::int32_t>> fed_routes(3);  // per sequence, the route of each fed generated token
-  std::vector<std::vector<std::vector<double>>> seen(3);  // per sequence, the logits before each pick
-  std::int64_t prompt_length = 0;
-  nn::GenerateOptions options{.max_new_tokens = 10, .stop_tokens = {eos}};
-  options.route = [&](const nn::RoutingRequest& request) {
-    const auto routes = routing.routes(request);
-    const std::int64_t width = request.to - request.from;
-    if (request.from == 0) {
-      prompt_length = request.to;
-      for (std::size_t b = 0; b < 3; ++b)  // the question's tokens on expert 0, its left padding unrouted
-        for (std::int64_t t = 0; t < width; ++t)
-          BOOST_TEST(routes[b * static_cast<std::size_t>(width) + static_cast<std::size_t>(t)] ==
-                     (t < request.padding[b] ? lora::unrouted : 0));
-    } else {
-      for (std::size_t b = 0; b < 3; ++b) fed_routes[b].push_back(routes[b]);
-    }
-    return f.experts.route(Tensor<std::int32_t>::from_vector({3, width}, routes));
-  };
-  options.shape_logits = [&](std::size_t b, std::span<double> logits) {
-    const std::size_t step = seen[b].size();
-    seen[b].emplace_back(logits.begin(), logits.end());
-    for (std::size_t v = 0; v < logits.size(); ++v)
-      if (static_cast<std::int32_t>(v) != script[b][step]) logits[v] = -std::numeric_limits<double>::infinity();
-  };
-  const auto out = nn::generate(f.model, prompts, options);
-  for (std::size_t b = 0; b < 3; ++b)
-    BOOST_TEST_CONTEXT("sequence " << b) {
-      BOOST_TEST(out[b] == script[b]);
-      // A sequence that finished is fed padding afterwards; only its own tokens count.
-      BOOST_REQUIRE(fed_routes[b].size() >= expected[b].size());
-      const std::vector<std::int32_t> own(fed_routes[b].begin(), fed_routes[b].begin() + static_cast<std::ptrdiff_t>(expected[b].size()));
-      BOOST_TEST(own == expected[b]);
-      // Each pick saw the logits of a full forward pass through the same routes: the cache kept
-      // every earlier token's expert.
-      std::vector<std::int32_t> ids = prompts[b], routes(prompts[b].size(), 0);
-      ids.insert(ids.end(), script[b].begin(), script[b].end() - 1);
-      routes.insert(routes.end(), expected[b].begin(), expected[b].end());
-      const auto n = static_cast<std::int64_t>(ids.size());
-      const auto full = f.model.logits(Tensor<std::int32_t>::from_vector({1, n}, ids),
-                                        {.adapter = f.experts.route(Tensor<std::int32_t>::from_vector({1, n}, routes))})
-                            .value()
-                            .to_vector();
-      std::vector<std::int32_t> one_expert(routes.size(), 0);
-      const auto unrouted = f.model.logits(Tensor<std::int32_t>::from_vector({1, n}, ids),
-                                           {.adapter = f.experts.route(Tensor<std::int32_t>::from_vector({1, n}, one_expert))})
+  // One prompt pass, then one pass per prompt length (each skipping its own left padding).
+  for (const std::int64_t pass_rows : {std::int64_t{1000}, std::int64_t{0}})
+    BOOST_TEST_CONTEXT("prefill_pass_rows " << pass_rows) {
+      std::vector<std::vector<std::int32_t>> fed_routes(3);  // per sequence, the route of each fed generated token
+      std::vector<std::vector<std::vector<double>>> seen(3);  // per sequence, the logits before each pick
+      std::int64_t prompt_length = 0, prompt_passes = 0;
+      nn::GenerateOptions options{.max_new_tokens = 10, .stop_tokens = {eos}, .prefill_pass_rows = pass_rows};
+      options.route = [&](const nn::RoutingRequest& request) {
+        const auto routes = routing.routes(request);
+        const std::int64_t width = request.to - request.from;
+        const std::size_t rows = request.history.size();
+        if (width > 1) {  // a prompt pass
+          ++prompt_passes;
+          prompt_length = request.to;
+          BOOST_TEST((request.sequences.empty() ? rows == 3 : rows == request.sequences.size()));
+          for (std::size_t r = 0; r < rows; ++r)  // the question's tokens on expert 0, its left padding unrouted
+            for (std::int64_t t = 0; t < width; ++t)
+              BOOST_TEST(routes[r * static_cast<std::size_t>(width) + static_cast<std::size_t>(t)] ==
+                         (request.from + t < request.padding[r] ? lora::unrouted : 0));
+        } else {  // finished sequences leave the batch, so a step may hold fewer rows
+          for (std::size_t r = 0; r < rows; ++r) fed_routes[request.sequences.empty() ? r : request.sequences[r]].push_back(routes[r]);
+        }
+        return f.experts.route(Tensor<std::int32_t>::from_vector({static_cast<std::int64_t>(rows), width}, routes));
+      };
+      options.shape_logits = [&](std::size_t b, std::span<double> logits) {
+        const std::size_t step = seen[b].size();
+        seen[b].emplace_back(logits.begin(), logits.end());
+        for (std::size_t v = 0; v < logits.size(); ++v)
+          if (static_cast<std::int32_t>(v) != script[b][step]) logits[v] = -std::numeric_limits<double>::infinity();
+      };
+      const auto out = nn::generate(f.model, prompts, options);
+      for (std::size_t b = 0; b < 3; ++b)
+        BOOST_TEST_CONTEXT("sequence " << b) {
+          BOOST_TEST(out[b] == script[b]);
+          // A sequence that finished is fed padding afterwards; only its own tokens count.
+          BOOST_REQUIRE(fed_routes[b].size() >= expected[b].size());
+          const std::vector<std::int32_t> own(fed_routes[b].begin(), fed_routes[b].begin() + static_cast<std::ptrdiff_t>(expected[b].size()));
+          BOOST_TEST(own == expected[b]);
+          // Each pick saw the logits of a full forward pass through the same routes: the cache kept
+          // every earlier token's expert.
+          std::vector<std::int32_t> ids = prompts[b], routes(prompts[b].size(), 0);
+          ids.insert(ids.end(), script[b].begin(), script[b].end() - 1);
+          routes.insert(routes.end(), expected[b].begin(), expected[b].end());
+          const auto n = static_cast<std::int64_t>(ids.size());
+          const auto full = f.model.logits(Tensor<std::int32_t>::from_vector({1, n}, ids),
+                                            {.adapter = f.experts.route(Tensor<std::int32_t>::from_vector({1, n}, routes))})
                                 .value()
                                 .to_vector();
-      const std::size_t vocab = static_cast<std::size_t>(f.model.sizes().vocab);
-      double worst = 0, apart = 0;
-      for (std::size_t k = 0; k < script[b].size(); ++k) {
-        const std::size_t at = (prompts[b].size() - 1 + k) * vocab;
-        for (std::size_t v = 0; v < vocab; ++v) {
-          worst = std::max(worst, std::abs(seen[b][k][v] - full[at + v]));
-          apart = std::max(apart, std::abs(unrouted[at + v] - full[at + v]));
+          std::vector<std::int32_t> one_expert(routes.size(), 0);
+          const auto unrouted = f.model.logits(Tensor<std::int32_t>::from_vector({1, n}, ids),
+                                               {.adapter = f.experts.route(Tensor<std::int32_t>::from_vector({1, n}, one_expert))})
+                                    .value()
+                                    .to_vector();
+          const std::size_t vocab = static_cast<std::size_t>(f.model.sizes().vocab);
+          double worst = 0, apart = 0;
+          for (std::size_t k = 0; k < script[b].size(); ++k) {
+            const std::size_t at = (prompts[b].size() - 1 + k) * vocab;
+            for (std::size_t v = 0; v < vocab; ++v) {
+              worst = std::max(worst, std::abs(seen[b][k][v] - full[at + v]));
+              apart = std::max(apart, std::abs(unrouted[at + v] - full[at + v]));
+            }
+          }
+          BOOST_TEST(worst < 1e-10);
+          BOOST_TEST(apart > 1e-3);  // the experts differ, so the routing was what made them agree
         }
-      }
-      BOOST_TEST(worst < 1e-10);
-      BOOST_TEST(apart > 1e-3);  // the experts differ, so the routing was what made them agree
+      BOOST_TEST(prompt_length == 9);
+      BOOST_TEST(prompt_passes == (pass_rows == 0 ? 3 : 1));
     }
-  BOOST_TEST(prompt_length == 9);
 }
 
 BOOST_AUTO_TEST_CASE(answers_refuse_bad_requests) {

@@ -644,9 +644,10 @@ void check_prefix_reuse(std::uint64_t seed, nn::kv_precision precision, double t
   extends.insert(extends.end(), {7, 11});
   const std::vector<std::int32_t> unrelated{60, 2, 33, 4, 21};
   // Logits of every step, with and without the prefixes.
-  const auto run = [&](const std::vector<std::vector<std::int32_t>>& prompts, nn::PrefixReuse<T, cpu>* reuse) {
+  const auto run = [&](const std::vector<std::vector<std::int32_t>>& prompts, nn::PrefixReuse<T, cpu>* reuse,
+                       std::int64_t pass_rows = 1000) {
     std::vector<std::vector<double>> seen;
-    nn::GenerateOptions options{.max_new_tokens = 5, .kv_cache = precision};
+    nn::GenerateOptions options{.max_new_tokens = 5, .kv_cache = precision, .prefill_pass_rows = pass_rows};
     options.shape_logits = [&](std::size_t, std::span<double> row) { seen.emplace_back(row.begin(), row.end()); };
     const auto tokens = nn::generate(model, prompts, options, reuse);
     return std::make_pair(tokens, seen);
@@ -675,6 +676,19 @@ void check_prefix_reuse(std::uint64_t seed, nn::kv_precision precision, double t
   BOOST_TEST(worst(two_cached.second, two_whole.second) < tolerance);
   const std::int64_t two_start = std::min<std::int64_t>((longest - 7) + 4, static_cast<std::int64_t>(c.size()));
   BOOST_TEST(both.reused == (std::vector<std::int64_t>{two_start - (longest - 7), two_start}));
+  // A pass per start: each prompt skips its whole shared beginning, for the same tokens and logits.
+  nn::PrefixReuse<T, cpu> split{.from = {earlier.kept[0], nullptr, earlier.kept[1]}, .kept = {}, .reused = {}};
+  const auto split_cached = run(later, &split, 0);
+  BOOST_TEST(split_cached.first == whole.first);
+  BOOST_TEST(worst(split_cached.second, whole.second) < tolerance);
+  BOOST_TEST(split.reused == (std::vector<std::int64_t>{4, 0, static_cast<std::int64_t>(c.size())}));
+  // What the split batch kept serves a later prompt as the one-pass batch's does.
+  for (std::size_t b = 0; b < later.size(); ++b) {
+    BOOST_TEST(split.kept[b]->tokens == reuse.kept[b]->tokens);
+    for (std::size_t l = 0; l < split.kept[b]->cache.layers.size(); ++l)
+      BOOST_TEST(mote::testing::relative_error(as_double(split.kept[b]->cache.layers[l].keys().contiguous()),
+                                               as_double(reuse.kept[b]->cache.layers[l].keys().contiguous())) < tolerance);
+  }
   // Alone, a prompt that is all prefix still runs its last token.
   nn::PrefixReuse<T, cpu> alone{.from = {earlier.kept[1]}, .kept = {}, .reused = {}};
   const auto one = run({c}, &alone);
@@ -855,6 +869,93 @@ BOOST_AUTO_TEST_CASE(batched_prompts_equal_single_prompts) {
   BOOST_TEST(batched_gpt[1] == nn::generate(gpt, b, {.max_new_tokens = 6}));
 }
 
+// Prompts of very different lengths, run as one pass over the left-padded batch or as a pass per
+// length that skips each one's padding: the same tokens as each prompt alone.
+BOOST_AUTO_TEST_CASE(prompt_passes_skip_left_padding) {
+  nn::CausalLM<llamac, double> llama(25);
+  nn::CausalLM<gpt2c, double> gpt(26);
+  sharpen(llama);
+  sharpen(gpt);
+  const std::vector<std::vector<std::int32_t>> prompts{{5, 35}, {3, 14, 15, 9, 26, 5, 35, 8, 9}, {2, 7, 18, 28, 18}, {4}};  // 9 + 6 <= max_seq
+  for (const std::int64_t pass_rows : {std::int64_t{0}, std::int64_t{16}, std::int64_t{1000}})
+    BOOST_TEST_CONTEXT("prefill_pass_rows " << pass_rows) {
+      const auto batched = nn::generate(llama, prompts, {.max_new_tokens = 6, .prefill_pass_rows = pass_rows});
+      const auto batched_gpt = nn::generate(gpt, prompts, {.max_new_tokens = 6, .prefill_pass_rows = pass_rows});
+      for (std::size_t b = 0; b < prompts.size(); ++b) {
+        BOOST_TEST(batched[b] == nn::generate(llama, prompts[b], {.max_new_tokens = 6}));
+        BOOST_TEST(batched_gpt[b] == nn::generate(gpt, prompts[b], {.max_new_tokens = 6}));
+      }
+    }
+  // The split that runs the fewest rows, a pass costing `pass_rows`: starts 10, 0, 7, 11 to 12.
+  const std::vector<std::int64_t> starts{10, 0, 7, 11};
+  const auto shape = [](const std::vector<nn::generate_detail::PromptPass>& passes) {
+    std::vector<std::pair<std::int64_t, std::vector<std::size_t>>> out;
+    for (const auto& p : passes) out.emplace_back(p.start, p.sequences);
+    return out;
+  };
+  using Passes = std::vector<std::pair<std::int64_t, std::vector<std::size_t>>>;
+  BOOST_TEST((shape(nn::generate_detail::prompt_passes(starts, 12, 1000)) == Passes{{0, {1, 2, 0, 3}}}));
+  // Rows 12 + 5 + ... : {1} alone saves 3 x 12 - 3 x 5 = 21 rows, more than a pass's 16.
+  BOOST_TEST((shape(nn::generate_detail::prompt_passes(starts, 12, 16)) == Passes{{0, {1}}, {7, {2, 0, 3}}}));
+  BOOST_TEST((shape(nn::generate_detail::prompt_passes(starts, 12, 0)) == Passes{{0, {1}}, {7, {2}}, {10, {0}}, {11, {3}}}));
+}
+
+// Sequences that end after 1, 2, 4, 6 and 8 tokens: the finished ones leave the batch (a quarter of
+// its rows at a time), every sequence gets the tokens and logits it gets alone, and what each kept
+// holds the keys and values of its tokens.
+BOOST_AUTO_TEST_CASE(finished_sequences_leave_the_batch) {
+  no_grad off;
+  nn::CausalLM<llamac, double> model(27);
+  sharpen(model);
+  const std::vector<std::vector<std::int32_t>> prompts{{5, 35, 8}, {3, 14, 15, 9, 26}, {2, 7}, {4, 40, 1, 9}, {11, 6, 30, 21, 8, 3}};
+  const std::vector<std::size_t> ends{1, 2, 4, 6, 100};
+  const auto run = [&](const std::vector<std::size_t>& which, std::vector<std::size_t>* step_rows) {
+    std::vector<std::vector<std::int32_t>> these;
+    for (const std::size_t i : which) these.push_back(prompts[i]);
+    std::vector<std::vector<std::vector<double>>> seen(which.size());
+    nn::GenerateOptions options{.max_new_tokens = 8};
+    options.stop_when = [&](std::size_t b, const std::vector<std::int32_t>& generated) { return generated.size() == ends[which[b]]; };
+    options.shape_logits = [&](std::size_t b, std::span<double> row) { seen[b].emplace_back(row.begin(), row.end()); };
+    options.route = [&](const nn::RoutingRequest& request) -> std::shared_ptr<const nn::AdapterContext> {
+      if (step_rows && request.to - request.from == 1) step_rows->push_back(request.history.size());
+      return nullptr;
+    };
+    nn::PrefixReuse<double, cpu> reuse;
+    const auto tokens = nn::generate(model, these, options, &reuse);
+    return std::make_tuple(tokens, seen, reuse.kept);
+  };
+  std::vector<std::size_t> step_rows;
+  const auto [tokens, seen, kept] = run({0, 1, 2, 3, 4}, &step_rows);
+  // Two finished of five leave after the second token; then one of three, one of two.
+  BOOST_TEST(step_rows == (std::vector<std::size_t>{5, 3, 3, 2, 2, 1, 1}));
+  for (std::size_t i = 0; i < prompts.size(); ++i)
+    BOOST_TEST_CONTEXT("sequence " << i) {
+      const auto [alone, alone_seen, alone_kept] = run({i}, nullptr);
+      BOOST_TEST(tokens[i].size() == std::min<std::size_t>(ends[i], 8));
+      BOOST_TEST(tokens[i] == alone[0]);
+      BOOST_REQUIRE(seen[i].size() == alone_seen[0].size());
+      for (std::size_t k = 0; k < seen[i].size(); ++k) BOOST_TEST(mote::testing::relative_error(seen[i][k], alone_seen[0][k]) < 1e-10);
+      // What it kept: its prompt and the tokens it fed back (alone, a finished sequence feeds none),
+      // with the keys and values a fresh pass over them writes.
+      BOOST_REQUIRE(kept[i]);
+      const auto& fed = kept[i]->tokens;
+      const auto& alone_fed = alone_kept[0]->tokens;
+      BOOST_REQUIRE((fed.size() == alone_fed.size() || fed.size() == alone_fed.size() + 1));
+      BOOST_TEST(std::equal(alone_fed.begin(), alone_fed.end(), fed.begin()));
+      std::vector<std::int32_t> history = prompts[i];
+      history.insert(history.end(), tokens[i].begin(), tokens[i].end());
+      BOOST_TEST(std::equal(fed.begin(), fed.end(), history.begin()));
+      auto fresh = model.make_cache();
+      (void)model.logits(Tensor<std::int32_t>::from_vector({1, static_cast<std::int64_t>(fed.size())}, fed), {}, &fresh);
+      for (std::size_t l = 0; l < fresh.layers.size(); ++l) {
+        BOOST_TEST(mote::testing::relative_error(as_double(kept[i]->cache.layers[l].keys().contiguous()),
+                                                 as_double(fresh.layers[l].keys().contiguous())) < 1e-10);
+        BOOST_TEST(mote::testing::relative_error(as_double(kept[i]->cache.layers[l].values().contiguous()),
+                                                 as_double(fresh.layers[l].values().contiguous())) < 1e-10);
+      }
+    }
+}
+
 // Wide enough that a decoding step of 12 or 16 sequences takes the packed kernel in every projection
 // and the LM head (13 to 16 rows as 8-row tiles).
 constexpr nn::Config packed_gpt2{.vocab = 128, .d_model = 96, .n_layers = 2, .n_heads = 4, .n_kv_heads = 4,
@@ -961,6 +1062,7 @@ BOOST_AUTO_TEST_CASE(stop_tokens_and_limits) {
   expect_error<value_error>([&] { nn::generate(model, std::vector<std::int32_t>(17, 1)); }, {"prompts[0]", "max_seq = 16"});
   expect_error<value_error>([&] { nn::generate(model, prompt, {.temperature = -1}); }, {"temperature"});
   expect_error<value_error>([&] { nn::generate(model, prompt, {.top_p = 0}); }, {"top_p"});
+  expect_error<value_error>([&] { nn::generate(model, prompt, {.prefill_pass_rows = -1}); }, {"prefill_pass_rows", "-1"});
   expect_error<value_error>([&] { nn::generate(model, std::vector<std::int32_t>{1, 99}); }, {"prompts[0][1]", "99"});
 }
 

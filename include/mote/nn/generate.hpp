@@ -23,12 +23,16 @@
 namespace mote::nn {
 
 // What an adapter router is asked before each forward pass: the tokens [from, to) of every
-// sequence's history are about to run. history[b] is sequence b's whole left-padded token history
-// (its first padding[b] tokens are padding, never attended to); it holds at least `to` tokens.
+// sequence in the pass are about to run. history[r] is the whole left-padded token history of the
+// pass's row r (its first padding[r] tokens are padding, never attended to); it holds at least `to`
+// tokens. A pass may hold some of the batch's sequences only (a prompt pass, or a step after
+// finished sequences left): sequences[r] is row r's index in the batch (empty: every sequence, row
+// r being sequence r).
 struct RoutingRequest {
   std::span<const std::vector<std::int32_t>> history;
   std::span<const std::int64_t> padding;
   std::int64_t from = 0, to = 0;
+  std::span<const std::size_t> sequences;
 };
 
 struct GenerateOptions {
@@ -57,6 +61,10 @@ struct GenerateOptions {
   // What the cache stores: bf16 halves the bytes each token's attention reads, for logits close to
   // (not equal to) full precision's; float models on the CPU.
   kv_precision kv_cache = kv_precision::full;
+  // The prompts run in several passes, each from where its own sequences' tokens to run begin,
+  // when every further pass saves at least this many rows (positions x sequences) of work: a pass's
+  // fixed cost, reading every weight once. Large: one pass from the earliest start.
+  std::int64_t prefill_pass_rows = 16;
 };
 
 // The keys and values one sequence of a generation left in the cache (its prompt and the tokens it
@@ -71,9 +79,10 @@ struct KVPrefix {
 
 // Prompt caching for one call of generate. In: from[b], where prompt b's leading tokens may come
 // from (null, or an empty list: none). Out: kept[b], what sequence b left (null when nothing ran);
-// reused[b], how many of prompt b's tokens were not run. Every prompt runs at least its last token,
-// and the batch runs as many positions as its prompt with the most tokens to run, so a sequence
-// beside one with less to reuse runs some of its own again.
+// reused[b], how many of prompt b's tokens were not run. Every prompt runs at least its last token.
+// A prompt pass runs one block of positions for its sequences, from where the one with the most
+// tokens to run begins, so a sequence beside it runs some of its own prefix again
+// (GenerateOptions::prefill_pass_rows says when to split the batch into passes instead).
 template <Real T, Backend B>
 struct PrefixReuse {
   std::vector<std::shared_ptr<const KVPrefix<T, B>>> from;
@@ -125,44 +134,75 @@ inline std::int32_t pick(const std::vector<double>& logits, const GenerateOption
   return static_cast<std::int32_t>(order[keep - 1]);
 }
 
-// Starts `cache` at the first position every prompt still has to run, the positions before it of
-// each sequence taken from its prefix (left padding zero); returns that position.
+// The first position each prompt must run: those before it are its left padding or tokens its
+// prefix holds (every prompt runs at least its last token, whose logits pick the first new one).
 template <Config C, Real T, Backend B>
-std::int64_t start_from_prefixes(const CausalLM<C, T, B>& model, const std::vector<std::vector<std::int32_t>>& prompts,
-                                 const std::vector<std::int64_t>& pad, const GenerateOptions& options,
-                                 PrefixReuse<T, B>& reuse, KVCache<T, B>& cache) {
-  const std::size_t batch = prompts.size();
-  const auto longest = static_cast<std::int64_t>(prompts.front().size()) + pad.front();
-  std::vector<std::int64_t> usable(batch, 0);
-  std::int64_t start = longest;
-  for (std::size_t b = 0; b < batch; ++b) {
-    const KVPrefix<T, B>* prefix = reuse.from.empty() ? nullptr : reuse.from[b].get();
-    if (prefix && !prefix->tokens.empty()) {
-      const std::string which = "mote: generate: PrefixReuse::from[" + std::to_string(b) + "]";
-      if (prefix->cache.layers.size() != cache.layers.size() ||
-          prefix->cache.length() != static_cast<std::int64_t>(prefix->tokens.size()))
-        throw value_error(which + " holds " + std::to_string(prefix->cache.layers.size()) + " layers of " +
-                          std::to_string(prefix->cache.length()) + " positions for " + std::to_string(prefix->tokens.size()) +
-                          " tokens; expected a prefix this model's generate kept (" + std::to_string(cache.layers.size()) + " layers)");
-      if (prefix->cache.layers.front().precision() != options.kv_cache)
-        throw value_error(which + " was kept by a " + kv_precision_name(prefix->cache.layers.front().precision()) +
-                          " cache; this generation's is " + kv_precision_name(options.kv_cache) + "; expected the same");
-      // The last prompt token always runs: its logits pick the first new token.
-      usable[b] = static_cast<std::int64_t>(std::min(shared_prefix(prompts[b], prefix->tokens), prompts[b].size() - 1));
-    }
-    start = std::min(start, pad[b] + usable[b]);
+std::vector<std::int64_t> prompt_starts(const CausalLM<C, T, B>& model, const std::vector<std::vector<std::int32_t>>& prompts,
+                                        const std::vector<std::int64_t>& pad, const GenerateOptions& options,
+                                        const PrefixReuse<T, B>* reuse) {
+  std::vector<std::int64_t> starts(pad);
+  for (std::size_t b = 0; b < prompts.size() && reuse && !reuse->from.empty(); ++b) {
+    const KVPrefix<T, B>* prefix = reuse->from[b].get();
+    if (!prefix || prefix->tokens.empty()) continue;
+    const std::string which = "mote: generate: PrefixReuse::from[" + std::to_string(b) + "]";
+    const std::size_t layers = static_cast<std::size_t>(model.sizes().n_layers);
+    if (prefix->cache.layers.size() != layers || prefix->cache.length() != static_cast<std::int64_t>(prefix->tokens.size()))
+      throw value_error(which + " holds " + std::to_string(prefix->cache.layers.size()) + " layers of " +
+                        std::to_string(prefix->cache.length()) + " positions for " + std::to_string(prefix->tokens.size()) +
+                        " tokens; expected a prefix this model's generate kept (" + std::to_string(layers) + " layers)");
+    if (prefix->cache.layers.front().precision() != options.kv_cache)
+      throw value_error(which + " was kept by a " + kv_precision_name(prefix->cache.layers.front().precision()) +
+                        " cache; this generation's is " + kv_precision_name(options.kv_cache) + "; expected the same");
+    starts[b] += static_cast<std::int64_t>(std::min(shared_prefix(prompts[b], prefix->tokens), prompts[b].size() - 1));
   }
-  reuse.reused.assign(batch, 0);
-  if (start == 0) return 0;
+  return starts;
+}
+
+// One prompt pass: these sequences run positions [start, end) together.
+struct PromptPass {
+  std::int64_t start = 0;
+  std::vector<std::size_t> sequences;
+};
+
+// Splits the sequences into prompt passes that run the fewest rows, counting `pass_rows` for each
+// pass: sorted by start, each pass takes a run of them from its first (earliest) start to `end`.
+inline std::vector<PromptPass> prompt_passes(const std::vector<std::int64_t>& starts, std::int64_t end, std::int64_t pass_rows) {
+  const std::size_t n = starts.size();
+  std::vector<std::size_t> order(n);
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return starts[a] < starts[b]; });
+  // cost[i]: the least work for the first i sequences in order; first[i]: where its last pass begins.
+  std::vector<std::int64_t> cost(n + 1, 0);
+  std::vector<std::size_t> first(n + 1, 0);
+  for (std::size_t i = 1; i <= n; ++i) {
+    cost[i] = -1;
+    for (std::size_t j = 0; j < i; ++j) {
+      const std::int64_t work = cost[j] + static_cast<std::int64_t>(i - j) * (end - starts[order[j]]) + pass_rows;
+      if (cost[i] < 0 || work < cost[i]) cost[i] = work, first[i] = j;
+    }
+  }
+  std::vector<PromptPass> passes;
+  for (std::size_t i = n; i > 0; i = first[i])
+    passes.push_back({starts[order[first[i]]], std::vector<std::size_t>(order.begin() + static_cast<std::ptrdiff_t>(first[i]),
+                                                                         order.begin() + static_cast<std::ptrdiff_t>(i))});
+  std::reverse(passes.begin(), passes.end());
+  return passes;
+}
+
+// Starts `cache` (sequences[r] of the batch in its row r) at position `start`: each sequence's
+// positions before it are its prefix's, left padding zero.
+template <Config C, Real T, Backend B>
+void start_from_prefixes(const CausalLM<C, T, B>& model, std::span<const std::size_t> sequences, const std::vector<std::int64_t>& pad,
+                         std::int64_t start, const PrefixReuse<T, B>& reuse, KVCache<T, B>& cache) {
+  if (start == 0) return;
   const std::int64_t heads = model.sizes().n_kv_heads, dim = model.sizes().head_dim();
   for (std::size_t l = 0; l < cache.layers.size(); ++l) {
     auto& layer = cache.layers[l];
-    layer.start_zeroed(static_cast<std::int64_t>(batch), heads, dim, start, model.sizes().max_seq);
-    for (std::size_t b = 0; b < batch; ++b)
-      if (start > pad[b]) layer.write_span(static_cast<std::int64_t>(b), pad[b], reuse.from[b]->cache.layers[l], start - pad[b]);
+    layer.start_zeroed(static_cast<std::int64_t>(sequences.size()), heads, dim, start, model.sizes().max_seq);
+    for (std::size_t r = 0; r < sequences.size(); ++r)
+      if (const std::size_t b = sequences[r]; start > pad[b])
+        layer.write_span(static_cast<std::int64_t>(r), pad[b], reuse.from[b]->cache.layers[l], start - pad[b]);
   }
-  for (std::size_t b = 0; b < batch; ++b) reuse.reused[b] = std::max<std::int64_t>(0, start - pad[b]);
-  return start;
 }
 
 inline void check_options(const GenerateOptions& o) {
@@ -173,6 +213,8 @@ inline void check_options(const GenerateOptions& o) {
   if (o.top_k < 0) throw value_error("mote: generate: top_k must be >= 0 (0 = off), got " + std::to_string(o.top_k));
   if (!(o.top_p > 0.0 && o.top_p <= 1.0))
     throw value_error("mote: generate: top_p must be in (0, 1], got " + std::to_string(o.top_p));
+  if (o.prefill_pass_rows < 0)
+    throw value_error("mote: generate: prefill_pass_rows must be >= 0, got " + std::to_string(o.prefill_pass_rows));
 }
 
 }  // namespace generate_detail
@@ -213,6 +255,10 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
 
   autograd::no_grad off;
   const std::size_t batch = prompts.size();
+  if (reuse) {
+    reuse->reused.assign(batch, 0);
+    reuse->kept.assign(batch, nullptr);
+  }
   const auto nb = static_cast<std::int64_t>(batch);
   std::vector<std::int64_t> pad(batch);
   bool padded = false;
@@ -225,36 +271,49 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
     history[b].insert(history[b].end(), prompts[b].begin(), prompts[b].end());
   }
 
-  // Runs tokens [from, to) of the history and writes the logits of step to - 1 into rows, [batch][vocab].
+  // Runs tokens [from, to) of the listed sequences' histories and writes the logits of step to - 1
+  // into their rows, [batch][vocab].
   std::vector<std::vector<double>> rows(batch, std::vector<double>(static_cast<std::size_t>(vocab)));
-  auto run = [&](std::int64_t from, std::int64_t to, KVCache<T, B>* cache) {
-    const std::int64_t len = to - from;
+  std::vector<std::size_t> everyone(batch);
+  std::iota(everyone.begin(), everyone.end(), std::size_t{0});
+  auto run = [&](std::span<const std::size_t> sequences, std::int64_t from, std::int64_t to, KVCache<T, B>* cache) {
+    const std::int64_t len = to - from, n = static_cast<std::int64_t>(sequences.size());
     std::vector<std::int32_t> ids, pos;
-    for (std::size_t b = 0; b < batch; ++b)
+    for (const std::size_t b : sequences)
       for (std::int64_t t = from; t < to; ++t) {
         ids.push_back(history[b][static_cast<std::size_t>(t)]);
         pos.push_back(static_cast<std::int32_t>(std::max<std::int64_t>(0, t - pad[b])));
       }
-    const auto id_t = Tensor<std::int32_t, B>::from_vector({nb, len}, ids);
-    const auto pos_t = Tensor<std::int32_t, B>::from_vector({nb, len}, pos);
+    const auto id_t = Tensor<std::int32_t, B>::from_vector({n, len}, ids);
+    const auto pos_t = Tensor<std::int32_t, B>::from_vector({n, len}, pos);
     Tensor<std::uint8_t, B> mask_t;
     if (padded) {
       std::vector<std::uint8_t> m;
-      for (std::size_t b = 0; b < batch; ++b)
+      for (const std::size_t b : sequences)
         for (std::int64_t q = 0; q < len; ++q)
           for (std::int64_t k = 0; k < to; ++k) m.push_back(k >= pad[b] ? 1 : 0);
-      mask_t = Tensor<std::uint8_t, B>::from_vector({nb, len, to}, m);
+      mask_t = Tensor<std::uint8_t, B>::from_vector({n, len, to}, m);
     }
     std::shared_ptr<const AdapterContext> routing;
-    if (options.route) routing = options.route(RoutingRequest{.history = history, .padding = pad, .from = from, .to = to});
+    if (options.route) {
+      if (sequences.size() == batch) {
+        routing = options.route(RoutingRequest{.history = history, .padding = pad, .from = from, .to = to, .sequences = {}});
+      } else {  // some of the sequences (a prompt pass, or steps after finished ones left): theirs alone
+        std::vector<std::vector<std::int32_t>> theirs;
+        std::vector<std::int64_t> their_pad;
+        for (const std::size_t b : sequences) theirs.push_back(history[b]), their_pad.push_back(pad[b]);
+        routing = options.route(RoutingRequest{.history = theirs, .padding = their_pad, .from = from, .to = to, .sequences = sequences});
+      }
+    }
     const auto out = model.logits(id_t,
                                   ForwardOptions<B>{.positions = &pos_t, .mask = padded ? &mask_t : nullptr,
                                                     .adapter = std::move(routing), .logits_to_keep = 1},
                                   cache);
     const std::vector<T> last = out.value().to_vector();
-    for (std::size_t b = 0; b < batch; ++b)
+    for (std::size_t r = 0; r < sequences.size(); ++r)
       for (std::int64_t v = 0; v < vocab; ++v)
-        rows[b][static_cast<std::size_t>(v)] = static_cast<double>(last[b * static_cast<std::size_t>(vocab) + static_cast<std::size_t>(v)]);
+        rows[sequences[r]][static_cast<std::size_t>(v)] =
+            static_cast<double>(last[r * static_cast<std::size_t>(vocab) + static_cast<std::size_t>(v)]);
   };
 
   std::vector<Rng> streams;
@@ -267,25 +326,85 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
   cache.store_as(options.kv_cache);
   cache.reserve(static_cast<std::int64_t>(longest) + options.max_new_tokens);
   auto length = static_cast<std::int64_t>(longest);
-  // The first position the prompt pass runs; those before it come from the prefixes.
-  const std::int64_t start = reuse ? generate_detail::start_from_prefixes(model, prompts, pad, options, *reuse, cache) : 0;
-  // What each sequence leaves for a later prompt: the positions it ran or took, and their tokens.
-  const auto keep = [&] {
-    if (!reuse) return;
-    reuse->kept.assign(batch, nullptr);
-    for (std::size_t b = 0; b < batch && cache.length() > 0; ++b) {
-      const std::int64_t count = std::min(static_cast<std::int64_t>(longest + generated[b].size()), cache.length()) - pad[b];
-      if (count <= 0) continue;  // no new token asked for: a sequence whose padding outlasts the copied prefixes
-      auto prefix = std::make_shared<KVPrefix<T, B>>();
-      prefix->tokens.assign(history[b].begin() + pad[b], history[b].begin() + pad[b] + count);
-      for (const auto& layer : cache.layers) prefix->cache.layers.push_back(layer.sequence_span(static_cast<std::int64_t>(b), pad[b], count));
-      reuse->kept[b] = std::move(prefix);
+  // Runs the prompts' tokens that their prefixes do not hold, into the cache. Several passes, each
+  // into a cache of its own whose rows are then copied into the batch's, when that is less work.
+  const auto run_prompts = [&] {
+    const std::vector<std::int64_t> starts = generate_detail::prompt_starts(model, prompts, pad, options, reuse);
+    const auto passes = generate_detail::prompt_passes(starts, length, options.prefill_pass_rows);
+    const PrefixReuse<T, B> none;
+    const PrefixReuse<T, B>& from = reuse ? *reuse : none;
+    if (passes.size() == 1) {
+      generate_detail::start_from_prefixes(model, everyone, pad, passes.front().start, from, cache);
+      run(everyone, passes.front().start, length, &cache);
+    } else {
+      const std::int64_t heads = model.sizes().n_kv_heads, dim = model.sizes().head_dim();
+      for (auto& layer : cache.layers) layer.start_zeroed(nb, heads, dim, length, max_seq);
+      for (const auto& pass : passes) {
+        KVCache<T, B> part = model.make_cache();
+        part.store_as(options.kv_cache);
+        part.reserve(length);
+        generate_detail::start_from_prefixes(model, pass.sequences, pad, pass.start, from, part);
+        run(pass.sequences, pass.start, length, &part);
+        for (std::size_t l = 0; l < cache.layers.size(); ++l)
+          for (std::size_t r = 0; r < pass.sequences.size(); ++r) {
+            const std::size_t b = pass.sequences[r];
+            cache.layers[l].write_span(static_cast<std::int64_t>(b), pad[b], part.layers[l], length - pad[b],
+                                       static_cast<std::int64_t>(r), pad[b]);
+          }
+      }
     }
+    if (!reuse) return;
+    for (const auto& pass : passes)
+      for (const std::size_t b : pass.sequences) reuse->reused[b] = std::max<std::int64_t>(0, pass.start - pad[b]);
+  };
+  // The sequences whose rows the cache holds, in row order.
+  std::vector<std::size_t> live = everyone;
+  // Sequence b's prefix for a later prompt, from cache row r: the positions it ran or took, and their tokens.
+  const auto keep_row = [&](std::size_t b, std::size_t r) {
+    const std::int64_t count = std::min(static_cast<std::int64_t>(longest + generated[b].size()), cache.length()) - pad[b];
+    if (count <= 0) return;  // no new token asked for: a sequence whose padding outlasts the copied prefixes
+    auto prefix = std::make_shared<KVPrefix<T, B>>();
+    prefix->tokens.assign(history[b].begin() + pad[b], history[b].begin() + pad[b] + count);
+    for (const auto& layer : cache.layers) prefix->cache.layers.push_back(layer.sequence_span(static_cast<std::int64_t>(r), pad[b], count));
+    reuse->kept[b] = std::move(prefix);
+  };
+  const auto keep = [&] {
+    if (!reuse || cache.length() == 0) return;
+    for (std::size_t r = 0; r < live.size(); ++r) keep_row(live[r], r);
+  };
+  // Once a quarter of the cache's rows belong to finished sequences, they leave it (their prefixes
+  // kept first): each later step runs the others alone, for one copy of the cache.
+  const auto drop_finished = [&] {
+    std::vector<std::size_t> staying;
+    for (const std::size_t b : live)
+      if (!done[b]) staying.push_back(b);
+    const std::size_t finished = live.size() - staying.size();
+    if (finished == 0 || staying.empty() || 4 * finished < live.size()) return;
+    KVCache<T, B> smaller = model.make_cache();
+    smaller.store_as(options.kv_cache);
+    smaller.reserve(static_cast<std::int64_t>(longest) + options.max_new_tokens);
+    const std::int64_t heads = model.sizes().n_kv_heads, dim = model.sizes().head_dim(), positions = cache.length();
+    for (auto& layer : smaller.layers)
+      layer.start_zeroed(static_cast<std::int64_t>(staying.size()), heads, dim, positions, max_seq);
+    for (std::size_t r = 0, kept_row = 0; r < live.size(); ++r) {
+      const std::size_t b = live[r];
+      if (done[b]) {
+        if (reuse) keep_row(b, r);
+        continue;
+      }
+      for (std::size_t l = 0; l < cache.layers.size(); ++l)
+        smaller.layers[l].write_span(static_cast<std::int64_t>(kept_row), pad[b], cache.layers[l], positions - pad[b],
+                                     static_cast<std::int64_t>(r), pad[b]);
+      ++kept_row;
+    }
+    cache = std::move(smaller);
+    live = std::move(staying);
   };
   // One token for every sequence; false once all are done or the context is full.
   auto advance = [&](std::int64_t step) {
-    if (options.use_cache) run(step == 0 ? start : length - 1, length, &cache);
-    else run(0, length, nullptr);
+    if (!options.use_cache) run(everyone, 0, length, nullptr);
+    else if (step == 0) run_prompts();
+    else run(live, length - 1, length, &cache);
     bool all_done = true;
     for (std::size_t b = 0; b < batch; ++b) {
       std::int32_t token = options.pad_token;
@@ -301,7 +420,9 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
       all_done = all_done && done[b];
     }
     ++length;
-    return !all_done && length <= max_seq;  // the next step would feed more than max_seq tokens
+    const bool going_on = !all_done && length <= max_seq;  // the next step would feed more than max_seq tokens
+    if (going_on && options.use_cache) drop_finished();
+    return going_on;
   };
   if (options.max_new_tokens == 0 || !advance(0)) {
     keep();

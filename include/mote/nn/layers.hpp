@@ -165,25 +165,30 @@ class LayerCache {
     length_ = length;
   }
 
-  // Positions [0, count) of `source` (one sequence, this precision) into sequence `row`'s positions [at, at + count).
-  void write_span(std::int64_t row, std::int64_t at, const LayerCache& source, std::int64_t count) {
-    if (source.precision_ != precision_ || source.batch() != 1 || count > source.length_ || row < 0 || row >= batch() ||
-        at < 0 || at + count > length_)
-      throw value_error(std::string("mote: LayerCache::write_span: expected a one-sequence ") + kv_precision_name(precision_) +
-                        " cache of at least " + std::to_string(count) + " positions, written within this cache's " +
+  // Sequence `source_row`'s positions [source_at, source_at + count) of `source` (this precision)
+  // into sequence `row`'s positions [at, at + count).
+  void write_span(std::int64_t row, std::int64_t at, const LayerCache& source, std::int64_t count, std::int64_t source_row = 0,
+                  std::int64_t source_at = 0) {
+    if (source.precision_ != precision_ || source_row < 0 || source_row >= source.batch() || source_at < 0 || count < 0 ||
+        source_at + count > source.length_ || row < 0 || row >= batch() || at < 0 || at + count > length_)
+      throw value_error(std::string("mote: LayerCache::write_span: expected a ") + kv_precision_name(precision_) +
+                        " cache with positions [" + std::to_string(source_at) + ", " + std::to_string(source_at + count) +
+                        ") of its sequence " + std::to_string(source_row) + ", written within this cache's " +
                         std::to_string(batch()) + " sequences and " + std::to_string(length_) + " positions; got a " +
                         kv_precision_name(source.precision_) + " cache of " + std::to_string(source.batch()) +
                         " sequences and " + std::to_string(source.length_) + " positions");
     if (compact()) {
       const Bf16Buffers &from = source.bf16_, &to = bf16_;
+      const std::int64_t out = (source_row * from.heads * from.capacity + source_at) * from.dim;
       const std::int64_t into = (row * to.heads * to.capacity + at) * to.dim, run = count * to.dim;
-      copy_runs(from.keys.data(), from.capacity * from.dim, bf16_.keys.data() + into, to.capacity * to.dim, to.heads, run);
-      copy_runs(from.values.data(), from.capacity * from.dim, bf16_.values.data() + into, to.capacity * to.dim, to.heads, run);
+      copy_runs(from.keys.data() + out, from.capacity * from.dim, bf16_.keys.data() + into, to.capacity * to.dim, to.heads, run);
+      copy_runs(from.values.data() + out, from.capacity * from.dim, bf16_.values.data() + into, to.capacity * to.dim, to.heads, run);
       return;
     }
     const std::int64_t heads = keys_.size(1), dim = keys_.size(3), into = row * keys_.stride(0) + at * dim;
-    copy_runs(source.keys_.data(), source.keys_.stride(1), keys_.data() + into, keys_.stride(1), heads, count * dim);
-    copy_runs(source.values_.data(), source.values_.stride(1), values_.data() + into, values_.stride(1), heads, count * dim);
+    const std::int64_t out = source_row * source.keys_.stride(0) + source_at * dim;
+    copy_runs(source.keys_.data() + out, source.keys_.stride(1), keys_.data() + into, keys_.stride(1), heads, count * dim);
+    copy_runs(source.values_.data() + out, source.values_.stride(1), values_.data() + into, values_.stride(1), heads, count * dim);
   }
 
   // Joins k and v [B, Hkv, L, Dh] to the cache as graph operations; returns the whole keys and values.
