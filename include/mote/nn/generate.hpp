@@ -322,9 +322,27 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
     streams.emplace_back(options.sequence_seeds.empty() ? options.seed + b * 0x9e3779b97f4a7c15ULL : options.sequence_seeds[b]);
   std::vector<std::vector<std::int32_t>> generated(batch);
   std::vector<bool> done(batch, false);
-  KVCache<T, B> cache = model.make_cache();
-  cache.store_as(options.kv_cache);
-  cache.reserve(static_cast<std::int64_t>(longest) + options.max_new_tokens);
+  const std::int64_t room = static_cast<std::int64_t>(longest) + options.max_new_tokens;
+  // An empty cache of this generation's precision, with room for `positions`.
+  const auto new_cache = [&](std::int64_t positions) {
+    KVCache<T, B> fresh = model.make_cache();
+    fresh.store_as(options.kv_cache);
+    fresh.reserve(positions);
+    return fresh;
+  };
+  // Makes `into` hold `rows` sequences of `positions` zeroed positions (left padding, until written).
+  const auto start_zeroed = [&](KVCache<T, B>& into, std::size_t rows, std::int64_t positions) {
+    for (auto& layer : into.layers)
+      layer.start_zeroed(static_cast<std::int64_t>(rows), model.sizes().n_kv_heads, model.sizes().head_dim(), positions, max_seq);
+  };
+  // Sequence b's positions, after its padding, from row from_row of `from` into row into_row of `into`.
+  const auto copy_sequence = [&](KVCache<T, B>& into, std::size_t into_row, const KVCache<T, B>& from, std::size_t from_row,
+                                 std::size_t b) {
+    for (std::size_t l = 0; l < into.layers.size(); ++l)
+      into.layers[l].write_span(static_cast<std::int64_t>(into_row), pad[b], from.layers[l], from.length() - pad[b],
+                                static_cast<std::int64_t>(from_row), pad[b]);
+  };
+  KVCache<T, B> cache = new_cache(room);
   auto length = static_cast<std::int64_t>(longest);
   // Runs the prompts' tokens that their prefixes do not hold, into the cache. Several passes, each
   // into a cache of its own whose rows are then copied into the batch's, when that is less work.
@@ -337,20 +355,12 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
       generate_detail::start_from_prefixes(model, everyone, pad, passes.front().start, from, cache);
       run(everyone, passes.front().start, length, &cache);
     } else {
-      const std::int64_t heads = model.sizes().n_kv_heads, dim = model.sizes().head_dim();
-      for (auto& layer : cache.layers) layer.start_zeroed(nb, heads, dim, length, max_seq);
+      start_zeroed(cache, batch, length);
       for (const auto& pass : passes) {
-        KVCache<T, B> part = model.make_cache();
-        part.store_as(options.kv_cache);
-        part.reserve(length);
+        KVCache<T, B> part = new_cache(length);
         generate_detail::start_from_prefixes(model, pass.sequences, pad, pass.start, from, part);
         run(pass.sequences, pass.start, length, &part);
-        for (std::size_t l = 0; l < cache.layers.size(); ++l)
-          for (std::size_t r = 0; r < pass.sequences.size(); ++r) {
-            const std::size_t b = pass.sequences[r];
-            cache.layers[l].write_span(static_cast<std::int64_t>(b), pad[b], part.layers[l], length - pad[b],
-                                       static_cast<std::int64_t>(r), pad[b]);
-          }
+        for (std::size_t r = 0; r < pass.sequences.size(); ++r) copy_sequence(cache, pass.sequences[r], part, r, pass.sequences[r]);
       }
     }
     if (!reuse) return;
@@ -380,22 +390,12 @@ std::vector<std::vector<std::int32_t>> generate(const CausalLM<C, T, B>& model,
       if (!done[b]) staying.push_back(b);
     const std::size_t finished = live.size() - staying.size();
     if (finished == 0 || staying.empty() || 4 * finished < live.size()) return;
-    KVCache<T, B> smaller = model.make_cache();
-    smaller.store_as(options.kv_cache);
-    smaller.reserve(static_cast<std::int64_t>(longest) + options.max_new_tokens);
-    const std::int64_t heads = model.sizes().n_kv_heads, dim = model.sizes().head_dim(), positions = cache.length();
-    for (auto& layer : smaller.layers)
-      layer.start_zeroed(static_cast<std::int64_t>(staying.size()), heads, dim, positions, max_seq);
+    KVCache<T, B> smaller = new_cache(room);
+    start_zeroed(smaller, staying.size(), cache.length());
     for (std::size_t r = 0, kept_row = 0; r < live.size(); ++r) {
       const std::size_t b = live[r];
-      if (done[b]) {
-        if (reuse) keep_row(b, r);
-        continue;
-      }
-      for (std::size_t l = 0; l < cache.layers.size(); ++l)
-        smaller.layers[l].write_span(static_cast<std::int64_t>(kept_row), pad[b], cache.layers[l], positions - pad[b],
-                                     static_cast<std::int64_t>(r), pad[b]);
-      ++kept_row;
+      if (done[b] && reuse) keep_row(b, r);
+      if (!done[b]) copy_sequence(smaller, kept_row++, cache, r, b);
     }
     cache = std::move(smaller);
     live = std::move(staying);
